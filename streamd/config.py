@@ -1,0 +1,344 @@
+"""Configuration: TOML file → frozen dataclasses, validated with errors that name
+the file, the key and the problem, plus the environment overrides the old system
+used (``VIDEO_STREAM_USE_REDIS``, ``REDIS_URL``, ``REDIS_HOST``…).
+
+Nothing here does I/O beyond reading the file; ``parse_config`` works on a dict so
+tests and ``streamd check`` share one code path.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from streamd.redact import redact_url
+
+DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
+CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+class ConfigError(ValueError):
+    """A configuration problem, located as precisely as we can: file and key."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+def is_valid_camera_id(camera_id: str) -> bool:
+    return CAMERA_ID_PATTERN.fullmatch(camera_id) is not None
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    enabled: bool = True
+    url: str = "redis://localhost:6379/0"
+    channel_prefix: str = "video:"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_frame_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    id: str
+    source: str
+    fps: float = 10.0
+    width: int | None = None
+    jpeg_quality: int = 80
+    loop: bool = True  # file sources start over at the end
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    restart_delay_initial: float = 0.5
+    restart_delay_max: float = 60.0
+    stop_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    cameras: tuple[CameraConfig, ...] = ()
+    log_level: str = "info"
+    source: str = "<defaults>"
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as a TOML-ready dict, with every secret masked."""
+        return {
+            "log_level": self.log_level,
+            "redis": {
+                "enabled": self.redis.enabled,
+                "url": redact_url(self.redis.url),
+                "channel_prefix": self.redis.channel_prefix,
+            },
+            "server": {
+                "listen": self.server.listen,
+                "max_frame_bytes": self.server.max_frame_bytes,
+            },
+            "supervisor": asdict(self.supervisor),
+            "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
+        }
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that carry the full key path."""
+
+    def __init__(self, source: str, prefix: str, table: Mapping[str, Any]) -> None:
+        self.source = source
+        self.prefix = prefix
+        self.table = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def _get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.table.get(name)
+
+    def string(self, name: str, default: str | None) -> str | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, got {value!r}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low:g} and {high:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, got {value!r}")
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def table_of(self, name: str) -> Mapping[str, Any]:
+        value = self._get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(name, "must be a table")
+        return value
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling)")
+
+
+def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise ConfigError(source, key, f"must look like HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(source, key, f"port must be 0-65535, got {port}")
+    return host.strip("[]"), port
+
+
+_SOURCE_SCHEMES = ("synthetic:", "rtsp://", "rtsps://", "http://", "https://", "device:")
+
+
+def validate_source(source: str, key: str, value: str) -> None:
+    if not value.strip():
+        raise ConfigError(source, key, "must not be empty")
+    if value.startswith("device:") and not value[len("device:") :].isdigit():
+        raise ConfigError(source, key, f"device sources look like device:0, got {value!r}")
+    if "://" in value and not value.startswith(_SOURCE_SCHEMES):
+        scheme = value.split("://", 1)[0]
+        raise ConfigError(
+            source, key, f"unsupported scheme {scheme!r} (use rtsp, http(s), a file path)"
+        )
+
+
+def parse_camera(source: str, index: int, raw: Any) -> CameraConfig:
+    prefix = f"cameras[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(source, prefix, "must be a table ([[cameras]])")
+    r = _Reader(source, prefix, raw)
+    camera_id = r.string("id", None)
+    if camera_id is None:
+        raise r.error("id", "is required")
+    if not is_valid_camera_id(camera_id):
+        raise r.error("id", f"{camera_id!r} is not a valid camera id ({CAMERA_ID_PATTERN.pattern})")
+    cam_source = r.string("source", None)
+    if cam_source is None:
+        raise r.error("source", "is required")
+    validate_source(source, r.key("source"), cam_source)
+    camera = CameraConfig(
+        id=camera_id,
+        source=cam_source,
+        fps=r.number("fps", 10.0, 0.1, 120.0),
+        width=r.integer("width", None, 16, 7680),
+        jpeg_quality=r.integer("jpeg_quality", 80, 1, 100) or 80,
+        loop=r.boolean("loop", True),
+    )
+    r.reject_unknown()
+    return camera
+
+
+def _redis_url_from_env(env: Mapping[str, str]) -> str | None:
+    if env.get("REDIS_URL"):
+        return env["REDIS_URL"]
+    parts = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD")
+    if not any(env.get(p) for p in parts):
+        return None
+    host = env.get("REDIS_HOST") or "localhost"
+    port = env.get("REDIS_PORT") or "6379"
+    db = env.get("REDIS_DB") or "0"
+    password = env.get("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    word = value.strip().lower()
+    if word in _FALSE_WORDS:
+        return False
+    if word in _TRUE_WORDS:
+        return True
+    raise ConfigError(
+        f"environment {name}", "", f"must be 1/0, true/false or yes/no, got {value!r}"
+    )
+
+
+def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Config:
+    """Validate a decoded TOML document; ``env`` supplies the overrides."""
+    top = _Reader(source, "", data)
+
+    redis_table = _Reader(source, "redis", top.table_of("redis"))
+    url = redis_table.string("url", None)
+    enabled = redis_table.boolean("enabled", True)
+    prefix = redis_table.string("channel_prefix", "video:") or "video:"
+    redis_table.reject_unknown()
+    env_url = _redis_url_from_env(env)
+    url = env_url or url or "redis://localhost:6379/0"
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        key = "REDIS_URL" if env_url else "redis.url"
+        raise ConfigError(
+            source, key, f"must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
+        )
+    env_enabled = _env_flag(env, "VIDEO_STREAM_USE_REDIS")
+    if env_enabled is not None:
+        enabled = env_enabled
+    if any(ch in prefix for ch in "*?[]") or not prefix:
+        raise redis_table.error("channel_prefix", "must be a plain prefix without glob characters")
+
+    server_table = _Reader(source, "server", top.table_of("server"))
+    listen = server_table.string("listen", "127.0.0.1:8765") or "127.0.0.1:8765"
+    host, port = parse_listen(source, "server.listen", listen)
+    max_frame = server_table.integer("max_frame_bytes", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024)
+    server_table.reject_unknown()
+
+    sup = _Reader(source, "supervisor", top.table_of("supervisor"))
+    supervisor = SupervisorConfig(
+        restart_delay_initial=sup.number("restart_delay_initial", 0.5, 0.01, 60.0),
+        restart_delay_max=sup.number("restart_delay_max", 60.0, 0.1, 3600.0),
+        stop_grace=sup.number("stop_grace", 5.0, 0.1, 120.0),
+    )
+    sup.reject_unknown()
+
+    raw_cameras = top._get("cameras")
+    if raw_cameras is None:
+        raw_cameras = []
+    if not isinstance(raw_cameras, list):
+        raise top.error("cameras", "must be an array of tables ([[cameras]])")
+    cameras = [parse_camera(source, i, raw) for i, raw in enumerate(raw_cameras)]
+    seen: dict[str, int] = {}
+    for i, cam in enumerate(cameras):
+        if cam.id in seen:
+            raise ConfigError(
+                source,
+                f"cameras[{i}].id",
+                f"duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}])",
+            )
+        seen[cam.id] = i
+
+    log_level = (top.string("log_level", "info") or "info").lower()
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise top.error("log_level", f"must be debug, info, warning or error, got {log_level!r}")
+    top.reject_unknown()
+
+    return Config(
+        redis=RedisConfig(enabled=enabled, url=url, channel_prefix=prefix),
+        server=ServerConfig(host=host, port=port, max_frame_bytes=max_frame or 8 * 1024 * 1024),
+        supervisor=supervisor,
+        cameras=tuple(cameras),
+        log_level=log_level,
+        source=source,
+    )
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> Config:
+    """Read and validate ``path``; every failure is a ``ConfigError`` naming the file."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    return parse_config(data, source, env)

@@ -1,0 +1,211 @@
+"""The viewer-facing server: WebSocket frame streams and plain HTTP on one port.
+
+Routes (``route`` is pure and unit-tested):
+
+- ``/ws/{camera_id}`` and ``/api/v1/video-stream/ws/{camera_id}`` (the old
+  server's path): one binary message per JPEG frame, the cached frame at once,
+  text ``ping`` answered with ``pong``. An invalid id is closed with 1008.
+- ``/healthz``: 200 when the gateway can serve frames, else 503.
+
+Each viewer has its own sender task fed by a latest-wins mailbox, so a viewer on
+a slow link only ever slows itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from streamd.config import Config, is_valid_camera_id
+from streamd.gateway.hub import Hub, HubFrame, Mailbox
+from streamd.transport.frame import FrameError, parse_frame
+from streamd.transport.subscriber import FrameSubscriber
+
+log = structlog.get_logger("streamd.gateway")
+STREAM_PREFIXES = ("/ws/", "/api/v1/video-stream/ws/")
+CLOSE_POLICY = 1008
+MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: str  # "stream", "healthz", "not_found"
+    camera_id: str = ""
+
+
+def route(path: str) -> Route:
+    clean = urlsplit(path).path
+    if clean == "/healthz":
+        return Route("healthz")
+    for prefix in STREAM_PREFIXES:
+        if clean.startswith(prefix):
+            return Route("stream", clean[len(prefix) :])
+    return Route("not_found")
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        subscriber: FrameSubscriber | None,
+        fallback_active: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.subscriber = subscriber
+        self.fallback_active = fallback_active
+        self.rejected: Counter[str] = Counter()
+        self.viewers_total = 0
+        self._server: Server | None = None
+
+    # --- frames in --------------------------------------------------------------------
+    def ingest(self, camera_id: str, payload: bytes) -> None:
+        """Validate an untrusted frame (Redis or a child) and hand it to the hub."""
+        try:
+            parsed = parse_frame(payload, self.config.server.max_frame_bytes)
+        except FrameError as exc:
+            self._reject(camera_id, exc.reason)
+            return
+        if parsed.meta is not None and parsed.meta.camera_id != camera_id:
+            self._reject(camera_id, "camera_mismatch")
+            return
+        self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
+
+    def _reject(self, camera_id: str, reason: str) -> None:
+        self.rejected[reason] += 1
+        total = sum(self.rejected.values())
+        if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
+            log.warning("frame rejected", camera_id=camera_id, reason=reason, rejected_total=total)
+
+    # --- health -----------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        if self._server is None:
+            return False, "not listening"
+        if self.subscriber is None:
+            return True, "redis disabled: local frames"
+        if self.subscriber.subscribed:
+            return True, "subscribed"
+        if self.fallback_active():
+            return True, "redis down: local fallback"
+        return False, "redis subscription down"
+
+    # --- HTTP -------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        target = route(request.path)
+        if target.kind == "stream":
+            return None  # go on with the WebSocket handshake
+        if target.kind == "healthz":
+            ok, detail = self.healthy()
+            body = (
+                json.dumps(
+                    {
+                        "status": "ok" if ok else "unavailable",
+                        "detail": detail,
+                        "viewers": self.hub.viewers(),
+                    }
+                )
+                + "\n"
+            )
+            status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _json_response(status, body)
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    # --- WebSocket viewers ------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        camera_id = route(ws.request.path if ws.request else "").camera_id
+        if not is_valid_camera_id(camera_id):
+            await ws.close(CLOSE_POLICY, "invalid camera id")
+            return
+        configured = self.config.camera(camera_id) is not None
+        mailbox = self.hub.attach(camera_id)
+        if self.subscriber is not None:
+            self.subscriber.want(camera_id)
+        self.viewers_total += 1
+        peer = ws.remote_address[0] if ws.remote_address else "?"
+        log.info(
+            "viewer connected", camera_id=camera_id, peer=peer, viewers=self.hub.viewers(camera_id)
+        )
+        pump = asyncio.create_task(self._pump(ws, mailbox))
+        try:
+            async for message in ws:
+                if message == "ping":
+                    await ws.send("pong")
+        except ConnectionClosed:
+            pass
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            self.hub.detach(mailbox, keep_cache=configured)
+            if self.subscriber is not None:
+                self.subscriber.unwant(camera_id)
+            log.info(
+                "viewer disconnected",
+                camera_id=camera_id,
+                peer=peer,
+                delivered=mailbox.delivered,
+                skipped=mailbox.skipped,
+            )
+
+    @staticmethod
+    async def _pump(ws: ServerConnection, mailbox: Mailbox) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await mailbox.get()
+                await ws.send(frame.payload)
+
+    async def start(self) -> Server:
+        server_config = self.config.server
+        self._server = await serve(
+            self._handle,
+            server_config.host,
+            server_config.port,
+            process_request=self._process_request,
+            compression=None,  # JPEG does not compress; deflate would only burn CPU
+            max_size=MAX_VIEWER_MESSAGE,
+            ping_interval=20,
+            ping_timeout=20,
+            open_timeout=10,
+            close_timeout=2,
+        )
+        return self._server
+
+    def bound_port(self) -> int:
+        assert self._server is not None
+        for sock in self._server.sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("server has no socket")
+
+    async def close(self) -> None:
+        """Stop accepting, close viewers with 1001 (going away), wait for them."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close(close_connections=True)
+        await server.wait_closed()
+
+
+def _json_response(status: http.HTTPStatus, body: str) -> Response:
+    data = body.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, data)

@@ -1,0 +1,74 @@
+"""The control channel between the supervisor and one camera child.
+
+A ``socketpair`` whose child end is passed to the child by exec (``pass_fds``).
+Each message is ``type u8 | length u32 (big-endian) | body``:
+
+- ``SPEC``   supervisor → child: JSON camera spec (sent here, not on the command
+  line, so RTSP credentials never show in ``ps``).
+- ``STATUS`` child → supervisor: JSON heartbeat with state and counters.
+- ``FRAME``  child → supervisor: one wire-format frame (``transport.frame``), only
+  while Redis is down or disabled: the embedded fallback.
+
+EOF on the child's side means the supervisor is gone: the child exits (no orphans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import struct
+from typing import Any
+
+_HEADER = struct.Struct(">BI")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class MessageType(enum.IntEnum):
+    SPEC = 1
+    STATUS = 2
+    FRAME = 3
+
+
+class ProtocolError(ValueError):
+    """The peer sent something that is not a control message."""
+
+
+def encode_message(kind: MessageType, body: bytes) -> bytes:
+    return _HEADER.pack(kind, len(body)) + body
+
+
+def encode_json(kind: MessageType, obj: Any) -> bytes:
+    return encode_message(kind, json.dumps(obj, separators=(",", ":")).encode())
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[MessageType, bytes] | None:
+    """Next message, or None at a clean EOF."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProtocolError("truncated header") from None
+        return None
+    kind_value, length = _HEADER.unpack(header)
+    if length > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {length} bytes is over the limit")
+    try:
+        kind = MessageType(kind_value)
+    except ValueError:
+        raise ProtocolError(f"unknown message type {kind_value}") from None
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("truncated body") from None
+    return kind, body
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"bad JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("JSON body must be an object")
+    return obj

@@ -1,0 +1,206 @@
+"""The child's frame publisher: one long-lived pooled ``redis.asyncio`` client,
+adaptive pipelining, and the embedded fallback.
+
+Capture never waits on Redis: ``submit`` puts the frame in a small bounded queue
+where the newest frame wins, and returns at once. One sender task takes
+*everything* queued whenever the connection is free and sends it in a single
+pipeline, so batching grows with load and adds no latency when idle.
+
+While Redis is down (or disabled) the newest frame goes to ``fallback`` (the
+control socket to the supervisor's gateway) and a reconnect loop probes Redis
+with capped exponential backoff and jitter, so publishing resumes within
+``reconnect_cap`` seconds of Redis coming back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from streamd.backoff import Backoff
+from streamd.redact import redact_url
+from streamd.stats import PublishStats
+from streamd.transport.frame import FrameMeta, pack_frame
+
+log = structlog.get_logger("streamd.publisher")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    meta: FrameMeta  # publish_ns is filled in when the frame leaves the queue
+    jpeg: bytes
+    queued_at: float  # time.monotonic() at submit, for publish latency
+
+
+class LatestWinsQueue:
+    """Bounded FIFO that drops the oldest entry when full (pure)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[EncodedFrame] = deque()
+        self.capacity = capacity
+
+    def push(self, item: EncodedFrame) -> int:
+        """Add ``item``; return how many old items were dropped to make room."""
+        dropped = 0
+        while len(self._items) >= self.capacity:
+            self._items.popleft()
+            dropped += 1
+        self._items.append(item)
+        return dropped
+
+    def take_all(self) -> list[EncodedFrame]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def make_redis_client(url: str, *, max_connections: int = 2) -> aioredis.Redis:
+    """A pooled client that fails fast: streamd runs its own reconnect policy."""
+    return aioredis.Redis.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        protocol=2,
+    )
+
+
+class FramePublisher:
+    def __init__(
+        self,
+        *,
+        redis_url: str | None,
+        channel: str,
+        fallback: Callable[[bytes], bool],
+        stats: PublishStats,
+        queue_size: int = 4,
+        reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
+    ) -> None:
+        self.channel = channel
+        self.stats = stats
+        self._fallback = fallback
+        self._queue = LatestWinsQueue(queue_size)
+        self._wakeup = asyncio.Event()
+        self._reconnect = reconnect
+        self._redis_url = redis_url
+        self._client = make_redis_client(redis_url) if redis_url else None
+        self._redis_up = False
+        self._announce_next_success = True
+        self._down = asyncio.Event()
+        self._down.set()  # until the first PING answers
+
+    @property
+    def redis_state(self) -> str:
+        if self._client is None:
+            return "disabled"
+        return "up" if self._redis_up else "down"
+
+    def submit(self, frame: EncodedFrame) -> None:
+        """Queue a frame without waiting (called from the event loop)."""
+        dropped = self._queue.push(frame)
+        if dropped:
+            self.stats.dropped["queue_full"] += dropped
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        reconnector = asyncio.create_task(self._reconnect_loop()) if self._client else None
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                batch = self._queue.take_all()
+                if batch:
+                    await self._deliver(batch)
+        finally:
+            if reconnector is not None:
+                reconnector.cancel()
+            if self._client is not None:
+                await self._client.aclose()
+
+    async def _deliver(self, batch: list[EncodedFrame]) -> None:
+        if self._client is not None:
+            self.stats.attempts += len(batch)
+            if self._redis_up and await self._publish(batch):
+                return
+            self.stats.failures += len(batch)
+        # Embedded fallback: only the newest frame matters to a live viewer.
+        stale = len(batch) - 1
+        if stale:
+            self.stats.dropped["fallback_stale"] += stale
+        payload = self._pack(batch[-1])
+        if self._fallback(payload):
+            self.stats.fallback += 1
+        else:
+            self.stats.dropped["fallback_busy"] += 1
+
+    def _pack(self, frame: EncodedFrame) -> bytes:
+        return pack_frame(replace(frame.meta, publish_ns=time.time_ns()), frame.jpeg)
+
+    async def _publish(self, batch: list[EncodedFrame]) -> bool:
+        assert self._client is not None
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for frame in batch:
+                    pipe.publish(self.channel, self._pack(frame))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            return False
+        done = time.monotonic()
+        self.stats.published += len(batch)
+        for frame in batch:
+            self.stats.latency.record(done - frame.queued_at)
+        if self._announce_next_success:
+            self._announce_next_success = False
+            log.info(
+                "redis publish ok",
+                redis_url=redact_url(self._redis_url or ""),
+                channel=self.channel,
+                batch=len(batch),
+            )
+        return True
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self._redis_up:
+            log.warning(
+                "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
+            )
+        self._redis_up = False
+        self._down.set()
+
+    async def _reconnect_loop(self) -> None:
+        """Probe Redis each time it goes down; mark it up when PING answers."""
+        assert self._client is not None
+        failures = 0
+        while True:
+            await self._down.wait()
+            try:
+                await self._client.ping()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "redis unreachable; frames go to the local gateway",
+                        redis_url=redact_url(self._redis_url or ""),
+                        error=str(exc) or type(exc).__name__,
+                    )
+                await asyncio.sleep(self._reconnect.delay(failures))
+                continue
+            failures = 0
+            self._redis_up = True
+            self._announce_next_success = True
+            self._down.clear()

@@ -1,0 +1,179 @@
+"""The gateway's Redis subscriber: one dedicated connection, explicit channels.
+
+It subscribes to ``{prefix}{camera_id}`` for each camera someone wants (not to a
+pattern), so Redis itself knows which cameras are watched. It speaks RESP2:
+redis-py's RESP3 push handling drains ~10x slower for frame-sized messages and
+gets the client disconnected by Redis' output-buffer limit (design.md).
+
+Redis drops subscribers (output-buffer limit, ``CLIENT KILL``, restarts): the
+``run`` loop notices, reconnects with capped backoff and resubscribes everything
+on its own. A ping watchdog also catches a connection that silently went dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from streamd.backoff import Backoff
+from streamd.config import is_valid_camera_id
+from streamd.redact import redact_url
+
+log = structlog.get_logger("streamd.subscriber")
+# Always subscribed, so the connection is in pub/sub mode even with no camera wanted.
+CONTROL_CHANNEL = "streamd:gateway"
+PING_INTERVAL_S = 5.0
+PING_DEADLINE_S = 15.0
+
+
+class FrameSubscriber:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        on_frame: Callable[[str, bytes], None],
+        reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.on_frame = on_frame
+        self.reconnect = reconnect
+        self.wanted: Counter[str] = Counter()
+        self.subscribed = False
+        self.sessions = 0
+        self.received = 0
+        self.ignored = 0
+        self._pubsub: PubSub | None = None
+        self._last_pong = time.monotonic()
+
+    # --- what to subscribe to -----------------------------------------------------
+    def want(self, camera_id: str) -> None:
+        self.wanted[camera_id] += 1
+        if self.wanted[camera_id] == 1:
+            self._send("subscribe", camera_id)
+
+    def unwant(self, camera_id: str) -> None:
+        if self.wanted[camera_id] <= 0:
+            return
+        self.wanted[camera_id] -= 1
+        if self.wanted[camera_id] == 0:
+            del self.wanted[camera_id]
+            self._send("unsubscribe", camera_id)
+
+    def _send(self, command: str, camera_id: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or not self.subscribed:
+            return  # the next session subscribes to everything wanted
+        channel = self.prefix + camera_id
+        call = pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
+        task = asyncio.ensure_future(call)
+        task.add_done_callback(_ignore_result)
+
+    # --- the connection -------------------------------------------------------------
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._session()
+            except (RedisError, OSError, TimeoutError) as exc:
+                was_subscribed = self.subscribed
+                self.subscribed = False
+                failures = 1 if was_subscribed else failures + 1
+                delay = self.reconnect.delay(failures)
+                if was_subscribed or failures == 1:
+                    log.warning(
+                        "redis subscription lost; reconnecting",
+                        redis_url=redact_url(self.url),
+                        error=str(exc) or type(exc).__name__,
+                        retry_in_s=round(delay, 2),
+                    )
+                await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        client = aioredis.Redis.from_url(
+            self.url,
+            protocol=2,
+            socket_connect_timeout=2.0,
+            socket_timeout=None,  # a subscriber blocks in read for as long as it likes
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_read_size=1 << 20,
+        )
+        pubsub = client.pubsub()
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            channels = [CONTROL_CHANNEL, *(self.prefix + c for c in self.wanted)]
+            await pubsub.subscribe(*channels)
+            self._pubsub = pubsub
+            self.subscribed = True
+            self.sessions += 1
+            self._last_pong = time.monotonic()
+            log.info(
+                "redis subscription started"
+                if self.sessions == 1
+                else "redis subscription restored",
+                redis_url=redact_url(self.url),
+                channels=len(channels),
+            )
+            watchdog = asyncio.create_task(self._ping_watchdog(pubsub))
+            await self._read_loop(pubsub)
+        finally:
+            self.subscribed = False
+            self._pubsub = None
+            if watchdog is not None:
+                watchdog.cancel()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _read_loop(self, pubsub: PubSub) -> None:
+        prefix = self.prefix.encode()
+        cut = len(prefix)
+        while True:
+            response = await pubsub.parse_response(block=True)
+            # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
+            if not isinstance(response, list) or not response:
+                continue
+            kind = response[0]
+            if kind == b"message" and len(response) == 3:
+                channel, data = response[1], response[2]
+                if channel.startswith(prefix):
+                    camera_id = channel[cut:].decode("ascii", "replace")
+                    if is_valid_camera_id(camera_id):
+                        self.received += 1
+                        self.on_frame(camera_id, data)
+                        continue
+                self.ignored += 1
+            elif kind == b"pong":
+                self._last_pong = time.monotonic()
+
+    async def _ping_watchdog(self, pubsub: PubSub) -> None:
+        """Close a connection that stopped answering, so ``run`` reconnects."""
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            if time.monotonic() - self._last_pong > PING_DEADLINE_S:
+                log.warning(
+                    "redis subscription silent; reconnecting", redis_url=redact_url(self.url)
+                )
+                if pubsub.connection is not None:
+                    await pubsub.connection.disconnect()
+                return
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.ping()
+
+
+def _ignore_result(task: asyncio.Future[object]) -> None:
+    # A failed (un)subscribe means the connection broke; run() resubscribes all.
+    if not task.cancelled():
+        task.exception()

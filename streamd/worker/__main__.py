@@ -1,0 +1,5 @@
+import sys
+
+from streamd.worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""The capture thread: source → pace → resize → JPEG (once) → hand to the loop.
+
+Blocking OpenCV calls live here so the child's event loop (publisher, heartbeats)
+never stalls on a camera. A lost source is reopened with capped backoff; the
+thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import structlog
+
+from streamd.backoff import Backoff
+from streamd.config import CameraConfig
+from streamd.transport.frame import FrameMeta
+from streamd.transport.publisher import EncodedFrame
+from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
+from streamd.worker.sources import Pacer, Source, SourceError, open_source
+
+log = structlog.get_logger("streamd.capture")
+
+
+class SourceState(enum.Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+
+
+class CaptureLoop:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        on_frame: Callable[[EncodedFrame], None],
+        on_state: Callable[[SourceState], None],
+        reopen: Backoff = Backoff(initial=0.5, cap=30.0),
+    ) -> None:
+        self.camera = camera
+        self.on_frame = on_frame
+        self.on_state = on_state
+        self.reopen = reopen
+        self.stop_event = threading.Event()
+        self.captured = 0
+        self.encoded = 0
+        self.encode_errors = 0
+        self.seq = 0
+        self._thread = threading.Thread(target=self._run, name=f"capture-{camera.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        source = open_source(self.camera.source, loop=self.camera.loop)
+        failures = 0
+        state = SourceState.CONNECTING
+        while not self.stop_event.is_set():
+            self.on_state(state)
+            try:
+                source.open()
+            except SourceError as exc:
+                failures += 1
+                delay = self.reopen.delay(failures)
+                log.warning(
+                    "source open failed",
+                    error=str(exc),
+                    retry_in_s=round(delay, 2),
+                    attempt=failures,
+                )
+                self.stop_event.wait(delay)
+                state = SourceState.RECONNECTING
+                continue
+            if self._stream(source):
+                failures = 0
+            source.close()
+            state = SourceState.RECONNECTING
+            if not self.stop_event.is_set():
+                failures += 1
+                delay = self.reopen.delay(failures)
+                log.warning("source lost; reopening", retry_in_s=round(delay, 2))
+                self.stop_event.wait(delay)
+
+    def _stream(self, source: Source) -> bool:
+        """Read until the source is lost or we are stopped; True if any frame came."""
+        pacer = Pacer(self.camera.fps, time.monotonic())
+        got_any = False
+        while not self.stop_event.is_set():
+            if not source.live:
+                wait = pacer.wait_time(time.monotonic())
+                if wait > 0 and self.stop_event.wait(wait):
+                    break
+            image = source.read()
+            if image is None:
+                return got_any
+            self.captured += 1
+            if not got_any:
+                got_any = True
+                self.on_state(SourceState.LIVE)
+            if not pacer.take(time.monotonic()):
+                continue  # a live source delivering faster than the configured fps
+            self._publish(image)
+        return got_any
+
+    def _publish(self, image: np.ndarray) -> None:
+        capture_ns = time.time_ns()
+        try:
+            resized = resize_to_width(image, self.camera.width)
+            jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
+        except (EncodeError, ValueError) as exc:
+            self.encode_errors += 1
+            log.warning("frame dropped: encode failed", error=str(exc))
+            return
+        self.seq += 1
+        self.encoded += 1
+        meta = FrameMeta(
+            self.camera.id, self.seq, capture_ns, 0, int(resized.shape[1]), int(resized.shape[0])
+        )
+        self.on_frame(EncodedFrame(meta, jpeg, time.monotonic()))

@@ -1,0 +1,206 @@
+"""Entry point of one camera child: ``python -m streamd.worker --camera ID --control-fd N``.
+
+The command line names the camera (``ps``, ``top`` and journald's ``_CMDLINE``
+show which camera a process serves); the camera spec itself arrives over the
+control socket. The child exits when the supervisor goes away: EOF on the control
+socket, and ``PR_SET_PDEATHSIG`` as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from streamd.config import ConfigError
+from streamd.observability import configure_logging
+from streamd.stats import PublishStats
+from streamd.transport.local import (
+    MessageType,
+    ProtocolError,
+    decode_json,
+    encode_json,
+    encode_message,
+    read_message,
+)
+from streamd.transport.publisher import EncodedFrame, FramePublisher
+from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.worker.spec import EX_CONFIG, WorkerSpec
+
+log = structlog.get_logger("streamd.worker")
+FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
+SPEC_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (best effort)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(0)
+
+
+class CameraWorker:
+    def __init__(self, spec: WorkerSpec, writer: asyncio.StreamWriter) -> None:
+        self.spec = spec
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self.stats = PublishStats()
+        self.state = SourceState.CONNECTING
+        self.publisher = FramePublisher(
+            redis_url=spec.redis_url,
+            channel=spec.channel,
+            fallback=self._send_to_supervisor,
+            stats=self.stats,
+        )
+        self.capture = CaptureLoop(spec.camera, self._from_thread_frame, self._from_thread_state)
+        self.started = time.monotonic()
+
+    # --- called from the capture thread -------------------------------------------
+    def _from_thread_frame(self, frame: EncodedFrame) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+            self.loop.call_soon_threadsafe(self.publisher.submit, frame)
+
+    def _from_thread_state(self, state: SourceState) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._set_state, state)
+
+    # --- event loop -----------------------------------------------------------------
+    def _set_state(self, state: SourceState) -> None:
+        if state is not self.state:
+            log.info("camera state", state=state.value, previous=self.state.value)
+        self.state = state
+        self._send_status()
+
+    def _send_to_supervisor(self, payload: bytes) -> bool:
+        transport = self.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > FALLBACK_BUFFER_LIMIT:
+            return False
+        self.writer.write(encode_message(MessageType.FRAME, payload))
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "redis": self.publisher.redis_state,
+            "seq": self.capture.seq,
+            "captured": self.capture.captured,
+            "encoded": self.capture.encoded,
+            "encode_errors": self.capture.encode_errors,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "publish": self.stats.snapshot(),
+        }
+
+    def _send_status(self) -> None:
+        if not self.writer.transport.is_closing():
+            self.writer.write(encode_json(MessageType.STATUS, self.status()))
+
+    async def heartbeat(self) -> None:
+        while True:
+            self._send_status()
+            await asyncio.sleep(self.spec.heartbeat_interval)
+
+    async def stats_logger(self) -> None:
+        """One line per stats interval: success rate and latency, never one per frame."""
+        last_published = 0
+        last_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self.spec.stats_interval)
+            now = time.monotonic()
+            published = self.stats.published + self.stats.fallback
+            snapshot = self.stats.snapshot()
+            log.info(
+                "camera stats",
+                state=self.state.value,
+                redis=self.publisher.redis_state,
+                frames_captured=self.capture.captured,
+                frames_published=self.stats.published,
+                frames_fallback=self.stats.fallback,
+                dropped=snapshot["dropped"],
+                success_rate_pct=snapshot["success_rate_pct"],
+                fps_out=round((published - last_published) / (now - last_at), 2),
+                **{f"publish_{k}": v for k, v in snapshot["publish_latency"].items()},
+            )
+            self.stats.latency.reset()
+            last_published, last_at = published, now
+
+
+async def _watch_supervisor(reader: asyncio.StreamReader) -> None:
+    """Return when the supervisor closes the control socket (or dies)."""
+    with contextlib.suppress(ProtocolError, ConnectionError):
+        while await read_message(reader) is not None:
+            pass
+
+
+async def run_worker(control_fd: int) -> int:
+    sock = socket.socket(fileno=control_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    try:
+        message = await asyncio.wait_for(read_message(reader), SPEC_TIMEOUT_S)
+        if message is None or message[0] is not MessageType.SPEC:
+            log.error("no camera spec from the supervisor")
+            return EX_CONFIG
+        spec = WorkerSpec.from_json(decode_json(message[1]))
+    except (ConfigError, ProtocolError, TimeoutError) as exc:
+        log.error("unusable camera spec", error=str(exc))
+        return EX_CONFIG
+    configure_logging(spec.log_level, context=_log_context(spec.camera.id))
+
+    worker = CameraWorker(spec, writer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "camera child started",
+        source=spec.camera.source,
+        fps=spec.camera.fps,
+        redis=worker.publisher.redis_state,
+        channel=spec.channel,
+    )
+    worker.capture.start()
+    tasks = [
+        asyncio.create_task(worker.publisher.run(), name="publisher"),
+        asyncio.create_task(worker.heartbeat(), name="heartbeat"),
+        asyncio.create_task(worker.stats_logger(), name="stats"),
+    ]
+    watcher = asyncio.create_task(_watch_supervisor(reader), name="control")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    await asyncio.wait([watcher, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    reason = "signal" if stop.is_set() else "supervisor gone" if watcher.done() else "task ended"
+    log.info("camera child stopping", reason=reason)
+    await asyncio.to_thread(worker.capture.stop)
+    for task in [watcher, stopper, *tasks]:
+        task.cancel()
+    await asyncio.gather(watcher, stopper, *tasks, return_exceptions=True)
+    with contextlib.suppress(ConnectionError, OSError):
+        writer.close()
+    return 0
+
+
+def _log_context(camera_id: str) -> dict[str, Any]:
+    return {"camera_id": camera_id, "pid": os.getpid()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamd.worker", description=__doc__)
+    parser.add_argument("--camera", required=True, help="camera id (shown in ps/journal)")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    set_parent_death_signal()
+    configure_logging(args.log_level, context=_log_context(args.camera))
+    return asyncio.run(run_worker(args.control_fd))
