@@ -185,6 +185,8 @@ class Pacer:
         if now < self.next_due:
             return False
         # Schedule from the due time, not from now, so the average rate is exact;
-        # but never owe more than one interval after a stall (no catch-up burst).
-        self.next_due = max(self.next_due + self.interval, now)
+        # but after a stall longer than one interval start afresh (no catch-up burst).
+        self.next_due += self.interval
+        if self.next_due <= now:
+            self.next_due = now + self.interval
         return True

@@ -1,0 +1,212 @@
+"""Real parts for tests: a redis-server per test on a free port (killable and
+restartable), the daemon as a subprocess, and helpers to wait on conditions
+without fixed sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = Path(__file__).resolve().parent / "tools"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A throwaway redis-server: never the machine's own on 6379."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (run scripts/test, it installs it)"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, 10, f"redis-server on {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def write_config(path: Path, *, redis_url: str | None, port: int,
+                 cameras: list[dict[str, Any]], extra: str = "") -> Path:
+    lines = []
+    if redis_url is not None:
+        lines += ["[redis]", f'url = "{redis_url}"', ""]
+    lines += ["[server]", f'listen = "127.0.0.1:{port}"', ""]
+    for cam in cameras:
+        lines.append("[[cameras]]")
+        for key, value in cam.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines) + extra)
+    return path
+
+
+class Daemon:
+    """``streamd run -c FILE`` as a real subprocess, its JSON log lines captured."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.log_path = Path(tempfile.mkstemp(prefix="streamd-", suffix=".log")[1])
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "VIDEO_STREAM"))}
+        full_env.update(env or {})
+        self._log_file = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamd", "run", "-c", str(config)],
+            stdout=self._log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
+        )
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://{self.base}{path}", timeout=5) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        def healthy() -> bool:
+            assert self.process.poll() is None, f"daemon exited:\n{self.log_text()}"
+            try:
+                return self.http("/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout, "daemon /healthz")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return int(self.process.returncode)
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    daemons: list[Daemon] = []
+
+    def start(*, redis_url: str | None, cameras: list[dict[str, Any]],
+              env: dict[str, str] | None = None, extra: str = "") -> Daemon:
+        port = free_port()
+        config = write_config(tmp_path / f"streamd-{len(daemons)}.toml", redis_url=redis_url,
+                              port=port, cameras=cameras, extra=extra)
+        daemon = Daemon(config, port, env)
+        daemons.append(daemon)
+        daemon.wait_healthy()
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        daemon.stop()
+        if daemon.process.returncode not in (0, None):
+            print(daemon.log_text())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purposes.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def kill_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamd.config import ConfigError, load_config, parse_config
+from streamd.redact import redact_url
+
+from .conftest import ROOT
+
+EXAMPLE = """
+[redis]
+url = "redis://127.0.0.1:6379/0"
+
+[server]
+listen = "127.0.0.1:8765"
+
+[[cameras]]
+id = "demo"
+source = "synthetic:"        # also rtsp://…, http(s)://… MJPEG, a file path, device:0
+fps = 10
+width = 1280                 # resize target, aspect kept; optional
+jpeg_quality = 80            # optional
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "streamd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_issue_example_loads_exactly_as_written(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, EXAMPLE), {})
+    assert config.redis.enabled and config.redis.url == "redis://127.0.0.1:6379/0"
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8765)
+    (camera,) = config.cameras
+    assert (camera.id, camera.source, camera.fps, camera.width, camera.jpeg_quality) == (
+        "demo", "synthetic:", 10.0, 1280, 80)
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(ROOT / "etc" / "streamd.toml", {})
+    assert [c.id for c in config.cameras] == ["demo"]
+
+
+def test_defaults_suit_a_first_run() -> None:
+    config = parse_config({"cameras": [{"id": "a", "source": "synthetic:"}]}, "x.toml", {})
+    assert config.server.host == "127.0.0.1"  # loopback unless told otherwise
+    assert config.cameras[0].width is None and config.cameras[0].jpeg_quality == 80
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="b"\nsource="synthetic:"\nfps="fast"\n',
+         "cameras[1].fps", "must be a number"),
+        ('[[cameras]]\nid="a"\nsource="synthetic:"\nfps=0\n', "cameras[0].fps", "between"),
+        ('[[cameras]]\nid="a b"\nsource="synthetic:"\n', "cameras[0].id", "not a valid camera id"),
+        ('[[cameras]]\nid="video:*"\nsource="synthetic:"\n', "cameras[0].id", "not a valid camera id"),
+        ('[[cameras]]\nsource="synthetic:"\n', "cameras[0].id", "is required"),
+        ('[[cameras]]\nid="a"\n', "cameras[0].source", "is required"),
+        ('[[cameras]]\nid="a"\nsource="ftp://x/y"\n', "cameras[0].source", "unsupported scheme"),
+        ('[[cameras]]\nid="a"\nsource="device:cam"\n', "cameras[0].source", "device:0"),
+        ('[[cameras]]\nid="a"\nsource="synthetic:"\nfsp=3\n', "cameras[0].fsp", "unknown key"),
+        ('[[cameras]]\nid="a"\nsource="synthetic:"\njpeg_quality=101\n', "cameras[0].jpeg_quality", "between"),
+        ('[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="a"\nsource="synthetic:"\n',
+         "cameras[1].id", "duplicate"),
+        ('[server]\nlisten="8765"\n', "server.listen", "HOST:PORT"),
+        ('[redis]\nurl="http://x"\n', "redis.url", "redis://"),
+        ('[redis]\nchannel_prefix="video:*"\n', "redis.channel_prefix", "glob"),
+        ("cameras = 3\n", "cameras", "array of tables"),
+        ('log_level = "loud"\n', "log_level", "must be"),
+    ],
+)
+def test_invalid_config_names_file_key_and_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.source == str(path)
+    assert info.value.key == key
+    assert problem in info.value.problem
+    assert str(path) in str(info.value) and key in str(info.value)
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "[[cameras]\n"), {})
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml", {})
+
+
+def test_env_redis_url_wins(tmp_path: Path) -> None:
+    env = {"REDIS_URL": "redis://other:7000/3", "REDIS_HOST": "ignored"}
+    config = load_config(write(tmp_path, EXAMPLE), env)
+    assert config.redis.url == "redis://other:7000/3"
+
+
+def test_env_redis_parts_build_a_url(tmp_path: Path) -> None:
+    env = {"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_DB": "2", "REDIS_PASSWORD": "p@ss/word"}
+    config = load_config(write(tmp_path, EXAMPLE), env)
+    assert config.redis.url == "redis://:p%40ss%2Fword@cache:6380/2"
+    assert parse_config({}, "x", {"REDIS_PORT": "7001"}).redis.url == "redis://localhost:7001/0"
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("0", False), ("false", False), ("no", False),
+                                                ("1", True), ("yes", True), ("TRUE", True)])
+def test_env_use_redis_switch(tmp_path: Path, value: str, enabled: bool) -> None:
+    config = load_config(write(tmp_path, EXAMPLE), {"VIDEO_STREAM_USE_REDIS": value})
+    assert config.redis.enabled is enabled
+
+
+def test_env_use_redis_rejects_nonsense(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="VIDEO_STREAM_USE_REDIS"):
+        load_config(write(tmp_path, EXAMPLE), {"VIDEO_STREAM_USE_REDIS": "maybe"})
+
+
+def test_redact_url() -> None:
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5/h264") == "rtsp://admin:***@10.0.0.5/h264"
+    assert redact_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("rtsp://cam.local/stream") == "rtsp://cam.local/stream"
+    assert redact_url("see rtsp://u:p@a and http://x:y@b/c") == "see rtsp://u:***@a and http://x:***@b/c"
+
+
+def run_check(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamd", "check", "-c", str(path)],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})},
+                          cwd=ROOT, timeout=30)
+
+
+def test_check_prints_effective_config_redacted(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE.replace("synthetic:", "rtsp://admin:hunter2@cam/live"))
+    result = run_check(path, {"REDIS_PASSWORD": "topsecret"})
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and "topsecret" not in result.stdout
+    assert 'source = "rtsp://admin:***@cam/live"' in result.stdout
+    assert 'url = "redis://:***@localhost:6379/0"' in result.stdout
+
+
+def test_check_fails_with_located_error(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE.replace("fps = 10", 'fps = "ten"'))
+    result = run_check(path)
+    assert result.returncode != 0
+    assert f"{path}: cameras[0].fps: must be a number" in result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "streamd", "--version"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("streamd ")

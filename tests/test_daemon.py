@@ -1,0 +1,118 @@
+"""The daemon as a subprocess, real WebSocket viewers, real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streamd.transport.frame import parse_frame
+
+from .conftest import Daemon, RedisServer
+from .viewers import Watcher, decodes, frames
+
+SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 15}
+
+
+async def test_both_endpoint_paths_stream_decodable_frames(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "front", **SYNTH}])
+    for path in ("/ws/front", "/api/v1/video-stream/ws/front"):
+        got = await frames(f"ws://{daemon.base}{path}", 5)
+        assert all(decodes(f) for f in got)
+        seqs = [m.seq for m in (parse_frame(f, 1 << 24).meta for f in got) if m]
+        assert len(seqs) == 5 and seqs == sorted(seqs)
+    events = [e["event"] for e in daemon.log_events()]
+    assert "video stream manager started" in events
+    assert "redis subscription started" in events
+
+
+async def test_ping_pong_and_cached_frame_on_connect(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "cam", "source": "synthetic:", "fps": 1}])
+    await frames(f"ws://{daemon.base}/ws/cam", 1, timeout=10)  # a frame is now cached
+    async with connect(f"ws://{daemon.base}/ws/cam", max_size=None) as ws:
+        # At 1 fps the cached frame must arrive long before the next capture.
+        first = await asyncio.wait_for(ws.recv(), 0.5)
+        assert isinstance(first, bytes) and decodes(first)
+        await ws.send("ping")
+        async with asyncio.timeout(3):
+            while (reply := await ws.recv()) != "pong":
+                assert isinstance(reply, bytes)
+
+
+async def test_invalid_camera_id_is_closed_with_a_reason(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[])
+    for bad in ("a*", "..", "x" * 80, "%2A"):
+        async with connect(f"ws://{daemon.base}/ws/{bad}") as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008 and "invalid camera id" in info.value.rcvd.reason
+    with pytest.raises(InvalidStatus) as status:
+        async with connect(f"ws://{daemon.base}/nowhere"):
+            pass
+    assert status.value.response.status_code == 404
+
+
+async def test_valid_id_without_frames_waits_then_gets_foreign_plain_jpeg(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Another program publishing raw JPEG bytes to video:{id} reaches viewers."""
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[])
+    image = np.full((40, 60, 3), 200, np.uint8)
+    plain = bytes(cv2.imencode(".jpg", image)[1].tobytes())
+    async with Watcher(f"ws://{daemon.base}/ws/legacy-cam", keep_payloads=True) as viewer:
+        await asyncio.sleep(0.5)
+        assert viewer.arrivals == []  # waits quietly, not closed
+
+        async def publish_until_received() -> None:
+            client = redis_server.client()
+            while not viewer.payloads:
+                client.publish("video:legacy-cam", plain)
+                client.publish("video:legacy-cam", b"not a jpeg at all")
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(publish_until_received(), 10)
+        assert viewer.payloads[0] == plain
+    assert all(p == plain for p in viewer.payloads)  # junk never reached the viewer
+    rejected = [e for e in daemon.log_events() if e["event"] == "frame rejected"]
+    assert rejected and rejected[0]["reason"] == "not_jpeg"
+
+
+def test_healthz(redis_server: RedisServer, start_daemon: Callable[..., Daemon]) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[])
+    status, body = daemon.http("/healthz")
+    assert status == 200 and json.loads(body)["detail"] == "subscribed"
+    assert daemon.http("/nope")[0] == 404
+
+
+async def test_sigterm_exits_zero_and_viewers_get_1001(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
+    children = daemon.child_pids()
+    assert len(children) == 1
+    async with connect(f"ws://{daemon.base}/ws/c", max_size=None) as ws:
+        await ws.recv()
+        daemon.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert await asyncio.to_thread(daemon.process.wait, 10) == 0
+    events: list[dict[str, Any]] = daemon.log_events()
+    assert any(e["event"] == "video stream manager stopped" for e in events)
