@@ -33,7 +33,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -60,9 +62,21 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (run scripts/test, it installs it)"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(self.ping, 10, f"redis-server on {self.port}")
 
@@ -90,8 +104,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-def write_config(path: Path, *, redis_url: str | None, port: int,
-                 cameras: list[dict[str, Any]], extra: str = "") -> Path:
+def write_config(
+    path: Path, *, redis_url: str | None, port: int, cameras: list[dict[str, Any]], extra: str = ""
+) -> Path:
     lines = []
     if redis_url is not None:
         lines += ["[redis]", f'url = "{redis_url}"', ""]
@@ -112,12 +127,17 @@ class Daemon:
         self.config = config
         self.port = port
         self.log_path = Path(tempfile.mkstemp(prefix="streamd-", suffix=".log")[1])
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "VIDEO_STREAM"))}
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "VIDEO_STREAM"))
+        }
         full_env.update(env or {})
         self._log_file = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamd", "run", "-c", str(config)],
-            stdout=self._log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
         )
 
     @property
@@ -171,11 +191,21 @@ class Daemon:
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     daemons: list[Daemon] = []
 
-    def start(*, redis_url: str | None, cameras: list[dict[str, Any]],
-              env: dict[str, str] | None = None, extra: str = "") -> Daemon:
+    def start(
+        *,
+        redis_url: str | None,
+        cameras: list[dict[str, Any]],
+        env: dict[str, str] | None = None,
+        extra: str = "",
+    ) -> Daemon:
         port = free_port()
-        config = write_config(tmp_path / f"streamd-{len(daemons)}.toml", redis_url=redis_url,
-                              port=port, cameras=cameras, extra=extra)
+        config = write_config(
+            tmp_path / f"streamd-{len(daemons)}.toml",
+            redis_url=redis_url,
+            port=port,
+            cameras=cameras,
+            extra=extra,
+        )
         daemon = Daemon(config, port, env)
         daemons.append(daemon)
         daemon.wait_healthy()

@@ -39,7 +39,12 @@ def test_issue_example_loads_exactly_as_written(tmp_path: Path) -> None:
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8765)
     (camera,) = config.cameras
     assert (camera.id, camera.source, camera.fps, camera.width, camera.jpeg_quality) == (
-        "demo", "synthetic:", 10.0, 1280, 80)
+        "demo",
+        "synthetic:",
+        10.0,
+        1280,
+        80,
+    )
 
 
 def test_shipped_config_is_valid() -> None:
@@ -56,19 +61,33 @@ def test_defaults_suit_a_first_run() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
-        ('[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="b"\nsource="synthetic:"\nfps="fast"\n',
-         "cameras[1].fps", "must be a number"),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="b"\nsource="synthetic:"\nfps="fast"\n',
+            "cameras[1].fps",
+            "must be a number",
+        ),
         ('[[cameras]]\nid="a"\nsource="synthetic:"\nfps=0\n', "cameras[0].fps", "between"),
         ('[[cameras]]\nid="a b"\nsource="synthetic:"\n', "cameras[0].id", "not a valid camera id"),
-        ('[[cameras]]\nid="video:*"\nsource="synthetic:"\n', "cameras[0].id", "not a valid camera id"),
+        (
+            '[[cameras]]\nid="video:*"\nsource="synthetic:"\n',
+            "cameras[0].id",
+            "not a valid camera id",
+        ),
         ('[[cameras]]\nsource="synthetic:"\n', "cameras[0].id", "is required"),
         ('[[cameras]]\nid="a"\n', "cameras[0].source", "is required"),
         ('[[cameras]]\nid="a"\nsource="ftp://x/y"\n', "cameras[0].source", "unsupported scheme"),
         ('[[cameras]]\nid="a"\nsource="device:cam"\n', "cameras[0].source", "device:0"),
         ('[[cameras]]\nid="a"\nsource="synthetic:"\nfsp=3\n', "cameras[0].fsp", "unknown key"),
-        ('[[cameras]]\nid="a"\nsource="synthetic:"\njpeg_quality=101\n', "cameras[0].jpeg_quality", "between"),
-        ('[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="a"\nsource="synthetic:"\n',
-         "cameras[1].id", "duplicate"),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\njpeg_quality=101\n',
+            "cameras[0].jpeg_quality",
+            "between",
+        ),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\n[[cameras]]\nid="a"\nsource="synthetic:"\n',
+            "cameras[1].id",
+            "duplicate",
+        ),
         ('[server]\nlisten="8765"\n', "server.listen", "HOST:PORT"),
         ('[redis]\nurl="http://x"\n', "redis.url", "redis://"),
         ('[redis]\nchannel_prefix="video:*"\n', "redis.channel_prefix", "glob"),
@@ -76,7 +95,9 @@ def test_defaults_suit_a_first_run() -> None:
         ('log_level = "loud"\n', "log_level", "must be"),
     ],
 )
-def test_invalid_config_names_file_key_and_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:
+def test_invalid_config_names_file_key_and_problem(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, {})
@@ -100,14 +121,21 @@ def test_env_redis_url_wins(tmp_path: Path) -> None:
 
 
 def test_env_redis_parts_build_a_url(tmp_path: Path) -> None:
-    env = {"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_DB": "2", "REDIS_PASSWORD": "p@ss/word"}
+    env = {
+        "REDIS_HOST": "cache",
+        "REDIS_PORT": "6380",
+        "REDIS_DB": "2",
+        "REDIS_PASSWORD": "p@ss/word",
+    }
     config = load_config(write(tmp_path, EXAMPLE), env)
     assert config.redis.url == "redis://:p%40ss%2Fword@cache:6380/2"
     assert parse_config({}, "x", {"REDIS_PORT": "7001"}).redis.url == "redis://localhost:7001/0"
 
 
-@pytest.mark.parametrize(("value", "enabled"), [("0", False), ("false", False), ("no", False),
-                                                ("1", True), ("yes", True), ("TRUE", True)])
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [("0", False), ("false", False), ("no", False), ("1", True), ("yes", True), ("TRUE", True)],
+)
 def test_env_use_redis_switch(tmp_path: Path, value: str, enabled: bool) -> None:
     config = load_config(write(tmp_path, EXAMPLE), {"VIDEO_STREAM_USE_REDIS": value})
     assert config.redis.enabled is enabled
@@ -122,13 +150,21 @@ def test_redact_url() -> None:
     assert redact_url("rtsp://admin:hunter2@10.0.0.5/h264") == "rtsp://admin:***@10.0.0.5/h264"
     assert redact_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("rtsp://cam.local/stream") == "rtsp://cam.local/stream"
-    assert redact_url("see rtsp://u:p@a and http://x:y@b/c") == "see rtsp://u:***@a and http://x:***@b/c"
+    assert (
+        redact_url("see rtsp://u:p@a and http://x:y@b/c")
+        == "see rtsp://u:***@a and http://x:***@b/c"
+    )
 
 
 def run_check(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamd", "check", "-c", str(path)],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})},
-                          cwd=ROOT, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "streamd", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=ROOT,
+        timeout=30,
+    )
 
 
 def test_check_prints_effective_config_redacted(tmp_path: Path) -> None:
@@ -148,6 +184,11 @@ def test_check_fails_with_located_error(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    result = subprocess.run([sys.executable, "-m", "streamd", "--version"], capture_output=True,
-                            text=True, cwd=ROOT, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamd", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert result.returncode == 0 and result.stdout.startswith("streamd ")

@@ -39,7 +39,9 @@ async def test_both_endpoint_paths_stream_decodable_frames(
 async def test_ping_pong_and_cached_frame_on_connect(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "cam", "source": "synthetic:", "fps": 1}])
+    daemon = start_daemon(
+        redis_url=redis_server.url, cameras=[{"id": "cam", "source": "synthetic:", "fps": 1}]
+    )
     await frames(f"ws://{daemon.base}/ws/cam", 1, timeout=10)  # a frame is now cached
     async with connect(f"ws://{daemon.base}/ws/cam", max_size=None) as ws:
         # At 1 fps the cached frame must arrive long before the next capture.

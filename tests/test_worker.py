@@ -19,13 +19,25 @@ from streamd.worker.spec import EX_CONFIG, WorkerSpec
 from .conftest import ROOT, RedisServer, pid_alive, wait_for
 
 
-def spawn_worker(spec: WorkerSpec | dict[str, object]) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def spawn_worker(
+    spec: WorkerSpec | dict[str, object],
+) -> tuple[subprocess.Popen[bytes], socket.socket]:
     parent, child = socket.socketpair()
     camera_id = spec.camera.id if isinstance(spec, WorkerSpec) else "bad"
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamd.worker", "--camera", camera_id,
-         "--control-fd", str(child.fileno())],
-        pass_fds=(child.fileno(),), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamd.worker",
+            "--camera",
+            camera_id,
+            "--control-fd",
+            str(child.fileno()),
+        ],
+        pass_fds=(child.fileno(),),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     child.close()
     body = spec.to_json() if isinstance(spec, WorkerSpec) else spec
@@ -33,7 +45,9 @@ def spawn_worker(spec: WorkerSpec | dict[str, object]) -> tuple[subprocess.Popen
     return process, parent
 
 
-def collect(pubsub: redis.client.PubSub, seconds: float, enough: int = 0) -> list[tuple[float, bytes]]:
+def collect(
+    pubsub: redis.client.PubSub, seconds: float, enough: int = 0
+) -> list[tuple[float, bytes]]:
     got: list[tuple[float, bytes]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not (enough and len(got) >= enough):
@@ -44,8 +58,11 @@ def collect(pubsub: redis.client.PubSub, seconds: float, enough: int = 0) -> lis
 
 
 def test_child_publishes_decodable_frames_at_configured_rate(redis_server: RedisServer) -> None:
-    spec = WorkerSpec(CameraConfig("cam1", "synthetic:?width=320&height=240", fps=10, width=160),
-                      redis_server.url, "video:cam1")
+    spec = WorkerSpec(
+        CameraConfig("cam1", "synthetic:?width=320&height=240", fps=10, width=160),
+        redis_server.url,
+        "video:cam1",
+    )
     pubsub = redis_server.client().pubsub()
     pubsub.subscribe("video:cam1")
     process, control = spawn_worker(spec)
@@ -82,8 +99,13 @@ def test_child_exits_when_supervisor_goes_away(redis_server: RedisServer) -> Non
 
 
 def test_child_with_unusable_spec_exits_with_config_code() -> None:
-    process, control = spawn_worker({"camera": {"id": "bad id!", "source": "synthetic:"},
-                                     "redis_url": None, "channel": "video:x"})
+    process, control = spawn_worker(
+        {
+            "camera": {"id": "bad id!", "source": "synthetic:"},
+            "redis_url": None,
+            "channel": "video:x",
+        }
+    )
     assert process.wait(10) == EX_CONFIG
     output = process.stdout.read().decode() if process.stdout else ""
     assert "unusable camera spec" in output and "cameras[0].id" in output
@@ -91,12 +113,15 @@ def test_child_with_unusable_spec_exits_with_config_code() -> None:
 
 
 def test_child_without_redis_sends_frames_over_control_socket() -> None:
-    spec = WorkerSpec(CameraConfig("cam3", "synthetic:?width=64&height=48", fps=20), None, "video:cam3")
+    spec = WorkerSpec(
+        CameraConfig("cam3", "synthetic:?width=64&height=48", fps=20), None, "video:cam3"
+    )
     process, control = spawn_worker(spec)
     control.settimeout(5)
     kinds: set[int] = set()
     buffer = b""
     try:
+
         def have_frame() -> bool:
             nonlocal buffer
             buffer += control.recv(1 << 16)
@@ -105,7 +130,7 @@ def test_child_without_redis_sends_frames_over_control_socket() -> None:
                 if len(buffer) < 5 + length:
                     break
                 kinds.add(kind)
-                buffer = buffer[5 + length:]
+                buffer = buffer[5 + length :]
             return MessageType.FRAME in kinds
 
         wait_for(have_frame, 10, "a FRAME message", interval=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ class Watcher:
 
     def max_gap(self, start: float, end: float) -> float:
         times = [start, *(t for t in self.arrivals if start <= t <= end), end]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(times))
 
     async def wait_frames(self, count: int, timeout: float) -> None:
         target = len(self.arrivals) + count

@@ -14,7 +14,8 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 "
+    "( videotestsrc is-live=true pattern=ball "
+    "! video/x-raw,format=I420,width=320,height=240,framerate=15/1 "
     "! jpegenc quality=80 ! rtpjpegpay name=pay0 pt=26 )"
 )
 

@@ -1,0 +1,111 @@
+"""100 KiB frames through streamd's publisher vs a connection-per-frame publisher
+(the old fix), both against the same redis-server with a subscriber in another
+process. Prints frames/s for each and the ratio.
+
+Usage: python benchmarks/publish.py [--seconds 3] [--kib 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import time
+from multiprocessing.synchronize import Event as MpEvent
+
+import redis
+import redis.asyncio as aioredis
+
+from benchmarks._redis import fake_jpeg, redis_server
+from streamd.stats import PublishStats
+from streamd.transport.frame import FrameMeta
+from streamd.transport.publisher import EncodedFrame, FramePublisher
+
+CHANNEL = "video:bench"
+
+
+def subscriber(port: int, ready: MpEvent, counter: "mp.sharedctypes.Synchronized[int]") -> None:
+    pubsub = redis.Redis(port=port, protocol=2).pubsub()
+    pubsub.subscribe(CHANNEL)
+    pubsub.get_message(timeout=1)
+    ready.set()
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 1.5:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message:
+            counter.value += 1
+            idle_since = time.monotonic()
+
+
+async def connection_per_frame(port: int, jpeg: bytes, seconds: float) -> int:
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client = aioredis.Redis(port=port)
+        try:
+            await client.publish(CHANNEL, jpeg)
+        finally:
+            await client.aclose()
+        sent += 1
+    return sent
+
+
+async def streamd_publisher(port: int, jpeg: bytes, seconds: float) -> tuple[int, PublishStats]:
+    stats = PublishStats()
+    publisher = FramePublisher(redis_url=f"redis://127.0.0.1:{port}/0", channel=CHANNEL,
+                               fallback=lambda _payload: False, stats=stats, queue_size=32)
+    task = asyncio.create_task(publisher.run())
+    while publisher.redis_state != "up":
+        await asyncio.sleep(0.01)
+    seq = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        # The capture side submits and moves on; it never waits for Redis.
+        for _ in range(8):
+            seq += 1
+            publisher.submit(EncodedFrame(FrameMeta("bench", seq, time.time_ns(), 0, 1280, 720),
+                                          jpeg, time.monotonic()))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    return stats.published, stats
+
+
+def measure(port: int, label: str, seconds: float, run: object) -> float:
+    ready = mp.Event()
+    counter = mp.Value("i", 0)
+    proc = mp.Process(target=subscriber, args=(port, ready, counter))
+    proc.start()
+    ready.wait()
+    start = time.monotonic()
+    result = asyncio.run(run)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - start
+    proc.join()
+    sent = result[0] if isinstance(result, tuple) else int(result)
+    rate = sent / elapsed
+    extra = ""
+    if isinstance(result, tuple):
+        stats = result[1]
+        lat = stats.latency.summary_ms()
+        extra = (f" dropped(queue_full)={stats.dropped['queue_full']} "
+                 f"latency p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms")
+    print(f"{label:28s} {rate:8.0f} frames/s  delivered {counter.value}/{sent}{extra}", flush=True)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--kib", type=int, default=100)
+    args = parser.parse_args()
+    jpeg = fake_jpeg(args.kib * 1024)
+    with redis_server() as port:
+        baseline = measure(port, "connection per frame (old)", args.seconds,
+                           connection_per_frame(port, jpeg, args.seconds))
+        ours = measure(port, "streamd FramePublisher", args.seconds,
+                       streamd_publisher(port, jpeg, args.seconds))
+    print(f"ratio streamd / connection-per-frame: {ours / baseline:.1f}x (target >= 20x)")
+
+
+if __name__ == "__main__":
+    main()
