@@ -24,12 +24,25 @@ def free_port() -> int:
 def redis_server() -> Iterator[int]:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit("redis-server not found: run scripts/test once, or apt-get install redis-server")
+        raise SystemExit(
+            "redis-server not found: run scripts/test once, or apt-get install redis-server"
+        )
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:

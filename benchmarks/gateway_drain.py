@@ -33,8 +33,9 @@ CHANNEL = "video:bench"
 def publisher(port: int, go: MpEvent, rate: float, frames: int) -> None:
     client = redis.Redis(port=port)
     jpeg = fake_jpeg(100 * 1024)
-    payloads = [pack_frame(FrameMeta("bench", i, time.time_ns(), 0, 1280, 720), jpeg)
-                for i in range(1, 17)]
+    payloads = [
+        pack_frame(FrameMeta("bench", i, time.time_ns(), 0, 1280, 720), jpeg) for i in range(1, 17)
+    ]
     go.wait()
     time.sleep(0.2)
     start = time.perf_counter()
@@ -114,8 +115,11 @@ def run(port: int, label: str, rate: float, frames: int, streamd: bool) -> bool:
     proc.join()
     ok = seen >= frames and sessions == 1
     verdict = "sustained" if ok else ("DISCONNECTED by Redis" if sessions > 1 else "fell behind")
-    print(f"{label:26s} offered {rate:5.0f}/s: got {seen:5d}/{frames} "
-          f"at {seen / elapsed:6.0f} frames/s, connections {sessions}  -> {verdict}", flush=True)
+    print(
+        f"{label:26s} offered {rate:5.0f}/s: got {seen:5d}/{frames} "
+        f"at {seen / elapsed:6.0f} frames/s, connections {sessions}  -> {verdict}",
+        flush=True,
+    )
     return ok
 
 
@@ -132,8 +136,10 @@ def main() -> None:
                 best["baseline"] = rate
             if run(port, "streamd FrameSubscriber", rate, args.frames, streamd=True):
                 best["streamd"] = rate
-    print(f"highest sustained rate: streamd {best['streamd']:.0f}/s, "
-          f"baseline {best['baseline']:.0f}/s (target: streamd >= 2500/s)")
+    print(
+        f"highest sustained rate: streamd {best['streamd']:.0f}/s, "
+        f"baseline {best['baseline']:.0f}/s (target: streamd >= 2500/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import time
+from collections.abc import Coroutine
 from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -24,7 +26,7 @@ from streamd.transport.publisher import EncodedFrame, FramePublisher
 CHANNEL = "video:bench"
 
 
-def subscriber(port: int, ready: MpEvent, counter: "mp.sharedctypes.Synchronized[int]") -> None:
+def subscriber(port: int, ready: MpEvent, counter: Any) -> None:
     pubsub = redis.Redis(port=port, protocol=2).pubsub()
     pubsub.subscribe(CHANNEL)
     pubsub.get_message(timeout=1)
@@ -37,7 +39,7 @@ def subscriber(port: int, ready: MpEvent, counter: "mp.sharedctypes.Synchronized
             idle_since = time.monotonic()
 
 
-async def connection_per_frame(port: int, jpeg: bytes, seconds: float) -> int:
+async def connection_per_frame(port: int, jpeg: bytes, seconds: float) -> tuple[int, None]:
     sent = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -47,13 +49,20 @@ async def connection_per_frame(port: int, jpeg: bytes, seconds: float) -> int:
         finally:
             await client.aclose()
         sent += 1
-    return sent
+    return sent, None
 
 
-async def streamd_publisher(port: int, jpeg: bytes, seconds: float) -> tuple[int, PublishStats]:
+async def streamd_publisher(
+    port: int, jpeg: bytes, seconds: float
+) -> tuple[int, PublishStats | None]:
     stats = PublishStats()
-    publisher = FramePublisher(redis_url=f"redis://127.0.0.1:{port}/0", channel=CHANNEL,
-                               fallback=lambda _payload: False, stats=stats, queue_size=32)
+    publisher = FramePublisher(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        channel=CHANNEL,
+        fallback=lambda _payload: False,
+        stats=stats,
+        queue_size=32,
+    )
     task = asyncio.create_task(publisher.run())
     while publisher.redis_state != "up":
         await asyncio.sleep(0.01)
@@ -63,32 +72,37 @@ async def streamd_publisher(port: int, jpeg: bytes, seconds: float) -> tuple[int
         # The capture side submits and moves on; it never waits for Redis.
         for _ in range(8):
             seq += 1
-            publisher.submit(EncodedFrame(FrameMeta("bench", seq, time.time_ns(), 0, 1280, 720),
-                                          jpeg, time.monotonic()))
+            publisher.submit(
+                EncodedFrame(
+                    FrameMeta("bench", seq, time.time_ns(), 0, 1280, 720), jpeg, time.monotonic()
+                )
+            )
         await asyncio.sleep(0)
     await asyncio.sleep(0.2)
     task.cancel()
     return stats.published, stats
 
 
-def measure(port: int, label: str, seconds: float, run: object) -> float:
+def measure(
+    port: int, label: str, run: Coroutine[Any, Any, tuple[int, PublishStats | None]]
+) -> float:
     ready = mp.Event()
     counter = mp.Value("i", 0)
     proc = mp.Process(target=subscriber, args=(port, ready, counter))
     proc.start()
     ready.wait()
     start = time.monotonic()
-    result = asyncio.run(run)  # type: ignore[arg-type]
+    sent, stats = asyncio.run(run)
     elapsed = time.monotonic() - start
     proc.join()
-    sent = result[0] if isinstance(result, tuple) else int(result)
     rate = sent / elapsed
     extra = ""
-    if isinstance(result, tuple):
-        stats = result[1]
+    if stats is not None:
         lat = stats.latency.summary_ms()
-        extra = (f" dropped(queue_full)={stats.dropped['queue_full']} "
-                 f"latency p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms")
+        extra = (
+            f" dropped(queue_full)={stats.dropped['queue_full']} "
+            f"latency p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms"
+        )
     print(f"{label:28s} {rate:8.0f} frames/s  delivered {counter.value}/{sent}{extra}", flush=True)
     return rate
 
@@ -100,10 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     jpeg = fake_jpeg(args.kib * 1024)
     with redis_server() as port:
-        baseline = measure(port, "connection per frame (old)", args.seconds,
-                           connection_per_frame(port, jpeg, args.seconds))
-        ours = measure(port, "streamd FramePublisher", args.seconds,
-                       streamd_publisher(port, jpeg, args.seconds))
+        baseline = measure(
+            port, "connection per frame (old)", connection_per_frame(port, jpeg, args.seconds)
+        )
+        ours = measure(port, "streamd FramePublisher", streamd_publisher(port, jpeg, args.seconds))
     print(f"ratio streamd / connection-per-frame: {ours / baseline:.1f}x (target >= 20x)")
 
 
