@@ -42,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level or config.log_level)
     from streamd.daemon import run_daemon  # keeps `check` free of the heavy imports
 
-    return asyncio.run(run_daemon(config))
+    return asyncio.run(run_daemon(config, args.config))

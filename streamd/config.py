@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from streamd.credentials import SecretError, credential_path, read_secret, with_password
 from streamd.redact import redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
@@ -51,6 +52,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     max_frame_bytes: int = 8 * 1024 * 1024
+    # SHA-256 (hex) of the admin token; without one, control endpoints are
+    # allowed from loopback only. The token itself is never stored.
+    admin_token_sha256: str | None = None
 
     @property
     def listen(self) -> str:
@@ -75,7 +79,10 @@ class CameraConfig:
 class SupervisorConfig:
     restart_delay_initial: float = 0.5
     restart_delay_max: float = 60.0
-    stop_grace: float = 5.0
+    stop_grace: float = 5.0  # SIGTERM → SIGKILL for one child
+    stall_timeout: float = 10.0  # no heartbeat for this long: the child is hung
+    stable_after: float = 3.0  # up and delivering frames this long: a good start
+    shutdown_timeout: float = 10.0  # whole-daemon stop deadline
 
 
 @dataclass(frozen=True)
@@ -205,7 +212,26 @@ def validate_source(source: str, key: str, value: str) -> None:
         )
 
 
-def parse_camera(source: str, index: int, raw: Any) -> CameraConfig:
+def _secret(r: _Reader, env: Mapping[str, str]) -> str | None:
+    """The password named by ``password_file`` or ``password_credential``, if any."""
+    from_file = r.string("password_file", None)
+    credential = r.string("password_credential", None)
+    if from_file is not None and credential is not None:
+        raise r.error("password_file", "set password_file or password_credential, not both")
+    key = "password_file" if from_file is not None else "password_credential"
+    try:
+        if from_file is not None:
+            return read_secret(Path(from_file))
+        if credential is not None:
+            return read_secret(credential_path(credential, env))
+    except SecretError as exc:
+        raise r.error(key, str(exc)) from None
+    return None
+
+
+def parse_camera(
+    source: str, index: int, raw: Any, env: Mapping[str, str] | None = None
+) -> CameraConfig:
     prefix = f"cameras[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(source, prefix, "must be a table ([[cameras]])")
@@ -219,6 +245,16 @@ def parse_camera(source: str, index: int, raw: Any) -> CameraConfig:
     if cam_source is None:
         raise r.error("source", "is required")
     validate_source(source, r.key("source"), cam_source)
+    username = r.string("username", None)
+    password = _secret(r, env or {})
+    if password is not None or username is not None:
+        if "://" not in cam_source:
+            raise r.error(
+                "password_file", "credentials apply to rtsp:// and http(s):// sources only"
+            )
+        if password is None:
+            raise r.error("username", "needs password_file or password_credential")
+        cam_source = with_password(cam_source, password, username)
     camera = CameraConfig(
         id=camera_id,
         source=cam_source,
@@ -259,6 +295,29 @@ def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
     )
 
 
+def _parse_cameras(top: _Reader, env: Mapping[str, str]) -> list[CameraConfig]:
+    raw_cameras = top._get("cameras")
+    if raw_cameras is None:
+        return []
+    if not isinstance(raw_cameras, list):
+        raise top.error("cameras", "must be an array of tables ([[cameras]])")
+    return [parse_camera(top.source, i, raw, env) for i, raw in enumerate(raw_cameras)]
+
+
+def _check_unique(origins: list[tuple[CameraConfig, str, int]]) -> None:
+    seen: dict[str, tuple[str, int]] = {}
+    for camera, source, index in origins:
+        if camera.id in seen:
+            other_source, other_index = seen[camera.id]
+            where = f"cameras[{other_index}]" + (
+                "" if other_source == source else f" in {other_source}"
+            )
+            raise ConfigError(
+                source, f"cameras[{index}].id", f"duplicate camera id {camera.id!r} (also {where})"
+            )
+        seen[camera.id] = (source, index)
+
+
 def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Config:
     """Validate a decoded TOML document; ``env`` supplies the overrides."""
     top = _Reader(source, "", data)
@@ -267,9 +326,12 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     url = redis_table.string("url", None)
     enabled = redis_table.boolean("enabled", True)
     prefix = redis_table.string("channel_prefix", "video:") or "video:"
+    password = _secret(redis_table, env)
     redis_table.reject_unknown()
     env_url = _redis_url_from_env(env)
     url = env_url or url or "redis://localhost:6379/0"
+    if password is not None and not env_url and url.startswith(("redis://", "rediss://")):
+        url = with_password(url, password)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         key = "REDIS_URL" if env_url else "redis.url"
         raise ConfigError(
@@ -285,6 +347,11 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     listen = server_table.string("listen", "127.0.0.1:8765") or "127.0.0.1:8765"
     host, port = parse_listen(source, "server.listen", listen)
     max_frame = server_table.integer("max_frame_bytes", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024)
+    admin_hash = server_table.string("admin_token_sha256", None)
+    if admin_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", admin_hash):
+        raise server_table.error(
+            "admin_token_sha256", "must be 64 lowercase hex digits (sha256sum of the token)"
+        )
     server_table.reject_unknown()
 
     sup = _Reader(source, "supervisor", top.table_of("supervisor"))
@@ -292,24 +359,14 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
         restart_delay_initial=sup.number("restart_delay_initial", 0.5, 0.01, 60.0),
         restart_delay_max=sup.number("restart_delay_max", 60.0, 0.1, 3600.0),
         stop_grace=sup.number("stop_grace", 5.0, 0.1, 120.0),
+        stall_timeout=sup.number("stall_timeout", 10.0, 1.0, 3600.0),
+        stable_after=sup.number("stable_after", 3.0, 0.0, 3600.0),
+        shutdown_timeout=sup.number("shutdown_timeout", 10.0, 1.0, 600.0),
     )
     sup.reject_unknown()
 
-    raw_cameras = top._get("cameras")
-    if raw_cameras is None:
-        raw_cameras = []
-    if not isinstance(raw_cameras, list):
-        raise top.error("cameras", "must be an array of tables ([[cameras]])")
-    cameras = [parse_camera(source, i, raw) for i, raw in enumerate(raw_cameras)]
-    seen: dict[str, int] = {}
-    for i, cam in enumerate(cameras):
-        if cam.id in seen:
-            raise ConfigError(
-                source,
-                f"cameras[{i}].id",
-                f"duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}])",
-            )
-        seen[cam.id] = i
+    cameras = _parse_cameras(top, env)
+    _check_unique([(c, source, i) for i, c in enumerate(cameras)])
 
     log_level = (top.string("log_level", "info") or "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
@@ -318,7 +375,12 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
 
     return Config(
         redis=RedisConfig(enabled=enabled, url=url, channel_prefix=prefix),
-        server=ServerConfig(host=host, port=port, max_frame_bytes=max_frame or 8 * 1024 * 1024),
+        server=ServerConfig(
+            host=host,
+            port=port,
+            max_frame_bytes=max_frame or 8 * 1024 * 1024,
+            admin_token_sha256=admin_hash,
+        ),
         supervisor=supervisor,
         cameras=tuple(cameras),
         log_level=log_level,
@@ -326,8 +388,12 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     )
 
 
-def load_config(path: Path, env: Mapping[str, str]) -> Config:
-    """Read and validate ``path``; every failure is a ``ConfigError`` naming the file."""
+def default_dropin_dir(path: Path) -> Path:
+    """``/etc/streamd.toml`` → ``/etc/streamd.d``."""
+    return path.parent / f"{path.stem}.d"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -338,7 +404,27 @@ def load_config(path: Path, env: Mapping[str, str]) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(source, "", "not UTF-8 text") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"invalid TOML: {exc}") from None
-    return parse_config(data, source, env)
+
+
+def dropin_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.toml") if p.is_file())
+
+
+def load_config(path: Path, env: Mapping[str, str], dropin_dir: Path | None = None) -> Config:
+    """Read and validate ``path`` plus every ``*.toml`` drop-in (cameras only) in
+    ``dropin_dir`` (default: ``/etc/streamd.d`` beside ``/etc/streamd.toml``).
+    Every failure is a ``ConfigError`` naming the file and the key."""
+    config = parse_config(_read_toml(path), str(path), env)
+    origins = [(c, str(path), i) for i, c in enumerate(config.cameras)]
+    for dropin in dropin_files(dropin_dir or default_dropin_dir(path)):
+        reader = _Reader(str(dropin), "", _read_toml(dropin))
+        cameras = _parse_cameras(reader, env)
+        reader.reject_unknown()  # drop-ins hold [[cameras]] only
+        origins += [(c, str(dropin), i) for i, c in enumerate(cameras)]
+    _check_unique(origins)
+    return replace(config, cameras=tuple(c for c, _, _ in origins))

@@ -1,9 +1,10 @@
 """``streamd run``: wires supervisor, gateway and subscriber into one event loop,
-and shuts them down in a fixed order with a deadline.
+reloads on SIGHUP, talks to systemd, and shuts down in a fixed order with a
+deadline.
 
-Signal handlers only set events (uvicorn's habit). Shutdown order: stop
-accepting viewers and close them with 1001, stop the children (SIGTERM, grace,
-SIGKILL), stop the subscriber. A second SIGINT/SIGTERM exits at once.
+Signal handlers only set events (uvicorn's habit). Shutdown order: STOPPING=1,
+stop accepting viewers and close them with 1001, stop the children (SIGTERM,
+grace, SIGKILL), stop the subscriber. A second SIGINT/SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -12,80 +13,201 @@ import asyncio
 import contextlib
 import os
 import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import structlog
 
-from streamd.config import Config
+from streamd.config import Config, ConfigError, load_config
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.redact import redact_url
 from streamd.supervisor import Supervisor
+from streamd.systemd import Notifier, unset_notify_env, watchdog_interval
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
-SHUTDOWN_DEADLINE_S = 10.0
 EXIT_FORCED = 130
+STATUS_INTERVAL_S = 5.0
 
 
-async def run_daemon(config: Config) -> int:
-    hub = Hub()
-    subscriber: FrameSubscriber | None = None
-    gateway: Gateway
-    if config.redis.enabled:
-        subscriber = FrameSubscriber(
-            config.redis.url,
-            config.redis.channel_prefix,
-            on_frame=lambda cam, data: gateway.ingest(cam, data),
+class Daemon:
+    """The running service; also the gateway's ``Control`` implementation."""
+
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier(os.environ)
+        self.watchdog_every = watchdog_interval(os.environ, os.getpid())
+        unset_notify_env()  # children are not the service
+        self.hub = Hub()
+        self.subscriber: FrameSubscriber | None = None
+        if config.redis.enabled:
+            self.subscriber = FrameSubscriber(
+                config.redis.url, config.redis.channel_prefix, on_frame=self._ingest
+            )
+            for camera in config.cameras:
+                self.subscriber.want(camera.id)
+        self.supervisor = Supervisor(config, on_frame=self._ingest)
+        self.gateway = Gateway(
+            config,
+            self.hub,
+            self.subscriber,
+            fallback_active=self.supervisor.fallback_active,
+            control=self,
         )
-        for camera in config.cameras:
-            subscriber.want(camera.id)
-    supervisor = Supervisor(config, on_frame=lambda cam, data: gateway.ingest(cam, data))
-    gateway = Gateway(config, hub, subscriber, fallback_active=supervisor.fallback_active)
+        self._reload_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
 
-    await gateway.start()
-    supervisor.start()
-    background: list[asyncio.Task[None]] = []
-    if subscriber is not None:
-        background.append(asyncio.create_task(subscriber.run(), name="subscriber"))
-    log.info(
-        "video stream manager started",
-        listen=f"{config.server.host}:{gateway.bound_port()}",
-        cameras=[c.id for c in config.cameras],
-        config=config.source,
-        redis_url=redact_url(config.redis.url) if config.redis.enabled else None,
-        redis_enabled=config.redis.enabled,
-    )
+    def _ingest(self, camera_id: str, payload: bytes) -> None:
+        self.gateway.ingest(camera_id, payload)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    # --- Control (gateway API) -------------------------------------------------------
+    async def start_camera(self, camera_id: str) -> bool:
+        return self.supervisor.start_camera(camera_id)
 
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-            os._exit(EXIT_FORCED)
-        log.info("shutting down", signal=signal.Signals(signum).name)
-        stop.set()
+    async def stop_camera(self, camera_id: str) -> bool:
+        return await self.supervisor.stop_camera(camera_id)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    def cameras(self) -> dict[str, dict[str, Any]]:
+        return self.supervisor.snapshot()
 
-    await stop.wait()
-    try:
-        await asyncio.wait_for(_shutdown(gateway, supervisor, background), SHUTDOWN_DEADLINE_S)
-    except TimeoutError:
-        log.error("shutdown deadline passed; exiting anyway", deadline_s=SHUTDOWN_DEADLINE_S)
-        return 1
-    log.info("video stream manager stopped")
-    return 0
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config and drop-ins; apply only the difference. An invalid
+        config is logged with file, key and reason, and the old one keeps running."""
+        if self.config_path is None:
+            return False, "no config file to reload"
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return await self._reload(self.config_path)
+            finally:
+                self.notifier.ready()
+                self._report_status()
+
+    async def _reload(self, path: Path) -> tuple[bool, str]:
+        try:
+            new = await asyncio.to_thread(load_config, path, os.environ)
+        except ConfigError as exc:
+            log.error(
+                "reload refused: invalid config; keeping the running one",
+                file=exc.source,
+                key=exc.key,
+                reason=exc.problem,
+            )
+            return False, str(exc)
+        old = self.config
+        # The listening socket and the Redis connections stay as started.
+        for label, changed in (
+            ("server", old.server != new.server),
+            ("redis", old.redis != new.redis),
+        ):
+            if changed:
+                log.warning("config section changed; it applies at the next restart", section=label)
+        applied = replace(new, server=old.server, redis=old.redis)
+        if self.subscriber is not None:
+            new_ids = {c.id for c in new.cameras}
+            old_ids = {c.id for c in old.cameras}
+            for camera_id in new_ids - old_ids:
+                self.subscriber.want(camera_id)
+            for camera_id in old_ids - new_ids:
+                self.subscriber.unwant(camera_id)
+        self.config = applied
+        self.gateway.config = applied
+        diff = await self.supervisor.apply(applied)
+        log.info(
+            "config reloaded",
+            added=list(diff.added),
+            removed=list(diff.removed),
+            changed=list(diff.changed),
+            unchanged=len(diff.unchanged),
+        )
+        return True, (
+            f"added {len(diff.added)}, removed {len(diff.removed)}, changed {len(diff.changed)}"
+        )
+
+    # --- systemd ---------------------------------------------------------------------
+    def _report_status(self) -> None:
+        total = len(self.supervisor.children)
+        self.notifier.status(
+            f"cameras live {self.supervisor.live_count()}/{total}, viewers {self.hub.viewers()}"
+        )
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._report_status()
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _watchdog_loop(self, every: float) -> None:
+        # Pinged from the event loop itself: a blocked loop stops the pings.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(every)
+
+    # --- run ---------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_stop(signum: int) -> None:
+            if self._stop.is_set():
+                log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+                os._exit(EXIT_FORCED)
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            self._stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_stop, signum)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_from_signal())
+        )
+
+    async def _reload_from_signal(self) -> None:
+        log.info("reload requested", signal="SIGHUP")
+        await self.reload()
+
+    async def run(self) -> int:
+        config = self.config
+        await self.gateway.start()
+        self.supervisor.start()
+        background = [asyncio.create_task(self._status_loop(), name="status")]
+        if self.subscriber is not None:
+            background.append(asyncio.create_task(self.subscriber.run(), name="subscriber"))
+        if self.watchdog_every is not None:
+            background.append(asyncio.create_task(self._watchdog_loop(self.watchdog_every)))
+        self._install_signals()
+        log.info(
+            "video stream manager started",
+            listen=f"{config.server.host}:{self.gateway.bound_port()}",
+            cameras=[c.id for c in config.cameras],
+            config=config.source,
+            redis_url=redact_url(config.redis.url) if config.redis.enabled else None,
+            redis_enabled=config.redis.enabled,
+        )
+        self.notifier.ready()
+        self._report_status()
+
+        await self._stop.wait()
+        self.notifier.stopping()
+        deadline = self.config.supervisor.shutdown_timeout
+        try:
+            await asyncio.wait_for(self._shutdown(background), deadline)
+        except TimeoutError:
+            log.error("shutdown deadline passed; exiting anyway", deadline_s=deadline)
+            return 1
+        log.info("video stream manager stopped")
+        self.notifier.close()
+        return 0
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        await self.gateway.close()
+        await self.supervisor.stop()
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-async def _shutdown(
-    gateway: Gateway, supervisor: Supervisor, background: list[asyncio.Task[None]]
-) -> None:
-    await gateway.close()
-    await supervisor.stop()
-    for task in background:
-        task.cancel()
-    for task in background:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def run_daemon(config: Config, config_path: Path | None = None) -> int:
+    return await Daemon(config, config_path).run()

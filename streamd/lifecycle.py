@@ -1,10 +1,13 @@
 """The lifecycle of one camera child as a pure state machine (``now`` passed in).
 
     STOPPED ──start──▶ STARTING ──stable for ``stable_after`` with frames──▶ RUNNING
-       ▲                  │ exit                                        │ exit
+       ▲                  │ exit / stall                                │ exit / stall
        │                  ▼                                             ▼
        └──stop──  BACKOFF (exponential, jitter, cap; never gives up) ◀──┘
                   CONFIG_ERROR (exit code 78: not restarted until the config changes)
+
+A stall (no heartbeat for ``stall_timeout``) is handled by killing the child;
+its exit then takes the ordinary exit transition.
 
 Failures only reset once a start proved stable, so a crash-looping child backs
 off to the cap, and a camera that is off all night comes back within one capped
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streamd.backoff import Backoff
@@ -75,3 +78,23 @@ class Lifecycle:
         self.state = ChildState.STOPPED
         self.restart_at = None
         self.failures = 0
+
+
+@dataclass(frozen=True)
+class SpecDiff:
+    """What a reload changes, by camera id (pure: compares full child specs, so a
+    new Redis URL or log level restarts the children it affects)."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+def diff_specs(old: Mapping[str, object], new: Mapping[str, object]) -> SpecDiff:
+    return SpecDiff(
+        added=tuple(k for k in new if k not in old),
+        removed=tuple(k for k in old if k not in new),
+        changed=tuple(k for k in new if k in old and old[k] != new[k]),
+        unchanged=tuple(k for k in new if k in old and old[k] == new[k]),
+    )

@@ -1,10 +1,11 @@
-"""Runs one child process per camera and keeps it alive (the asyncio layer that
-carries out ``lifecycle.Lifecycle``'s decisions).
+"""Runs one child process per camera and keeps it alive: the asyncio layer that
+carries out ``lifecycle.Lifecycle``'s decisions.
 
 Children are started by exec (``python -m streamd.worker --camera ID``) in their
 own session, so a Ctrl-C in a terminal reaches the supervisor only and it stops
 the children in order. Each child gets one end of a ``socketpair``: the camera
-spec goes down it, heartbeats and fallback frames come up it.
+spec goes down it, heartbeats and fallback frames come up it. A child whose
+heartbeats stop for ``stall_timeout`` (hung, ``SIGSTOP``) is killed and restarted.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 import structlog
 
 from streamd.backoff import Backoff
-from streamd.config import CameraConfig, Config
-from streamd.lifecycle import ChildState, Lifecycle
+from streamd.config import Config, SupervisorConfig
+from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
 from streamd.transport.local import (
     MessageType,
     ProtocolError,
@@ -34,63 +35,88 @@ from streamd.transport.local import (
 from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.supervisor")
+FrameSink = Callable[[str, bytes], None]
 
 
 @dataclass
 class ChildStatus:
-    """What the supervisor knows about one camera, for /healthz, logs and APIs."""
+    """What the supervisor knows about one camera, for health, logs and APIs."""
 
     lifecycle: Lifecycle
     pid: int | None = None
     report: dict[str, Any] = field(default_factory=dict)
     last_report_at: float | None = None
     bad_messages: int = 0
+    stalls: int = 0
+    last_exit_code: int | None = None
 
     @property
     def source_state(self) -> str:
-        return str(self.report.get("state", "unknown"))
+        """connecting | live | stalled | reconnecting, or the child's own state."""
+        if self.pid is None:
+            return self.lifecycle.state.value
+        return str(self.report.get("state", "starting"))
 
     @property
     def redis_state(self) -> str:
         return str(self.report.get("redis", "unknown"))
 
+    def snapshot(self) -> dict[str, Any]:
+        publish = self.report.get("publish", {})
+        return {
+            "state": self.source_state,
+            "child": self.lifecycle.state.value,
+            "pid": self.pid,
+            "redis": self.redis_state,
+            "restarts": self.lifecycle.restarts,
+            "stalls": self.stalls,
+            "last_exit_code": self.last_exit_code,
+            "frames": self.report.get("encoded", 0),
+            "success_rate_pct": publish.get("success_rate_pct"),
+        }
+
 
 class CameraChild:
     """One camera's child process, restarted by ``keep_alive`` until stopped."""
 
-    def __init__(
-        self,
-        camera: CameraConfig,
-        spec: WorkerSpec,
-        config: Config,
-        on_frame: Callable[[str, bytes], None],
-    ) -> None:
-        self.camera = camera
+    def __init__(self, spec: WorkerSpec, settings: SupervisorConfig, on_frame: FrameSink) -> None:
         self.spec = spec
+        self.settings = settings
         self.on_frame = on_frame
-        sup = config.supervisor
-        self.grace = sup.stop_grace
-        self.status = ChildStatus(
-            Lifecycle(Backoff(sup.restart_delay_initial, sup.restart_delay_max))
-        )
-        self.log = log.bind(camera_id=camera.id)
+        backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
+        self.status = ChildStatus(Lifecycle(backoff, stable_after=settings.stable_after))
+        self.log = log.bind(camera_id=spec.camera.id)
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
+        self._heartbeat = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def camera_id(self) -> str:
+        return self.spec.camera.id
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self.keep_alive(), name=f"child-{self.camera.id}")
+        if self.running:
+            return
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self.keep_alive(), name=f"child-{self.camera_id}")
 
     async def keep_alive(self) -> None:
         lifecycle = self.status.lifecycle
         while not self._stopping.is_set():
             exit_code = await self._run_once()
+            self.status.last_exit_code = exit_code
             if self._stopping.is_set():
                 break
             delay = lifecycle.on_exit(time.monotonic(), exit_code)
             if delay is None:
                 self.log.error(
-                    "camera child has an unusable config; not restarting", exit_code=exit_code
+                    "camera child has an unusable config; not restarting until it changes",
+                    exit_code=exit_code,
                 )
                 await self._stopping.wait()
                 break
@@ -112,7 +138,7 @@ class CameraChild:
                 "-m",
                 "streamd.worker",
                 "--camera",
-                self.camera.id,
+                self.camera_id,
                 "--control-fd",
                 str(child_end.fileno()),
                 "--log-level",
@@ -133,13 +159,16 @@ class CameraChild:
         self.log.info("camera child started", pid=process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
-        control = asyncio.create_task(self._read_control(reader))
+        helpers = [
+            asyncio.create_task(self._read_control(reader)),
+            asyncio.create_task(self._watch_heartbeats(process)),
+        ]
         try:
             exit_code = await process.wait()
         finally:
-            control.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await control
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             writer.close()
             self._process = None
             self.status.pid = None
@@ -157,7 +186,7 @@ class CameraChild:
                 return
             kind, body = message
             if kind is MessageType.FRAME:
-                self.on_frame(self.camera.id, body)
+                self.on_frame(self.camera_id, body)
             elif kind is MessageType.STATUS:
                 self._on_status(body)
 
@@ -168,61 +197,119 @@ class CameraChild:
             self.status.bad_messages += 1
             return
         now = time.monotonic()
+        previous = self.status.report.get("state")
         self.status.report = report
         self.status.last_report_at = now
-        if report.get("state") == "live":
+        self._heartbeat.set()
+        state = report.get("state")
+        if state == "live":
             self.status.lifecycle.on_frames(now)
+        if state != previous and previous is not None:
+            self.log.info("camera state", state=state, previous=previous)
+
+    async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
+        """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
+        while True:
+            self._heartbeat.clear()
+            try:
+                await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
+            except TimeoutError:
+                self.status.stalls += 1
+                self.log.error(
+                    "camera child stalled: no heartbeat; replacing it",
+                    pid=process.pid,
+                    stall_timeout_s=self.settings.stall_timeout,
+                )
+                await self._terminate(process)
+                return
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM, wait ``stop_grace``, then SIGKILL."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.stop_grace)
+        except TimeoutError:
+            self.log.warning("camera child ignored SIGTERM; killing", pid=process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
     async def stop(self) -> None:
-        """SIGTERM, wait ``grace``, then SIGKILL; idempotent."""
+        """Stop the child and do not restart it; idempotent."""
         self._stopping.set()
-        process = self._process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.grace)
-            except TimeoutError:
-                self.log.warning("camera child ignored SIGTERM; killing", pid=process.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        if self._process is not None:
+            await self._terminate(self._process)
         if self._task is not None:
             await self._task
 
 
 class Supervisor:
-    def __init__(self, config: Config, on_frame: Callable[[str, bytes], None]) -> None:
+    def __init__(self, config: Config, on_frame: FrameSink) -> None:
         self.config = config
         self.on_frame = on_frame
         self.children: dict[str, CameraChild] = {}
 
-    def spec_for(self, camera: CameraConfig) -> WorkerSpec:
-        redis = self.config.redis
-        return WorkerSpec(
-            camera=camera,
-            redis_url=redis.url if redis.enabled else None,
-            channel=redis.channel_prefix + camera.id,
-            log_level=self.config.log_level,
-        )
+    def specs(self, config: Config) -> dict[str, WorkerSpec]:
+        redis = config.redis
+        return {
+            camera.id: WorkerSpec(
+                camera=camera,
+                redis_url=redis.url if redis.enabled else None,
+                channel=redis.channel_prefix + camera.id,
+                log_level=config.log_level,
+            )
+            for camera in config.cameras
+        }
 
     def start(self) -> None:
-        for camera in self.config.cameras:
-            child = CameraChild(camera, self.spec_for(camera), self.config, self.on_frame)
-            self.children[camera.id] = child
-            child.start()
+        for camera_id, spec in self.specs(self.config).items():
+            self._start_child(camera_id, spec)
+
+    def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
+        child = CameraChild(spec, self.config.supervisor, self.on_frame)
+        self.children[camera_id] = child
+        child.start()
+
+    async def apply(self, config: Config) -> SpecDiff:
+        """Move to a new (already validated) config, touching only what changed."""
+        old = {cid: child.spec for cid, child in self.children.items()}
+        new = self.specs(config)
+        diff = diff_specs(old, new)
+        self.config = config
+        stopping = [self.children.pop(cid) for cid in (*diff.removed, *diff.changed)]
+        await asyncio.gather(*(child.stop() for child in stopping))
+        for camera_id in (*diff.added, *diff.changed):
+            self._start_child(camera_id, new[camera_id])
+        for camera_id in diff.unchanged:
+            # Settings such as backoff and grace apply from the next (re)start.
+            self.children[camera_id].settings = config.supervisor
+        return diff
+
+    async def stop_camera(self, camera_id: str) -> bool:
+        child = self.children.get(camera_id)
+        if child is None:
+            return False
+        await child.stop()
+        return True
+
+    def start_camera(self, camera_id: str) -> bool:
+        child = self.children.get(camera_id)
+        if child is None:
+            return False
+        child.start()
+        return True
 
     def fallback_active(self) -> bool:
         return any(c.status.redis_state in ("down", "disabled") for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(
-            1
-            for c in self.children.values()
-            if c.status.pid is not None
-            and c.status.source_state == "live"
-            and c.status.lifecycle.state is not ChildState.BACKOFF
-        )
+        return sum(1 for c in self.children.values() if c.status.source_state == "live")
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {cid: child.status.snapshot() for cid, child in self.children.items()}
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.children.values()))

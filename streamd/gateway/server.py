@@ -6,6 +6,10 @@ Routes (``route`` is pure and unit-tested):
   server's path): one binary message per JPEG frame, the cached frame at once,
   text ``ping`` answered with ``pong``. An invalid id is closed with 1008.
 - ``/healthz``: 200 when the gateway can serve frames, else 503.
+- ``/api/cameras``: each camera's state as JSON.
+- ``POST /api/v1/cameras/{camera_id}/start|stop`` and ``POST /api/v1/reload``:
+  runtime control (the old API's paths), from loopback only unless an admin
+  token is configured, in which case the token is required from everywhere.
 
 Each viewer has its own sender task fed by a latest-wins mailbox, so a viewer on
 a slow link only ever slows itself.
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import http
+import ipaddress
 import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -40,20 +48,63 @@ CLOSE_POLICY = 1008
 MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
 
 
+CONTROL_PREFIX = "/api/v1/cameras/"
+
+
+class Control(Protocol):
+    """What the gateway may ask of the daemon (implemented by ``daemon.py``)."""
+
+    async def start_camera(self, camera_id: str) -> bool: ...
+
+    async def stop_camera(self, camera_id: str) -> bool: ...
+
+    async def reload(self) -> tuple[bool, str]: ...
+
+    def cameras(self) -> dict[str, dict[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class Route:
-    kind: str  # "stream", "healthz", "not_found"
+    kind: str  # stream | healthz | cameras | camera_control | reload | not_found
     camera_id: str = ""
+    action: str = ""
 
 
 def route(path: str) -> Route:
     clean = urlsplit(path).path
     if clean == "/healthz":
         return Route("healthz")
+    if clean == "/api/cameras":
+        return Route("cameras")
+    if clean == "/api/v1/reload":
+        return Route("reload")
     for prefix in STREAM_PREFIXES:
         if clean.startswith(prefix):
             return Route("stream", clean[len(prefix) :])
+    if clean.startswith(CONTROL_PREFIX):
+        camera_id, _, action = clean[len(CONTROL_PREFIX) :].partition("/")
+        if action in ("start", "stop"):
+            return Route("camera_control", camera_id, action)
     return Route("not_found")
+
+
+def bearer_token(headers: Headers) -> str | None:
+    value = headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def admin_allowed(token: str | None, peer: str, admin_token_sha256: str | None) -> bool:
+    """Loopback only without a configured token; with one, the token everywhere."""
+    if admin_token_sha256 is not None:
+        if token is None:
+            return False
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return hmac.compare_digest(digest, admin_token_sha256)
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
 
 
 class Gateway:
@@ -63,8 +114,10 @@ class Gateway:
         hub: Hub,
         subscriber: FrameSubscriber | None,
         fallback_active: Callable[[], bool] = lambda: False,
+        control: Control | None = None,
     ) -> None:
         self.config = config
+        self.control = control
         self.hub = hub
         self.subscriber = subscriber
         self.fallback_active = fallback_active
@@ -103,26 +156,65 @@ class Gateway:
             return True, "redis down: local fallback"
         return False, "redis subscription down"
 
-    # --- HTTP -------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    # --- HTTP ---------------------------------------------------------------------
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         target = route(request.path)
+        method = getattr(request, "method", "GET")
         if target.kind == "stream":
             return None  # go on with the WebSocket handshake
         if target.kind == "healthz":
             ok, detail = self.healthy()
-            body = (
-                json.dumps(
-                    {
-                        "status": "ok" if ok else "unavailable",
-                        "detail": detail,
-                        "viewers": self.hub.viewers(),
-                    }
-                )
-                + "\n"
-            )
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
-            return _json_response(status, body)
+            body = {
+                "status": "ok" if ok else "unavailable",
+                "detail": detail,
+                "viewers": self.hub.viewers(),
+            }
+            return json_response(status, body)
+        if target.kind == "cameras":
+            return json_response(http.HTTPStatus.OK, self.cameras())
+        if target.kind in ("camera_control", "reload"):
+            return await self._control(connection, request, method, target)
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    def cameras(self) -> dict[str, Any]:
+        cameras = self.control.cameras() if self.control else {}
+        for camera_id, info in cameras.items():
+            latest = self.hub.latest(camera_id)
+            info["viewers"] = self.hub.viewers(camera_id)
+            info["last_frame_age_s"] = (
+                round((time.time_ns() - latest.received_ns) / 1e9, 3) if latest else None
+            )
+        return {"cameras": cameras}
+
+    async def _control(
+        self, connection: ServerConnection, request: Request, method: str, target: Route
+    ) -> Response:
+        if method != "POST":
+            return json_response(http.HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use POST"})
+        peer = connection.remote_address[0] if connection.remote_address else ""
+        token = bearer_token(request.headers)
+        if not admin_allowed(token, peer, self.config.server.admin_token_sha256):
+            self.rejected["control_forbidden"] += 1
+            log.warning("control request refused", path=urlsplit(request.path).path, peer=peer)
+            return json_response(http.HTTPStatus.FORBIDDEN, {"error": "forbidden"})
+        if self.control is None:
+            return json_response(http.HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no supervisor"})
+        if target.kind == "reload":
+            ok, detail = await self.control.reload()
+            status = http.HTTPStatus.OK if ok else http.HTTPStatus.UNPROCESSABLE_ENTITY
+            return json_response(status, {"reloaded": ok, "detail": detail})
+        if not is_valid_camera_id(target.camera_id):
+            return json_response(http.HTTPStatus.BAD_REQUEST, {"error": "invalid camera id"})
+        act = self.control.start_camera if target.action == "start" else self.control.stop_camera
+        if not await act(target.camera_id):
+            return json_response(http.HTTPStatus.NOT_FOUND, {"error": "unknown camera"})
+        log.info("camera control", camera_id=target.camera_id, action=target.action, peer=peer)
+        return json_response(
+            http.HTTPStatus.OK, {"camera_id": target.camera_id, "action": target.action}
+        )
 
     # --- WebSocket viewers ------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -199,8 +291,8 @@ class Gateway:
         await server.wait_closed()
 
 
-def _json_response(status: http.HTTPStatus, body: str) -> Response:
-    data = body.encode()
+def json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
+    data = (json.dumps(body) + "\n").encode()
     headers = Headers(
         [
             ("Content-Type", "application/json"),

@@ -48,6 +48,7 @@ class CaptureLoop:
         self.encoded = 0
         self.encode_errors = 0
         self.seq = 0
+        self.last_frame_at: float | None = None  # monotonic, read by heartbeats
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera.id}", daemon=True)
 
     def start(self) -> None:
@@ -100,6 +101,7 @@ class CaptureLoop:
             if image is None:
                 return got_any
             self.captured += 1
+            self.last_frame_at = time.monotonic()
             if not got_any:
                 got_any = True
                 self.on_state(SourceState.LIVE)

@@ -80,10 +80,21 @@ class CameraWorker:
 
     # --- event loop -----------------------------------------------------------------
     def _set_state(self, state: SourceState) -> None:
-        if state is not self.state:
-            log.info("camera state", state=state.value, previous=self.state.value)
+        # The supervisor logs state changes (it also sees stalls and exits).
         self.state = state
         self._send_status()
+
+    def source_state(self) -> str:
+        """The capture state, or ``stalled`` when a live source stopped delivering."""
+        last = self.capture.last_frame_at
+        stall_after = max(3.0, 5.0 / self.spec.camera.fps)
+        if (
+            self.state is SourceState.LIVE
+            and last is not None
+            and time.monotonic() - last > stall_after
+        ):
+            return "stalled"
+        return self.state.value
 
     def _send_to_supervisor(self, payload: bytes) -> bool:
         transport = self.writer.transport
@@ -94,7 +105,7 @@ class CameraWorker:
 
     def status(self) -> dict[str, Any]:
         return {
-            "state": self.state.value,
+            "state": self.source_state(),
             "redis": self.publisher.redis_state,
             "seq": self.capture.seq,
             "captured": self.capture.captured,
@@ -124,7 +135,7 @@ class CameraWorker:
             snapshot = self.stats.snapshot()
             log.info(
                 "camera stats",
-                state=self.state.value,
+                state=self.source_state(),
                 redis=self.publisher.redis_state,
                 frames_captured=self.capture.captured,
                 frames_published=self.stats.published,
