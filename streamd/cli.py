@@ -1,45 +1,261 @@
-"""Command line: ``streamd run | check`` and ``streamd --version``."""
+"""Command line: ``streamd run | check | init | camera add/remove/list | status``.
+
+The hand-edited main file is never rewritten (``tomli-w`` would drop its
+comments); ``streamd camera`` manages one drop-in file per camera instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
 from streamd import __version__
-from streamd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from streamd.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    default_dropin_dir,
+    is_valid_camera_id,
+    load_config,
+    parse_camera,
+)
 from streamd.observability import configure_logging
+from streamd.redact import redact_url
 
 EXIT_CONFIG = 78
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+
+STARTER_CONFIG = """\
+# streamd configuration. Validate with: streamd check -c {path}
+# One file per extra camera can live in {dropins}/ (see: streamd camera add).
+
+[redis]
+url = "redis://127.0.0.1:6379/0"   # frames still reach viewers when Redis is down
+
+[server]
+listen = "127.0.0.1:8765"          # loopback only unless you change it
+
+[[cameras]]
+id = "demo"
+source = "synthetic:"              # rtsp://…, http(s)://… MJPEG, a file path, device:0
+fps = 10
+"""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamd", description="camera-streaming daemon")
     parser.add_argument("--version", action="version", version=f"streamd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the daemon (supervisor, cameras, gateway)")
-    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH)
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the daemon (supervisor, cameras, gateway)"))
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    check = sub.add_parser("check", help="validate a config and print it with secrets redacted")
-    check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    with_config(sub.add_parser("check", help="validate the config; print it with secrets masked"))
+    init = with_config(sub.add_parser("init", help="write a starter config"))
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    status = with_config(sub.add_parser("status", help="cameras of the running daemon"))
+    status.add_argument("--json", action="store_true")
+
+    camera = sub.add_parser("camera", help="manage cameras as drop-in files")
+    cam_sub = camera.add_subparsers(dest="camera_command", required=True)
+    add = with_config(cam_sub.add_parser("add", help="add a camera (one drop-in file)"))
+    add.add_argument("id")
+    add.add_argument("source")
+    add.add_argument("--fps", type=float)
+    add.add_argument("--width", type=int)
+    add.add_argument("--jpeg-quality", type=int)
+    add.add_argument("--username")
+    add.add_argument("--password-file")
+    add.add_argument("--password-credential")
+    add.add_argument("--reload", action="store_true", help="ask the running daemon to reload")
+    remove = with_config(cam_sub.add_parser("remove", help="remove a camera added with add"))
+    remove.add_argument("id")
+    remove.add_argument("--reload", action="store_true")
+    with_config(cam_sub.add_parser("list", help="list configured cameras"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "init":
+            return _init(args.config, args.force)
+        if args.command == "camera":
+            return _camera(args)
         config = load_config(args.config, os.environ)
+        if args.command == "check":
+            sys.stdout.write(tomli_w.dumps(config.redacted()))
+            return 0
+        if args.command == "status":
+            return _status(config, args.json)
     except ConfigError as exc:
         print(f"streamd: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command == "check":
-        sys.stdout.write(tomli_w.dumps(config.redacted()))
-        return 0
+    except CliError as exc:
+        print(f"streamd: {exc}", file=sys.stderr)
+        return exc.code
     configure_logging(args.log_level or config.log_level)
-    from streamd.daemon import run_daemon  # keeps `check` free of the heavy imports
+    from streamd.daemon import run_daemon  # keeps the other commands free of heavy imports
 
     return asyncio.run(run_daemon(config, args.config))
+
+
+# --- init and camera ------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _init(path: Path, force: bool) -> int:
+    if path.exists() and not force:
+        raise CliError(f"{path} exists; not overwriting it (use --force)")
+    dropins = default_dropin_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dropins.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, STARTER_CONFIG.format(path=path, dropins=dropins))
+    print(f"wrote {path}; drop-in directory {dropins}")
+    return 0
+
+
+def _camera(args: argparse.Namespace) -> int:
+    config_path: Path = args.config
+    dropins = default_dropin_dir(config_path)
+    if args.camera_command == "list":
+        config = load_config(config_path, os.environ)
+        origin = dict(config.origins)
+        for camera in config.cameras:
+            print(
+                f"{camera.id}\t{redact_url(camera.source)}\t{camera.fps:g} fps\t{origin[camera.id]}"
+            )
+        return 0
+    if not is_valid_camera_id(args.id):
+        raise CliError(f"{args.id!r} is not a valid camera id", EXIT_USAGE)
+    config = load_config(config_path, os.environ)
+    target = dropins / f"{args.id}.toml"
+    if args.camera_command == "add":
+        if config.camera(args.id) is not None:
+            where = dict(config.origins)[args.id]
+            raise CliError(f"camera {args.id!r} already exists (in {where})", EXIT_USAGE)
+        table: dict[str, Any] = {"id": args.id, "source": args.source}
+        for key, value in (
+            ("fps", args.fps),
+            ("width", args.width),
+            ("jpeg_quality", args.jpeg_quality),
+            ("username", args.username),
+            ("password_file", args.password_file),
+            ("password_credential", args.password_credential),
+        ):
+            if value is not None:
+                table[key] = value
+        parse_camera(str(target), 0, table, os.environ)  # valid by construction, or refused
+        dropins.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, tomli_w.dumps({"cameras": [table]}))
+        try:
+            load_config(config_path, os.environ)
+        except ConfigError:
+            target.unlink(missing_ok=True)
+            raise
+        print(f"added camera {args.id} in {target}")
+    else:
+        if config.camera(args.id) is None:
+            raise CliError(f"no camera {args.id!r}", EXIT_USAGE)
+        if not target.exists():
+            where = dict(config.origins)[args.id]
+            raise CliError(f"camera {args.id!r} is defined in {where}; edit that file", EXIT_USAGE)
+        target.unlink()
+        print(f"removed camera {args.id} ({target})")
+    if args.reload:
+        return _request_reload(load_config(config_path, os.environ))
+    return 0
+
+
+# --- talking to the running daemon -------------------------------------------------------
+
+
+def _daemon_url(config: Config, path: str) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", ""):  # noqa: S104 - connecting, not binding
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}{path}"
+
+
+def _call(config: Config, path: str, method: str = "GET") -> dict[str, Any]:
+    request = urllib.request.Request(_daemon_url(config, path), method=method)  # noqa: S310
+    token = os.environ.get("STREAMD_ADMIN_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise CliError(f"daemon answered {exc.code}: {detail}", EXIT_UNAVAILABLE) from None
+    except OSError as exc:
+        raise CliError(
+            f"cannot reach the daemon at {config.server.listen}: {exc}", EXIT_UNAVAILABLE
+        ) from None
+
+
+def _request_reload(config: Config) -> int:
+    result = _call(config, "/api/v1/reload", method="POST")
+    print(f"daemon reloaded: {result.get('detail')}")
+    return 0
+
+
+def _status(config: Config, as_json: bool) -> int:
+    cameras: dict[str, dict[str, Any]] = _call(config, "/api/cameras")["cameras"]
+    if as_json:
+        print(json.dumps(cameras, indent=2, sort_keys=True))
+        return 0
+    columns = ("camera", "state", "pid", "redis", "viewers", "restarts", "age_s", "success%")
+    rows = [
+        (
+            cid,
+            str(c.get("state")),
+            str(c.get("pid") or "-"),
+            str(c.get("redis")),
+            str(c.get("viewers", 0)),
+            str(c.get("restarts", 0)),
+            str(c.get("last_frame_age_s") if c.get("last_frame_age_s") is not None else "-"),
+            str(c.get("success_rate_pct") if c.get("success_rate_pct") is not None else "-"),
+        )
+        for cid, c in sorted(cameras.items())
+    ]
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0

@@ -93,6 +93,8 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
     source: str = "<defaults>"
+    # (camera id, file it came from); informational, ignored by comparisons.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
@@ -427,4 +429,8 @@ def load_config(path: Path, env: Mapping[str, str], dropin_dir: Path | None = No
         reader.reject_unknown()  # drop-ins hold [[cameras]] only
         origins += [(c, str(dropin), i) for i, c in enumerate(cameras)]
     _check_unique(origins)
-    return replace(config, cameras=tuple(c for c, _, _ in origins))
+    return replace(
+        config,
+        cameras=tuple(c for c, _, _ in origins),
+        origins=tuple((c.id, source) for c, source, _ in origins),
+    )

@@ -20,7 +20,7 @@ from streamd.config import CameraConfig
 from streamd.transport.frame import FrameMeta
 from streamd.transport.publisher import EncodedFrame
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
-from streamd.worker.sources import Pacer, Source, SourceError, open_source
+from streamd.worker.sources import Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
 
@@ -34,11 +34,13 @@ class SourceState(enum.Enum):
 class CaptureLoop:
     def __init__(
         self,
+        source: Source,
         camera: CameraConfig,
         on_frame: Callable[[EncodedFrame], None],
         on_state: Callable[[SourceState], None],
         reopen: Backoff = Backoff(initial=0.5, cap=30.0),
     ) -> None:
+        self.source = source
         self.camera = camera
         self.on_frame = on_frame
         self.on_state = on_state
@@ -59,7 +61,7 @@ class CaptureLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        source = open_source(self.camera.source, loop=self.camera.loop)
+        source = self.source
         failures = 0
         state = SourceState.CONNECTING
         while not self.stop_event.is_set():

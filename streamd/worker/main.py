@@ -34,6 +34,7 @@ from streamd.transport.local import (
 )
 from streamd.transport.publisher import EncodedFrame, FramePublisher
 from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.worker.sources import Source, SourceError, open_source
 from streamd.worker.spec import EX_CONFIG, WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
@@ -54,7 +55,7 @@ def set_parent_death_signal() -> None:
 
 
 class CameraWorker:
-    def __init__(self, spec: WorkerSpec, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, spec: WorkerSpec, source: Source, writer: asyncio.StreamWriter) -> None:
         self.spec = spec
         self.writer = writer
         self.loop = asyncio.get_running_loop()
@@ -66,7 +67,9 @@ class CameraWorker:
             fallback=self._send_to_supervisor,
             stats=self.stats,
         )
-        self.capture = CaptureLoop(spec.camera, self._from_thread_frame, self._from_thread_state)
+        self.capture = CaptureLoop(
+            source, spec.camera, self._from_thread_frame, self._from_thread_state
+        )
         self.started = time.monotonic()
 
     # --- called from the capture thread -------------------------------------------
@@ -169,8 +172,13 @@ async def run_worker(control_fd: int) -> int:
         log.error("unusable camera spec", error=str(exc))
         return EX_CONFIG
     configure_logging(spec.log_level, context=_log_context(spec.camera.id))
+    try:
+        source = open_source(spec.camera.source, loop=spec.camera.loop)
+    except SourceError as exc:
+        log.error("unusable camera source", error=str(exc))
+        return EX_CONFIG
 
-    worker = CameraWorker(spec, writer)
+    worker = CameraWorker(spec, source, writer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

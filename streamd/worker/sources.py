@@ -60,8 +60,11 @@ class SyntheticSource:
     @classmethod
     def from_spec(cls, spec: str) -> SyntheticSource:
         query = parse_qs(spec.partition("?")[2])
-        width = int(query.get("width", ["640"])[0])
-        height = int(query.get("height", ["360"])[0])
+        try:
+            width = int(query.get("width", ["640"])[0])
+            height = int(query.get("height", ["360"])[0])
+        except ValueError:
+            raise SourceError(f"synthetic size must be integers: {spec!r}") from None
         if not (16 <= width <= 7680 and 16 <= height <= 4320):
             raise SourceError(f"synthetic size {width}x{height} out of range")
         return cls(width, height)
@@ -156,7 +159,7 @@ class CaptureSource:
 
 
 def open_source(spec: str, *, loop: bool = True) -> Source:
-    """The source for a config ``source`` string (already validated by config)."""
+    """The source for a config ``source`` string; ``SourceError`` if it is unusable."""
     if spec.startswith("synthetic:"):
         return SyntheticSource.from_spec(spec)
     if spec.startswith("device:"):

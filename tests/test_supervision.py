@@ -1,0 +1,256 @@
+"""Supervision with real processes and real signals: restarts, stalls, orphans,
+reload, runtime control."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Daemon, RedisServer, kill_quietly, pid_alive, wait_for, write_config
+from .viewers import Watcher
+
+SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 15}
+FAST = """
+[supervisor]
+restart_delay_initial = 0.2
+restart_delay_max = 2.0
+stall_timeout = 2.0
+stop_grace = 1.0
+stable_after = 0.5
+"""
+
+
+def cameras(daemon: Daemon) -> dict[str, dict[str, Any]]:
+    status, body = daemon.http("/api/cameras")
+    assert status == 200
+    result: dict[str, dict[str, Any]] = json.loads(body)["cameras"]
+    return result
+
+
+def pid_of(daemon: Daemon, camera_id: str) -> int | None:
+    pid = cameras(daemon).get(camera_id, {}).get("pid")
+    return int(pid) if pid else None
+
+
+def wait_pid(daemon: Daemon, camera_id: str, timeout: float = 15) -> int:
+    pid: int = wait_for(lambda: pid_of(daemon, camera_id), timeout, f"{camera_id} child pid")
+    return pid
+
+
+def post(daemon: Daemon, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"http://{daemon.base}{path}", method="POST")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.load(response)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"{}")
+
+
+def test_child_cmdline_names_its_camera(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "door", **SYNTH}])
+    pid = wait_pid(daemon, "door")
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"streamd.worker" in argv and argv[argv.index(b"--camera") + 1] == b"door"
+    assert not any(b"synthetic" in arg for arg in argv)  # the spec is not on the command line
+
+
+async def test_killed_child_is_restarted_others_see_no_gap(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url, cameras=[{"id": "a", **SYNTH}, {"id": "b", **SYNTH}], extra=FAST
+    )
+    pid_a = wait_pid(daemon, "a")
+    async with Watcher(f"ws://{daemon.base}/ws/b") as viewer_b:
+        await viewer_b.wait_frames(5, timeout=10)
+        start = time.monotonic()
+        os.kill(pid_a, signal.SIGKILL)
+        new_pid = await asyncio.to_thread(
+            wait_for, lambda: (p := pid_of(daemon, "a")) and p != pid_a and p, 10, "a restarted"
+        )
+        assert new_pid != pid_a
+        async with Watcher(f"ws://{daemon.base}/ws/a") as viewer_a:
+            await viewer_a.wait_frames(3, timeout=10)
+        assert viewer_b.max_gap(start, time.monotonic()) < 0.5
+    assert cameras(daemon)["a"]["restarts"] >= 1
+
+
+async def test_stopped_child_is_detected_and_replaced(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "s", **SYNTH}], extra=FAST)
+    pid = wait_pid(daemon, "s")
+    stopped_at = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # stall_timeout 2 s + grace 1 s, plus restart delay and interpreter start-up.
+        new_pid = await asyncio.to_thread(
+            wait_for, lambda: (p := pid_of(daemon, "s")) and p != pid and p, 8, "replacement"
+        )
+        replaced_after = time.monotonic() - stopped_at
+    finally:
+        kill_quietly(pid)
+    assert new_pid != pid and replaced_after < 2.0 + 1.0 + 3.0
+    assert not pid_alive(pid)
+    async with Watcher(f"ws://{daemon.base}/ws/s") as viewer:
+        await viewer.wait_frames(3, timeout=10)
+    assert any(e["event"].startswith("camera child stalled") for e in daemon.log_events())
+    assert cameras(daemon)["s"]["stalls"] == 1
+
+
+def test_no_orphans_when_supervisor_is_killed(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url, cameras=[{"id": "x", **SYNTH}, {"id": "y", **SYNTH}]
+    )
+    pids = [wait_pid(daemon, "x"), wait_pid(daemon, "y")]
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait(5)
+    time.sleep(2.0)
+    survivors = [p for p in pids if pid_alive(p)]
+    for pid in survivors:
+        kill_quietly(pid)
+    assert survivors == []
+
+
+def test_unusable_camera_config_is_not_restarted(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url,
+        cameras=[{"id": "bad", "source": "synthetic:?width=5", "fps": 5}, {"id": "ok", **SYNTH}],
+        extra=FAST,
+    )
+    wait_for(lambda: cameras(daemon)["bad"]["child"] == "config_error", 15, "config_error")
+    time.sleep(1.0)
+    info = cameras(daemon)["bad"]
+    assert info["restarts"] == 0 and info["pid"] is None and info["last_exit_code"] == 78
+    assert any(e["event"] == "unusable camera source" for e in daemon.log_events())
+
+
+async def test_reload_applies_only_the_difference(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url,
+        cameras=[{"id": "keep", **SYNTH}, {"id": "change", **SYNTH}, {"id": "gone", **SYNTH}],
+    )
+    before = {cid: wait_pid(daemon, cid) for cid in ("keep", "change", "gone")}
+    async with Watcher(f"ws://{daemon.base}/ws/keep") as viewer:
+        await viewer.wait_frames(5, timeout=10)
+        start = time.monotonic()
+        write_config(
+            daemon.config,
+            redis_url=redis_server.url,
+            port=daemon.port,
+            cameras=[{"id": "keep", **SYNTH}, {"id": "change", **SYNTH, "fps": 5}],
+        )
+        dropins = daemon.config.parent / f"{daemon.config.stem}.d"
+        dropins.mkdir()
+        (dropins / "new.toml").write_text('[[cameras]]\nid = "new"\nsource = "synthetic:"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: any(e["event"] == "config reloaded" for e in daemon.log_events()),
+            10,
+            "config reloaded",
+        )
+        after = {cid: await asyncio.to_thread(wait_pid, daemon, cid) for cid in ("keep", "change", "new")}
+        await asyncio.sleep(0.5)
+        assert viewer.max_gap(start, time.monotonic()) < 0.5  # unchanged camera: no gap
+    assert after["keep"] == before["keep"]
+    assert after["change"] != before["change"]
+    assert "gone" not in cameras(daemon)
+    assert not pid_alive(before["gone"])
+    reloaded = next(e for e in daemon.log_events() if e["event"] == "config reloaded")
+    assert reloaded["added"] == ["new"] and reloaded["removed"] == ["gone"]
+    assert reloaded["changed"] == ["change"]
+
+
+def test_reload_with_broken_file_keeps_everything(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "one", **SYNTH}])
+    pid = wait_pid(daemon, "one")
+    daemon.config.write_text(daemon.config.read_text().replace('fps = 15', 'fps = "fast"'))
+    daemon.process.send_signal(signal.SIGHUP)
+    refused = wait_for(
+        lambda: [e for e in daemon.log_events() if e["event"].startswith("reload refused")],
+        10,
+        "reload refused",
+    )
+    assert refused[0]["file"] == str(daemon.config)
+    assert refused[0]["key"] == "cameras[0].fps" and "number" in refused[0]["reason"]
+    assert pid_of(daemon, "one") == pid and daemon.process.poll() is None
+
+
+def test_control_api_stop_and_start_from_loopback(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
+    pid = wait_pid(daemon, "c")
+    assert post(daemon, "/api/v1/cameras/c/stop") == (200, {"camera_id": "c", "action": "stop"})
+    assert not pid_alive(pid) and cameras(daemon)["c"]["state"] == "stopped"
+    assert post(daemon, "/api/v1/cameras/c/start")[0] == 200
+    assert wait_pid(daemon, "c") != pid
+    assert post(daemon, "/api/v1/cameras/nope/start")[0] == 404
+    assert post(daemon, "/api/v1/cameras/a*b/start")[0] == 400
+    assert daemon.http("/api/v1/cameras/c/stop")[0] == 405  # GET is not allowed
+
+
+def test_control_api_with_admin_token(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    token = "correct horse battery staple"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
+    daemon.stop()  # and start again on the same file, now with the token configured
+    daemon.config.write_text(
+        daemon.config.read_text().replace(
+            "[server]\n", f'[server]\nadmin_token_sha256 = "{digest}"\n'
+        )
+    )
+    secured = Daemon(daemon.config, daemon.port)
+    try:
+        secured.wait_healthy()
+        wait_pid(secured, "c")
+        assert post(secured, "/api/v1/cameras/c/stop")[0] == 403  # loopback is not enough
+        assert post(secured, "/api/v1/cameras/c/stop", token="wrong")[0] == 403
+        assert post(secured, "/api/v1/cameras/c/stop", token=token)[0] == 200
+        assert token not in secured.log_text()
+    finally:
+        secured.stop()
+
+
+@pytest.mark.parametrize(
+    ("peer", "token", "allowed"),
+    [("127.0.0.1", None, True), ("::1", None, True), ("10.1.2.3", None, False), ("bad", None, False)],
+)
+def test_admin_allowed_without_token(peer: str, token: str | None, allowed: bool) -> None:
+    from streamd.gateway.server import admin_allowed
+
+    assert admin_allowed(token, peer, None) is allowed
+
+
+def test_admin_allowed_with_token_from_anywhere() -> None:
+    from streamd.gateway.server import admin_allowed
+
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    assert admin_allowed("s3cret", "10.1.2.3", digest)
+    assert not admin_allowed(None, "127.0.0.1", digest)
+    assert not admin_allowed("other", "127.0.0.1", digest)
