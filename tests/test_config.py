@@ -192,3 +192,77 @@ def test_version() -> None:
         timeout=30,
     )
     assert result.returncode == 0 and result.stdout.startswith("streamd ")
+
+
+def test_secrets_from_file_and_credentials_directory(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "redis").write_text("r3dis/pw\n")
+    (creds / "cam").write_text("c@m")
+    text = """
+[redis]
+url = "redis://cache.local:6379/1"
+password_credential = "redis"
+
+[[cameras]]
+id = "door"
+source = "rtsp://door.local/h264"
+username = "viewer"
+password_credential = "cam"
+"""
+    config = load_config(write(tmp_path, text), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.redis.url == "redis://:r3dis%2Fpw@cache.local:6379/1"
+    assert config.cameras[0].source == "rtsp://viewer:c%40m@door.local/h264"
+    dumped = str(config.redacted())
+    assert "r3dis" not in dumped and "c@m" not in dumped and "c%40m" not in dumped
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "key", "problem"),
+    [
+        (
+            'password_credential = "cam"',
+            {},
+            "cameras[0].password_credential",
+            "CREDENTIALS_DIRECTORY",
+        ),
+        ('password_file = "/nonexistent/pw"', {}, "cameras[0].password_file", "cannot read"),
+        (
+            'password_file = "/a"\npassword_credential = "b"',
+            {},
+            "cameras[0].password_file",
+            "not both",
+        ),
+        ('username = "u"', {}, "cameras[0].username", "needs password_file"),
+        (
+            'password_credential = "../etc/shadow"',
+            {"CREDENTIALS_DIRECTORY": "/tmp"},
+            "cameras[0].password_credential",
+            "invalid credential name",
+        ),
+    ],
+)
+def test_secret_errors_name_the_key(
+    tmp_path: Path, extra: str, env: dict[str, str], key: str, problem: str
+) -> None:
+    text = f'[[cameras]]\nid = "a"\nsource = "rtsp://h/s"\n{extra}\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env)
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_dropins_add_cameras_and_duplicates_name_both_files(tmp_path: Path) -> None:
+    main = write(tmp_path, '[[cameras]]\nid = "a"\nsource = "synthetic:"\n')
+    dropins = tmp_path / "streamd.d"
+    dropins.mkdir()
+    (dropins / "b.toml").write_text('[[cameras]]\nid = "b"\nsource = "synthetic:"\n')
+    config = load_config(main, {})
+    assert [c.id for c in config.cameras] == ["a", "b"]
+    assert dict(config.origins)["b"] == str(dropins / "b.toml")
+    (dropins / "c.toml").write_text('[[cameras]]\nid = "a"\nsource = "synthetic:"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(main, {})
+    assert info.value.source == str(dropins / "c.toml") and str(main) in info.value.problem
+    (dropins / "c.toml").write_text('[server]\nlisten = "0.0.0.0:1"\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(main, {})

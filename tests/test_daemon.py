@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamd.transport.frame import parse_frame
 
-from .conftest import Daemon, RedisServer
+from .conftest import Daemon, RedisServer, free_port
 from .viewers import Watcher, decodes, frames
 
 SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 15}
@@ -118,3 +119,29 @@ async def test_sigterm_exits_zero_and_viewers_get_1001(
     assert await asyncio.to_thread(daemon.process.wait, 10) == 0
     events: list[dict[str, Any]] = daemon.log_events()
     assert any(e["event"] == "video stream manager stopped" for e in events)
+
+
+async def test_password_protected_redis_via_credentials_directory(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    password = "Sup3r-secret-pw"
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        server.client().config_set("requirepass", password)
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / "redis-password").write_text(password + "\n")
+        daemon = start_daemon(
+            redis_url=None,
+            cameras=[{"id": "sec", **SYNTH}],
+            extra=f'\n[redis]\nurl = "{server.url}"\npassword_credential = "redis-password"\n',
+            env={"CREDENTIALS_DIRECTORY": str(creds)},
+        )
+        got = await frames(f"ws://{daemon.base}/ws/sec", 3)
+        assert all(decodes(f) for f in got)
+        assert any(e["event"] == "redis publish ok" for e in daemon.log_events())
+        assert password not in daemon.log_text()
+        assert "redis://:***@127.0.0.1" in daemon.log_text()
+    finally:
+        server.kill()

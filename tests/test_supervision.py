@@ -170,7 +170,9 @@ async def test_reload_applies_only_the_difference(
             10,
             "config reloaded",
         )
-        after = {cid: await asyncio.to_thread(wait_pid, daemon, cid) for cid in ("keep", "change", "new")}
+        after = {
+            cid: await asyncio.to_thread(wait_pid, daemon, cid) for cid in ("keep", "change", "new")
+        }
         await asyncio.sleep(0.5)
         assert viewer.max_gap(start, time.monotonic()) < 0.5  # unchanged camera: no gap
     assert after["keep"] == before["keep"]
@@ -187,7 +189,7 @@ def test_reload_with_broken_file_keeps_everything(
 ) -> None:
     daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "one", **SYNTH}])
     pid = wait_pid(daemon, "one")
-    daemon.config.write_text(daemon.config.read_text().replace('fps = 15', 'fps = "fast"'))
+    daemon.config.write_text(daemon.config.read_text().replace("fps = 15", 'fps = "fast"'))
     daemon.process.send_signal(signal.SIGHUP)
     refused = wait_for(
         lambda: [e for e in daemon.log_events() if e["event"].startswith("reload refused")],
@@ -239,7 +241,12 @@ def test_control_api_with_admin_token(
 
 @pytest.mark.parametrize(
     ("peer", "token", "allowed"),
-    [("127.0.0.1", None, True), ("::1", None, True), ("10.1.2.3", None, False), ("bad", None, False)],
+    [
+        ("127.0.0.1", None, True),
+        ("::1", None, True),
+        ("10.1.2.3", None, False),
+        ("bad", None, False),
+    ],
 )
 def test_admin_allowed_without_token(peer: str, token: str | None, allowed: bool) -> None:
     from streamd.gateway.server import admin_allowed
