@@ -193,7 +193,8 @@ class Daemon:
         try:
             await asyncio.wait_for(self._shutdown(background), deadline)
         except TimeoutError:
-            log.error("shutdown deadline passed; exiting anyway", deadline_s=deadline)
+            log.error("shutdown deadline passed; killing what is left", deadline_s=deadline)
+            self.supervisor.kill_all()
             return 1
         log.info("video stream manager stopped")
         self.notifier.close()

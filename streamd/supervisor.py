@@ -237,6 +237,13 @@ class CameraChild:
                 process.kill()
             await process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL now: the last resort when the shutdown deadline has passed."""
+        self._stopping.set()
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
     async def stop(self) -> None:
         """Stop the child and do not restart it; idempotent."""
         self._stopping.set()
@@ -313,3 +320,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.children.values()))
+
+    def kill_all(self) -> None:
+        for child in self.children.values():
+            child.kill()

@@ -4,7 +4,9 @@ HTTP MJPEG (served by ffmpeg), a video file, and source loss and recovery."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -156,3 +158,46 @@ async def test_missing_file_is_reported_and_retried(
     make_video(video)
     got = await frames(f"ws://{daemon.base}/ws/late", 3, timeout=40)
     assert all(decodes(f) for f in got)
+
+
+def test_source_that_stops_delivering_is_reported_stalled(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-f",
+            "mpjpeg",
+            "-listen",
+            "1",
+            f"http://127.0.0.1:{port}/s.mjpg",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        daemon = start_daemon(
+            redis_url=redis_server.url,
+            cameras=[{"id": "frozen", "source": f"http://127.0.0.1:{port}/s.mjpg", "fps": 10}],
+        )
+
+        def state() -> str:
+            return str(json.loads(daemon.http("/api/cameras")[1])["cameras"]["frozen"]["state"])
+
+        wait_for(lambda: state() == "live", 20, "live")
+        server.send_signal(signal.SIGSTOP)  # connected, but no more frames
+        wait_for(lambda: state() == "stalled", 10, "stalled")
+        assert any(e.get("state") == "stalled" for e in daemon.log_events())
+    finally:
+        server.kill()
+        server.wait()

@@ -261,3 +261,49 @@ def test_admin_allowed_with_token_from_anywhere() -> None:
     assert admin_allowed("s3cret", "10.1.2.3", digest)
     assert not admin_allowed(None, "127.0.0.1", digest)
     assert not admin_allowed("other", "127.0.0.1", digest)
+
+
+def test_second_sigint_forces_exit(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url,
+        cameras=[{"id": "h", **SYNTH}],
+        extra="\n[supervisor]\nstop_grace = 20.0\nshutdown_timeout = 30.0\n",
+    )
+    pid = wait_pid(daemon, "h")
+    os.kill(pid, signal.SIGSTOP)  # this child will not stop on SIGTERM: shutdown hangs on it
+    try:
+        daemon.process.send_signal(signal.SIGINT)
+        wait_for(
+            lambda: any(e["event"] == "shutting down" for e in daemon.log_events()),
+            5,
+            "shutting down",
+        )
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGINT)
+        assert daemon.process.wait(5) == 130
+        assert time.monotonic() - started < 2.0
+    finally:
+        kill_quietly(pid)
+
+
+def test_shutdown_deadline_is_kept(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url,
+        cameras=[{"id": "h", **SYNTH}],
+        extra="\n[supervisor]\nstop_grace = 30.0\nshutdown_timeout = 2.0\n",
+    )
+    pid = wait_pid(daemon, "h")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        daemon.process.wait(10)
+        assert time.monotonic() - started < 4.0
+        assert any(e["event"].startswith("shutdown deadline passed") for e in daemon.log_events())
+        wait_for(lambda: not pid_alive(pid), 2, "the hung child killed")
+    finally:
+        kill_quietly(pid)
