@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from benchmarks._redis import fake_jpeg, redis_server
-from streamd.stats import PublishStats
+from streamd.stats import CameraCounters
 from streamd.transport.frame import FrameMeta
 from streamd.transport.publisher import EncodedFrame, FramePublisher
 
@@ -54,8 +54,8 @@ async def connection_per_frame(port: int, jpeg: bytes, seconds: float) -> tuple[
 
 async def streamd_publisher(
     port: int, jpeg: bytes, seconds: float
-) -> tuple[int, PublishStats | None]:
-    stats = PublishStats()
+) -> tuple[int, CameraCounters | None]:
+    stats = CameraCounters()
     publisher = FramePublisher(
         redis_url=f"redis://127.0.0.1:{port}/0",
         channel=CHANNEL,
@@ -80,11 +80,11 @@ async def streamd_publisher(
         await asyncio.sleep(0)
     await asyncio.sleep(0.2)
     task.cancel()
-    return stats.published, stats
+    return stats.counters["published"], stats
 
 
 def measure(
-    port: int, label: str, run: Coroutine[Any, Any, tuple[int, PublishStats | None]]
+    port: int, label: str, run: Coroutine[Any, Any, tuple[int, CameraCounters | None]]
 ) -> float:
     ready = mp.Event()
     counter = mp.Value("i", 0)
@@ -98,10 +98,10 @@ def measure(
     rate = sent / elapsed
     extra = ""
     if stats is not None:
-        lat = stats.latency.summary_ms()
+        lat = stats.publish_latency.summary_ms("publish")
         extra = (
             f" dropped(queue_full)={stats.dropped['queue_full']} "
-            f"latency p50={lat['p50_ms']}ms p99={lat['p99_ms']}ms"
+            f"latency p50={lat['publish_p50_ms']}ms p99={lat['publish_p99_ms']}ms"
         )
     print(f"{label:28s} {rate:8.0f} frames/s  delivered {counter.value}/{sent}{extra}", flush=True)
     return rate

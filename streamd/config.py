@@ -92,6 +92,7 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
+    stats_interval: float = 10.0  # seconds between per-camera stats lines
     source: str = "<defaults>"
     # (camera id, file it came from); informational, ignored by comparisons.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -103,6 +104,7 @@ class Config:
         """The effective config as a TOML-ready dict, with every secret masked."""
         return {
             "log_level": self.log_level,
+            "stats_interval": self.stats_interval,
             "redis": {
                 "enabled": self.redis.enabled,
                 "url": redact_url(self.redis.url),
@@ -370,6 +372,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     cameras = _parse_cameras(top, env)
     _check_unique([(c, source, i) for i, c in enumerate(cameras)])
 
+    stats_interval = top.number("stats_interval", 10.0, 0.5, 3600.0)
     log_level = (top.string("log_level", "info") or "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
         raise top.error("log_level", f"must be debug, info, warning or error, got {log_level!r}")
@@ -386,6 +389,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
         supervisor=supervisor,
         cameras=tuple(cameras),
         log_level=log_level,
+        stats_interval=stats_interval,
         source=source,
     )
 

@@ -13,16 +13,20 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.config import Config, ConfigError, load_config
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
+from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
+from streamd.reporting import CameraSample, StatsReporter
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, unset_notify_env, watchdog_interval
 from streamd.transport.subscriber import FrameSubscriber
@@ -57,6 +61,10 @@ class Daemon:
             fallback_active=self.supervisor.fallback_active,
             control=self,
         )
+        self.reporter = StatsReporter()
+        self.reporter.tick(time.monotonic(), {})
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StreamdCollector(self.samples, lambda: self.gateway.rejected))
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
 
@@ -71,7 +79,36 @@ class Daemon:
         return await self.supervisor.stop_camera(camera_id)
 
     def cameras(self) -> dict[str, dict[str, Any]]:
-        return self.supervisor.snapshot()
+        cameras = self.supervisor.snapshot()
+        for camera_id, info in cameras.items():
+            line = self.reporter.last_lines.get(camera_id, {})
+            for key in ("fps_out", "success_rate_pct", "publish_p50_ms", "e2e_p50_ms"):
+                info[key] = line.get(key)
+        return cameras
+
+    def samples(self) -> dict[str, CameraSample]:
+        return {
+            camera_id: CameraSample(
+                figures=child.status.totals(),
+                delivery=self.hub.delivery(camera_id).copy(),
+                state=child.status.source_state,
+                viewers=self.hub.viewers(camera_id),
+                restarts=child.status.lifecycle.restarts,
+                stalls=child.status.stalls,
+            )
+            for camera_id, child in self.supervisor.children.items()
+        }
+
+    def metrics(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+    async def _stats_loop(self) -> None:
+        """One line per camera per ``stats_interval``: never one per frame."""
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            lines = self.reporter.tick(time.monotonic(), self.samples())
+            for camera_id, line in lines.items():
+                log.info("camera stats", camera_id=camera_id, **line)
 
     async def reload(self) -> tuple[bool, str]:
         """Re-read the config and drop-ins; apply only the difference. An invalid
@@ -170,7 +207,10 @@ class Daemon:
         config = self.config
         await self.gateway.start()
         self.supervisor.start()
-        background = [asyncio.create_task(self._status_loop(), name="status")]
+        background = [
+            asyncio.create_task(self._status_loop(), name="status"),
+            asyncio.create_task(self._stats_loop(), name="stats"),
+        ]
         if self.subscriber is not None:
             background.append(asyncio.create_task(self.subscriber.run(), name="subscriber"))
         if self.watchdog_every is not None:

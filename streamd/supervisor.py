@@ -25,6 +25,7 @@ import structlog
 from streamd.backoff import Backoff
 from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
+from streamd.stats import CameraCounters
 from streamd.transport.local import (
     MessageType,
     ProtocolError,
@@ -49,6 +50,18 @@ class ChildStatus:
     bad_messages: int = 0
     stalls: int = 0
     last_exit_code: int | None = None
+    last_error: str | None = None
+    # Figures of earlier runs of this camera's child, so totals never go backwards.
+    figures_base: CameraCounters = field(default_factory=CameraCounters)
+    figures: CameraCounters = field(default_factory=CameraCounters)
+
+    def totals(self) -> CameraCounters:
+        return self.figures_base + self.figures
+
+    def on_new_child(self) -> None:
+        self.figures_base = self.totals()
+        self.figures = CameraCounters()
+        self.report = {}
 
     @property
     def source_state(self) -> str:
@@ -62,7 +75,6 @@ class ChildStatus:
         return str(self.report.get("redis", "unknown"))
 
     def snapshot(self) -> dict[str, Any]:
-        publish = self.report.get("publish", {})
         return {
             "state": self.source_state,
             "child": self.lifecycle.state.value,
@@ -71,8 +83,7 @@ class ChildStatus:
             "restarts": self.lifecycle.restarts,
             "stalls": self.stalls,
             "last_exit_code": self.last_exit_code,
-            "frames": self.report.get("encoded", 0),
-            "success_rate_pct": publish.get("success_rate_pct"),
+            "last_error": self.last_error,
         }
 
 
@@ -114,12 +125,14 @@ class CameraChild:
                 break
             delay = lifecycle.on_exit(time.monotonic(), exit_code)
             if delay is None:
+                self.status.last_error = "unusable camera config (exit 78)"
                 self.log.error(
                     "camera child has an unusable config; not restarting until it changes",
                     exit_code=exit_code,
                 )
                 await self._stopping.wait()
                 break
+            self.status.last_error = f"child exited with code {exit_code}"
             self.log.warning(
                 "camera child exited; restarting",
                 exit_code=exit_code,
@@ -154,7 +167,7 @@ class CameraChild:
             child_end.close()
         self._process = process
         self.status.pid = process.pid
-        self.status.report = {}
+        self.status.on_new_child()
         self.status.lifecycle.on_spawned(time.monotonic())
         self.log.info("camera child started", pid=process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
@@ -196,9 +209,16 @@ class CameraChild:
         except ProtocolError:
             self.status.bad_messages += 1
             return
+        try:
+            figures = CameraCounters.from_wire(report.get("figures", {}))
+        except ValueError as exc:
+            self.status.bad_messages += 1
+            self.log.warning("bad heartbeat figures", error=str(exc))
+            return
         now = time.monotonic()
         previous = self.status.report.get("state")
         self.status.report = report
+        self.status.figures = figures
         self.status.last_report_at = now
         self._heartbeat.set()
         state = report.get("state")
@@ -215,6 +235,7 @@ class CameraChild:
                 await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
             except TimeoutError:
                 self.status.stalls += 1
+                self.status.last_error = "child stalled (no heartbeat)"
                 self.log.error(
                     "camera child stalled: no heartbeat; replacing it",
                     pid=process.pid,

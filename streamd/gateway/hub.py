@@ -12,6 +12,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
+from streamd.stats import DeliveryStats
 from streamd.transport.frame import FrameMeta
 
 
@@ -54,6 +55,7 @@ class CameraFeed:
     mailboxes: set[Mailbox] = field(default_factory=set)
     frames: int = 0
     last_seq: int | None = None
+    delivery: DeliveryStats = field(default_factory=DeliveryStats)
 
 
 class Hub:
@@ -73,6 +75,7 @@ class Hub:
             return
         feed.latest = frame
         feed.frames += 1
+        feed.delivery.received += 1
         feed.last_seq = frame.meta.seq if frame.meta is not None else None
         for mailbox in feed.mailboxes:
             before = mailbox.skipped
@@ -104,6 +107,20 @@ class Hub:
             feed = self.feeds.get(camera_id)
             return len(feed.mailboxes) if feed else 0
         return sum(len(f.mailboxes) for f in self.feeds.values())
+
+    def record_sent(self, frame: HubFrame, sent_ns: int) -> None:
+        """A viewer got ``frame``: count it and its capture → sent latency."""
+        feed = self.feeds.get(frame.camera_id)
+        if feed is None:
+            return
+        feed.delivery.sent += 1
+        feed.delivery.bytes_sent += len(frame.payload)
+        if frame.meta is not None and frame.meta.capture_ns > 0:
+            feed.delivery.end_to_end.record(max(0, sent_ns - frame.meta.capture_ns) / 1e9)
+
+    def delivery(self, camera_id: str) -> DeliveryStats:
+        feed = self.feeds.get(camera_id)
+        return feed.delivery if feed else DeliveryStats()
 
     def latest(self, camera_id: str) -> HubFrame | None:
         feed = self.feeds.get(camera_id)

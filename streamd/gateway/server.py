@@ -49,6 +49,7 @@ MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
 
 
 CONTROL_PREFIX = "/api/v1/cameras/"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Control(Protocol):
@@ -61,6 +62,8 @@ class Control(Protocol):
     async def reload(self) -> tuple[bool, str]: ...
 
     def cameras(self) -> dict[str, dict[str, Any]]: ...
+
+    def metrics(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def route(path: str) -> Route:
         return Route("healthz")
     if clean == "/api/cameras":
         return Route("cameras")
+    if clean == "/metrics":
+        return Route("metrics")
     if clean == "/api/v1/reload":
         return Route("reload")
     for prefix in STREAM_PREFIXES:
@@ -167,14 +172,23 @@ class Gateway:
         if target.kind == "healthz":
             ok, detail = self.healthy()
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
-            body = {
+            health = {
                 "status": "ok" if ok else "unavailable",
                 "detail": detail,
                 "viewers": self.hub.viewers(),
             }
-            return json_response(status, body)
+            return json_response(status, health)
         if target.kind == "cameras":
             return json_response(http.HTTPStatus.OK, self.cameras())
+        if target.kind == "metrics" and self.control is not None:
+            exposition = self.control.metrics()
+            headers = Headers(
+                [
+                    ("Content-Type", PROMETHEUS_CONTENT_TYPE),
+                    ("Content-Length", str(len(exposition))),
+                ]
+            )
+            return Response(200, "OK", headers, exposition)
         if target.kind in ("camera_control", "reload"):
             return await self._control(connection, request, method, target)
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -253,12 +267,12 @@ class Gateway:
                 skipped=mailbox.skipped,
             )
 
-    @staticmethod
-    async def _pump(ws: ServerConnection, mailbox: Mailbox) -> None:
+    async def _pump(self, ws: ServerConnection, mailbox: Mailbox) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 frame = await mailbox.get()
                 await ws.send(frame.payload)
+                self.hub.record_sent(frame, time.time_ns())
 
     async def start(self) -> Server:
         server_config = self.config.server

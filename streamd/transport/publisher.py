@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
-from streamd.stats import PublishStats
+from streamd.stats import CameraCounters
 from streamd.transport.frame import FrameMeta, pack_frame
 
 log = structlog.get_logger("streamd.publisher")
@@ -86,7 +86,7 @@ class FramePublisher:
         redis_url: str | None,
         channel: str,
         fallback: Callable[[bytes], bool],
-        stats: PublishStats,
+        stats: CameraCounters,
         queue_size: int = 4,
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
     ) -> None:
@@ -133,17 +133,17 @@ class FramePublisher:
 
     async def _deliver(self, batch: list[EncodedFrame]) -> None:
         if self._client is not None:
-            self.stats.attempts += len(batch)
+            self.stats.counters["attempts"] += len(batch)
             if self._redis_up and await self._publish(batch):
                 return
-            self.stats.failures += len(batch)
+            self.stats.counters["failures"] += len(batch)
         # Embedded fallback: only the newest frame matters to a live viewer.
         stale = len(batch) - 1
         if stale:
             self.stats.dropped["fallback_stale"] += stale
         payload = self._pack(batch[-1])
         if self._fallback(payload):
-            self.stats.fallback += 1
+            self.stats.counters["fallback"] += 1
         else:
             self.stats.dropped["fallback_busy"] += 1
 
@@ -152,18 +152,24 @@ class FramePublisher:
 
     async def _publish(self, batch: list[EncodedFrame]) -> bool:
         assert self._client is not None
+        size = 0
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for frame in batch:
-                    pipe.publish(self.channel, self._pack(frame))
+                    payload = self._pack(frame)
+                    size += len(payload)
+                    pipe.publish(self.channel, payload)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
             return False
         done = time.monotonic()
-        self.stats.published += len(batch)
+        done_ns = time.time_ns()
+        self.stats.counters["published"] += len(batch)
+        self.stats.counters["bytes_published"] += size
         for frame in batch:
-            self.stats.latency.record(done - frame.queued_at)
+            self.stats.publish_latency.record(done - frame.queued_at)
+            self.stats.capture_to_publish.record((done_ns - frame.meta.capture_ns) / 1e9)
         if self._announce_next_success:
             self._announce_next_success = False
             log.info(

@@ -23,7 +23,7 @@ import structlog
 
 from streamd.config import ConfigError
 from streamd.observability import configure_logging
-from streamd.stats import PublishStats
+from streamd.stats import CameraCounters
 from streamd.transport.local import (
     MessageType,
     ProtocolError,
@@ -59,7 +59,7 @@ class CameraWorker:
         self.spec = spec
         self.writer = writer
         self.loop = asyncio.get_running_loop()
-        self.stats = PublishStats()
+        self.stats = CameraCounters()
         self.state = SourceState.CONNECTING
         self.publisher = FramePublisher(
             redis_url=spec.redis_url,
@@ -107,15 +107,17 @@ class CameraWorker:
         return True
 
     def status(self) -> dict[str, Any]:
+        capture = self.capture
+        counters = self.stats.counters
+        counters["captured"] = capture.captured
+        counters["encoded"] = capture.encoded
+        counters["encode_errors"] = capture.encode_errors
         return {
             "state": self.source_state(),
             "redis": self.publisher.redis_state,
-            "seq": self.capture.seq,
-            "captured": self.capture.captured,
-            "encoded": self.capture.encoded,
-            "encode_errors": self.capture.encode_errors,
+            "seq": capture.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "publish": self.stats.snapshot(),
+            "figures": self.stats.to_wire(),
         }
 
     def _send_status(self) -> None:
@@ -126,30 +128,6 @@ class CameraWorker:
         while True:
             self._send_status()
             await asyncio.sleep(self.spec.heartbeat_interval)
-
-    async def stats_logger(self) -> None:
-        """One line per stats interval: success rate and latency, never one per frame."""
-        last_published = 0
-        last_at = time.monotonic()
-        while True:
-            await asyncio.sleep(self.spec.stats_interval)
-            now = time.monotonic()
-            published = self.stats.published + self.stats.fallback
-            snapshot = self.stats.snapshot()
-            log.info(
-                "camera stats",
-                state=self.source_state(),
-                redis=self.publisher.redis_state,
-                frames_captured=self.capture.captured,
-                frames_published=self.stats.published,
-                frames_fallback=self.stats.fallback,
-                dropped=snapshot["dropped"],
-                success_rate_pct=snapshot["success_rate_pct"],
-                fps_out=round((published - last_published) / (now - last_at), 2),
-                **{f"publish_{k}": v for k, v in snapshot["publish_latency"].items()},
-            )
-            self.stats.latency.reset()
-            last_published, last_at = published, now
 
 
 async def _watch_supervisor(reader: asyncio.StreamReader) -> None:
@@ -194,7 +172,6 @@ async def run_worker(control_fd: int) -> int:
     tasks = [
         asyncio.create_task(worker.publisher.run(), name="publisher"),
         asyncio.create_task(worker.heartbeat(), name="heartbeat"),
-        asyncio.create_task(worker.stats_logger(), name="stats"),
     ]
     watcher = asyncio.create_task(_watch_supervisor(reader), name="control")
     stopper = asyncio.create_task(stop.wait(), name="stop")

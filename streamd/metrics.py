@@ -1,0 +1,115 @@
+"""Prometheus exposition for ``/metrics``: the same cumulative figures as the stats
+line, read at scrape time (a custom collector, so nothing is double-counted).
+
+Metric names (all labelled by ``camera`` unless noted):
+
+- ``streamd_frames_captured_total``, ``streamd_frames_published_total``,
+  ``streamd_frames_fallback_total``, ``streamd_publish_attempts_total``,
+  ``streamd_publish_failures_total``, ``streamd_published_bytes_total``
+- ``streamd_frames_dropped_total{camera,reason}``
+- ``streamd_publish_latency_seconds`` (queue → Redis ack),
+  ``streamd_capture_to_publish_seconds``, ``streamd_end_to_end_latency_seconds``
+  (capture → sent to a viewer): histograms
+- ``streamd_frames_sent_total`` (to viewers), ``streamd_viewers`` (gauge),
+  ``streamd_child_restarts_total``, ``streamd_child_stalls_total``,
+  ``streamd_camera_live`` (1 when streaming)
+- ``streamd_frames_rejected_total{reason}`` (no camera label): untrusted input dropped
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from streamd.reporting import CameraSample
+from streamd.stats import LatencyHistogram
+
+BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+COUNTERS = (
+    ("frames_captured", "captured", "Frames read from the source"),
+    ("frames_published", "published", "Frames published to Redis"),
+    ("frames_fallback", "fallback", "Frames sent to the local gateway while Redis was down"),
+    ("publish_attempts", "attempts", "Frames the publisher tried to send to Redis"),
+    ("publish_failures", "failures", "Frames that did not reach Redis"),
+    ("published_bytes", "bytes_published", "Bytes published to Redis"),
+)
+
+
+def _histogram(
+    name: str, doc: str, per_camera: Mapping[str, LatencyHistogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["camera"])
+    for camera, hist in per_camera.items():
+        cumulative = hist.cumulative_at(BUCKETS)
+        buckets = [(str(b), float(c)) for b, c in zip(BUCKETS, cumulative, strict=True)]
+        buckets.append(("+Inf", float(hist.total)))
+        family.add_metric([camera], buckets, hist.sum_s)
+    return family
+
+
+class StreamdCollector(Collector):
+    def __init__(
+        self,
+        samples: Callable[[], Mapping[str, CameraSample]],
+        rejected: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._samples = samples
+        self._rejected = rejected
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        samples = self._samples()
+        for metric, key, doc in COUNTERS:
+            family = CounterMetricFamily(f"streamd_{metric}", doc, labels=["camera"])
+            for camera, sample in samples.items():
+                family.add_metric([camera], sample.figures.counters[key])
+            yield family
+        dropped = CounterMetricFamily(
+            "streamd_frames_dropped", "Frames dropped, by reason", labels=["camera", "reason"]
+        )
+        for camera, sample in samples.items():
+            for reason, count in sorted(sample.figures.dropped.items()):
+                dropped.add_metric([camera, reason], count)
+        yield dropped
+        yield _histogram(
+            "streamd_publish_latency_seconds",
+            "Publish queue to Redis acknowledgement",
+            {c: s.figures.publish_latency for c, s in samples.items()},
+        )
+        yield _histogram(
+            "streamd_capture_to_publish_seconds",
+            "Capture to Redis acknowledgement",
+            {c: s.figures.capture_to_publish for c, s in samples.items()},
+        )
+        yield _histogram(
+            "streamd_end_to_end_latency_seconds",
+            "Capture to frame sent to a viewer",
+            {c: s.delivery.end_to_end for c, s in samples.items()},
+        )
+        sent = CounterMetricFamily(
+            "streamd_frames_sent", "Frames sent to viewers", labels=["camera"]
+        )
+        viewers = GaugeMetricFamily("streamd_viewers", "Connected viewers", labels=["camera"])
+        restarts = CounterMetricFamily(
+            "streamd_child_restarts", "Child restarts", labels=["camera"]
+        )
+        stalls = CounterMetricFamily(
+            "streamd_child_stalls", "Children killed as hung", labels=["camera"]
+        )
+        live = GaugeMetricFamily(
+            "streamd_camera_live", "1 when the camera streams", labels=["camera"]
+        )
+        for camera, sample in samples.items():
+            sent.add_metric([camera], sample.delivery.sent)
+            viewers.add_metric([camera], sample.viewers)
+            restarts.add_metric([camera], sample.restarts)
+            stalls.add_metric([camera], sample.stalls)
+            live.add_metric([camera], 1.0 if sample.state == "live" else 0.0)
+        yield from (sent, viewers, restarts, stalls, live)
+        rejected = CounterMetricFamily(
+            "streamd_frames_rejected", "Untrusted frames dropped, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(self._rejected().items()):
+            rejected.add_metric([reason], count)
+        yield rejected
