@@ -1,19 +1,23 @@
 """structlog setup shared by the supervisor and every child.
 
 A pipeline of small processors: level filter → level and timestamp → secret
-redaction (any ``scheme://user:pass@`` in any string value) → renderer. JSON
-lines when stdout is not a terminal (systemd, pipes), readable lines on a TTY.
+redaction (any ``scheme://user:pass@`` in any string value) → renderer. Under
+systemd (``$JOURNAL_STREAM`` is stdout) events go to journald natively with
+fields (``journald.py``); otherwise JSON lines when stdout is not a terminal
+(pipes, files) and readable lines on a TTY.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from streamd.journald import JournaldLoggerFactory, JournaldRenderer, stdout_is_journal
 from streamd.redact import redact_url
 
 LEVELS = {
@@ -55,13 +59,15 @@ def configure_logging(
     context: dict[str, Any] | None = None,
 ) -> None:
     out = stream or sys.stdout
-    if json_lines is None:
-        json_lines = not out.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if json_lines
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    logger_factory: Any = structlog.PrintLoggerFactory(out)
+    renderer: Any
+    if json_lines is None and stdout_is_journal(out, os.environ):
+        renderer = JournaldRenderer()
+        logger_factory = JournaldLoggerFactory(os.environ, out)
+    elif json_lines if json_lines is not None else not out.isatty():
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -73,6 +79,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=False,
     )

@@ -331,7 +331,10 @@ class Supervisor:
         return True
 
     def fallback_active(self) -> bool:
-        return any(c.status.redis_state in ("down", "disabled") for c in self.children.values())
+        return any(
+            c.status.redis_state in ("down", "disabled", "connecting")
+            for c in self.children.values()
+        )
 
     def live_count(self) -> int:
         return sum(1 for c in self.children.values() if c.status.source_state == "live")

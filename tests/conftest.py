@@ -105,9 +105,16 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def write_config(
-    path: Path, *, redis_url: str | None, port: int, cameras: list[dict[str, Any]], extra: str = ""
+    path: Path,
+    *,
+    redis_url: str | None,
+    port: int,
+    cameras: list[dict[str, Any]],
+    extra: str = "",
+    head: str = "",
 ) -> Path:
-    lines = []
+    """``head`` is top-level TOML (before any table); ``extra`` goes at the end."""
+    lines = [head] if head else []
     if redis_url is not None:
         lines += ["[redis]", f'url = "{redis_url}"', ""]
     lines += ["[server]", f'listen = "127.0.0.1:{port}"', ""]
@@ -123,7 +130,9 @@ def write_config(
 class Daemon:
     """``streamd run -c FILE`` as a real subprocess, its JSON log lines captured."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, env: dict[str, str] | None = None, *, journal: bool = False
+    ) -> None:
         self.config = config
         self.port = port
         self.log_path = Path(tempfile.mkstemp(prefix="streamd-", suffix=".log")[1])
@@ -132,6 +141,9 @@ class Daemon:
         }
         full_env.update(env or {})
         self._log_file = self.log_path.open("wb")
+        if journal:  # as systemd does: JOURNAL_STREAM names stdout's device:inode
+            stat = os.fstat(self._log_file.fileno())
+            full_env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamd", "run", "-c", str(config)],
             stdout=self._log_file,
@@ -197,6 +209,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         cameras: list[dict[str, Any]],
         env: dict[str, str] | None = None,
         extra: str = "",
+        head: str = "",
     ) -> Daemon:
         port = free_port()
         config = write_config(
@@ -205,6 +218,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             port=port,
             cameras=cameras,
             extra=extra,
+            head=head,
         )
         daemon = Daemon(config, port, env)
         daemons.append(daemon)

@@ -99,6 +99,9 @@ class FramePublisher:
         self._redis_url = redis_url
         self._client = make_redis_client(redis_url) if redis_url else None
         self._redis_up = False
+        # Until the first PING resolves, Redis is neither up nor known to be down:
+        # frames go local without counting as failed publishes.
+        self._connecting = self._client is not None
         self._announce_next_success = True
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
@@ -107,6 +110,8 @@ class FramePublisher:
     def redis_state(self) -> str:
         if self._client is None:
             return "disabled"
+        if self._connecting:
+            return "connecting"
         return "up" if self._redis_up else "down"
 
     def submit(self, frame: EncodedFrame) -> None:
@@ -132,19 +137,21 @@ class FramePublisher:
                 await self._client.aclose()
 
     async def _deliver(self, batch: list[EncodedFrame]) -> None:
-        if self._client is not None:
+        if self._client is not None and not self._connecting:
             self.stats.counters["attempts"] += len(batch)
-            if self._redis_up and await self._publish(batch):
+            was_up = self._redis_up
+            if was_up and await self._publish(batch):
                 return
+            # Frames that did not reach Redis, by reason; the newest still goes local.
             self.stats.counters["failures"] += len(batch)
+            self.stats.dropped["publish_error" if was_up else "redis_down"] += len(batch)
+        elif len(batch) > 1:
+            self.stats.dropped["fallback_stale"] += len(batch) - 1
+        counted = self._client is None or self._connecting
         # Embedded fallback: only the newest frame matters to a live viewer.
-        stale = len(batch) - 1
-        if stale:
-            self.stats.dropped["fallback_stale"] += stale
-        payload = self._pack(batch[-1])
-        if self._fallback(payload):
+        if self._fallback(self._pack(batch[-1])):
             self.stats.counters["fallback"] += 1
-        else:
+        elif counted:  # otherwise already counted as not reaching Redis
             self.stats.dropped["fallback_busy"] += 1
 
     def _pack(self, frame: EncodedFrame) -> bytes:
@@ -198,6 +205,7 @@ class FramePublisher:
                 await self._client.ping()
             except (RedisError, OSError) as exc:
                 failures += 1
+                self._connecting = False
                 if failures == 1:
                     log.warning(
                         "redis unreachable; frames go to the local gateway",
@@ -207,6 +215,7 @@ class FramePublisher:
                 await asyncio.sleep(self._reconnect.delay(failures))
                 continue
             failures = 0
+            self._connecting = False
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
