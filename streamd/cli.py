@@ -241,20 +241,36 @@ def _status(config: Config, as_json: bool) -> int:
     if as_json:
         print(json.dumps(cameras, indent=2, sort_keys=True))
         return 0
-    columns = ("camera", "state", "pid", "redis", "viewers", "restarts", "age_s", "success%")
-    rows = [
-        (
-            cid,
-            str(c.get("state")),
-            str(c.get("pid") or "-"),
-            str(c.get("redis")),
-            str(c.get("viewers", 0)),
-            str(c.get("restarts", 0)),
-            str(c.get("last_frame_age_s") if c.get("last_frame_age_s") is not None else "-"),
-            str(c.get("success_rate_pct") if c.get("success_rate_pct") is not None else "-"),
-        )
-        for cid, c in sorted(cameras.items())
-    ]
+    columns = (
+        "camera",
+        "state",
+        "pid",
+        "redis",
+        "viewers",
+        "restarts",
+        "age_s",
+        "success%",
+        "fps",
+        "p50_ms",
+        "last_error",
+    )
+    keys = (
+        "state",
+        "pid",
+        "redis",
+        "viewers",
+        "restarts",
+        "last_frame_age_s",
+        "success_rate_pct",
+        "fps_out",
+        "publish_p50_ms",
+        "last_error",
+    )
+
+    def cell(value: Any) -> str:
+        return "-" if value is None or value == "" else str(value)
+
+    rows = [(cid, *(cell(c.get(k)) for k in keys)) for cid, c in sorted(cameras.items())]
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     for row in [columns, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
