@@ -138,11 +138,14 @@ class FramePublisher:
 
     async def _deliver(self, batch: list[EncodedFrame]) -> None:
         if self._client is not None and not self._connecting:
-            self.stats.counters["attempts"] += len(batch)
+            # Attempts are counted with their outcome, so that at any instant
+            # attempts == published + failures (no in-flight skew in a snapshot).
             was_up = self._redis_up
             if was_up and await self._publish(batch):
+                self.stats.counters["attempts"] += len(batch)
                 return
             # Frames that did not reach Redis, by reason; the newest still goes local.
+            self.stats.counters["attempts"] += len(batch)
             self.stats.counters["failures"] += len(batch)
             self.stats.dropped["publish_error" if was_up else "redis_down"] += len(batch)
         elif len(batch) > 1:
