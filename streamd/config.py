@@ -63,6 +63,37 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """Per-camera detection settings (flat keys in the camera's TOML table)."""
+
+    kind: str = "motion"  # motion | none | onnx | module:attribute
+    detect_fps: float | None = None  # None: every published frame
+    overlay: bool = True
+    overlay_timestamp: bool = False
+    motion_min_area: int = 400  # px² in frame coordinates
+    motion_warmup: float = 2.0  # seconds to learn the background
+    ignore_zones: tuple[tuple[tuple[float, float], ...], ...] = ()
+    model: str | None = None
+    labels: tuple[str, ...] | str | None = None  # a list, or a file with one per line
+    input_size: int = 640
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.45
+    event_clear_after: float = 2.0  # a label must be gone this long before "left"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"detector": self.kind}
+        for key, value in asdict(self).items():
+            if key == "kind" or value is None:
+                continue
+            if key == "ignore_zones":
+                value = [[list(point) for point in zone] for zone in self.ignore_zones]
+            elif key == "labels" and not isinstance(value, str):
+                value = list(value)
+            out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     id: str
     source: str
@@ -70,9 +101,13 @@ class CameraConfig:
     width: int | None = None
     jpeg_quality: int = 80
     loop: bool = True  # file sources start over at the end
+    detection: DetectorConfig = field(default_factory=DetectorConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """Flat TOML-shaped table (parse_camera reads it back)."""
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "detection"}
+        out.update(self.detection.to_dict())
+        return out
 
 
 @dataclass(frozen=True)
@@ -266,9 +301,72 @@ def parse_camera(
         width=r.integer("width", None, 16, 7680),
         jpeg_quality=r.integer("jpeg_quality", 80, 1, 100) or 80,
         loop=r.boolean("loop", True),
+        detection=_parse_detection(r),
     )
     r.reject_unknown()
     return camera
+
+
+_PLUGIN_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def _parse_zones(r: _Reader) -> tuple[tuple[tuple[float, float], ...], ...]:
+    raw = r._get("ignore_zones")
+    if raw is None:
+        return ()
+    problem = "must be a list of polygons, each a list of at least 3 [x, y] points"
+    if not isinstance(raw, list):
+        raise r.error("ignore_zones", problem)
+    zones = []
+    for index, zone in enumerate(raw):
+        if not isinstance(zone, list) or len(zone) < 3:
+            raise r.error(f"ignore_zones[{index}]", problem)
+        points = []
+        for point in zone:
+            if (
+                not isinstance(point, list)
+                or len(point) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+            ):
+                raise r.error(f"ignore_zones[{index}]", problem)
+            points.append((float(point[0]), float(point[1])))
+        zones.append(tuple(points))
+    return tuple(zones)
+
+
+def _parse_labels(r: _Reader) -> tuple[str, ...] | str | None:
+    raw = r._get("labels")
+    if raw is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        return tuple(raw)
+    raise r.error("labels", "must be a list of names or the path of a file with one per line")
+
+
+def _parse_detection(r: _Reader) -> DetectorConfig:
+    kind = r.string("detector", "motion") or "motion"
+    if kind not in ("motion", "none", "onnx") and not _PLUGIN_SPEC.fullmatch(kind):
+        raise r.error(
+            "detector", f'must be "motion", "none", "onnx" or "module:attribute", got {kind!r}'
+        )
+    detection = DetectorConfig(
+        kind=kind,
+        detect_fps=r.number("detect_fps", 0.0, 0.01, 120.0) or None,
+        overlay=r.boolean("overlay", True),
+        overlay_timestamp=r.boolean("overlay_timestamp", False),
+        motion_min_area=r.integer("motion_min_area", 400, 1, 100_000_000) or 400,
+        motion_warmup=r.number("motion_warmup", 2.0, 0.0, 600.0),
+        ignore_zones=_parse_zones(r),
+        model=r.string("model", None),
+        labels=_parse_labels(r),
+        input_size=r.integer("input_size", 640, 32, 4096) or 640,
+        score_threshold=r.number("score_threshold", 0.5, 0.0, 1.0),
+        nms_threshold=r.number("nms_threshold", 0.45, 0.0, 1.0),
+        event_clear_after=r.number("event_clear_after", 2.0, 0.0, 3600.0),
+    )
+    if kind == "onnx" and detection.model is None:
+        raise r.error("model", 'is required with detector = "onnx"')
+    return detection
 
 
 def _redis_url_from_env(env: Mapping[str, str]) -> str | None:

@@ -49,11 +49,14 @@ class Daemon:
         self.subscriber: FrameSubscriber | None = None
         if config.redis.enabled:
             self.subscriber = FrameSubscriber(
-                config.redis.url, config.redis.channel_prefix, on_frame=self._ingest
+                config.redis.url,
+                config.redis.channel_prefix,
+                on_frame=self._ingest,
+                on_event=self._ingest_event,
             )
             for camera in config.cameras:
                 self.subscriber.want(camera.id)
-        self.supervisor = Supervisor(config, on_frame=self._ingest)
+        self.supervisor = Supervisor(config, on_frame=self._ingest, on_event=self._ingest_event)
         self.gateway = Gateway(
             config,
             self.hub,
@@ -71,6 +74,9 @@ class Daemon:
     def _ingest(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest(camera_id, payload)
 
+    def _ingest_event(self, camera_id: str, payload: bytes) -> None:
+        self.gateway.ingest_event(camera_id, payload)
+
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:
         return self.supervisor.start_camera(camera_id)
@@ -82,7 +88,14 @@ class Daemon:
         cameras = self.supervisor.snapshot()
         for camera_id, info in cameras.items():
             line = self.reporter.last_lines.get(camera_id, {})
-            for key in ("fps_out", "success_rate_pct", "publish_p50_ms", "e2e_p50_ms"):
+            for key in (
+                "fps_out",
+                "success_rate_pct",
+                "publish_p50_ms",
+                "e2e_p50_ms",
+                "detect_fps",
+                "detect_p50_ms",
+            ):
                 info[key] = line.get(key)
         return cameras
 

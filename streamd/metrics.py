@@ -7,7 +7,9 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_frames_fallback_total``, ``streamd_publish_attempts_total``,
   ``streamd_publish_failures_total``, ``streamd_published_bytes_total``
 - ``streamd_frames_dropped_total{camera,reason}``
-- ``streamd_publish_latency_seconds`` (queue → Redis ack),
+- ``streamd_detect_runs_total``, ``streamd_detection_events_total``
+- ``streamd_detect_seconds`` (per detector call),
+  ``streamd_publish_latency_seconds`` (queue → Redis ack),
   ``streamd_capture_to_publish_seconds``, ``streamd_end_to_end_latency_seconds``
   (capture → sent to a viewer): histograms
 - ``streamd_frames_sent_total`` (to viewers), ``streamd_viewers`` (gauge),
@@ -34,6 +36,8 @@ COUNTERS = (
     ("publish_attempts", "attempts", "Frames the publisher tried to send to Redis"),
     ("publish_failures", "failures", "Frames that did not reach Redis"),
     ("published_bytes", "bytes_published", "Bytes published to Redis"),
+    ("detect_runs", "detect_runs", "Detector calls"),
+    ("detection_events", "events", "Detection events (appeared/left)"),
 )
 
 
@@ -81,6 +85,11 @@ class StreamdCollector(Collector):
             "streamd_capture_to_publish_seconds",
             "Capture to Redis acknowledgement",
             {c: s.figures.capture_to_publish for c, s in samples.items()},
+        )
+        yield _histogram(
+            "streamd_detect_seconds",
+            "Time per detector call",
+            {c: s.figures.detect_latency for c, s in samples.items()},
         )
         yield _histogram(
             "streamd_end_to_end_latency_seconds",

@@ -127,6 +127,8 @@ COUNTER_NAMES = (
     "failures",
     "fallback",
     "bytes_published",
+    "detect_runs",
+    "events",
 )
 
 
@@ -138,6 +140,7 @@ class CameraCounters:
     dropped: Counter[str] = field(default_factory=Counter)
     publish_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     capture_to_publish: LatencyHistogram = field(default_factory=LatencyHistogram)
+    detect_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -145,6 +148,7 @@ class CameraCounters:
             "dropped": dict(self.dropped),
             "publish_latency": self.publish_latency.to_wire(),
             "capture_to_publish": self.capture_to_publish.to_wire(),
+            "detect_latency": self.detect_latency.to_wire(),
         }
 
     @classmethod
@@ -174,6 +178,7 @@ class CameraCounters:
             dropped,
             LatencyHistogram.from_wire(data.get("publish_latency", {"c": {}})),
             LatencyHistogram.from_wire(data.get("capture_to_publish", {"c": {}})),
+            LatencyHistogram.from_wire(data.get("detect_latency", {"c": {}})),
         )
 
     def __add__(self, other: CameraCounters) -> CameraCounters:
@@ -182,6 +187,7 @@ class CameraCounters:
             self.dropped + other.dropped,
             self.publish_latency + other.publish_latency,
             self.capture_to_publish + other.capture_to_publish,
+            self.detect_latency + other.detect_latency,
         )
 
     def __sub__(self, other: CameraCounters) -> CameraCounters:
@@ -190,6 +196,7 @@ class CameraCounters:
             self.dropped - other.dropped,
             self.publish_latency - other.publish_latency,
             self.capture_to_publish - other.capture_to_publish,
+            self.detect_latency - other.detect_latency,
         )
 
     def success_rate(self) -> float | None:

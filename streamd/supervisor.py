@@ -84,14 +84,23 @@ class ChildStatus:
             "stalls": self.stalls,
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error,
+            "detector": self.report.get("detector"),
+            "active_labels": self.report.get("active_labels", []),
         }
 
 
 class CameraChild:
     """One camera's child process, restarted by ``keep_alive`` until stopped."""
 
-    def __init__(self, spec: WorkerSpec, settings: SupervisorConfig, on_frame: FrameSink) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        settings: SupervisorConfig,
+        on_frame: FrameSink,
+        on_event: FrameSink = lambda _camera, _body: None,
+    ) -> None:
         self.spec = spec
+        self.on_event = on_event
         self.settings = settings
         self.on_frame = on_frame
         backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
@@ -200,6 +209,8 @@ class CameraChild:
             kind, body = message
             if kind is MessageType.FRAME:
                 self.on_frame(self.camera_id, body)
+            elif kind is MessageType.EVENT:
+                self.on_event(self.camera_id, body)
             elif kind is MessageType.STATUS:
                 self._on_status(body)
 
@@ -275,9 +286,15 @@ class CameraChild:
 
 
 class Supervisor:
-    def __init__(self, config: Config, on_frame: FrameSink) -> None:
+    def __init__(
+        self,
+        config: Config,
+        on_frame: FrameSink,
+        on_event: FrameSink = lambda _camera, _body: None,
+    ) -> None:
         self.config = config
         self.on_frame = on_frame
+        self.on_event = on_event
         self.children: dict[str, CameraChild] = {}
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
@@ -297,7 +314,7 @@ class Supervisor:
             self._start_child(camera_id, spec)
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
-        child = CameraChild(spec, self.config.supervisor, self.on_frame)
+        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event)
         self.children[camera_id] = child
         child.start()
 

@@ -46,6 +46,7 @@ log = structlog.get_logger("streamd.gateway")
 STREAM_PREFIXES = ("/ws/", "/api/v1/video-stream/ws/")
 CLOSE_POLICY = 1008
 MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
+MAX_EVENT_BYTES = 64 * 1024
 
 
 CONTROL_PREFIX = "/api/v1/cameras/"
@@ -127,6 +128,7 @@ class Gateway:
         self.subscriber = subscriber
         self.fallback_active = fallback_active
         self.rejected: Counter[str] = Counter()
+        self.last_events: dict[str, dict[str, Any]] = {}
         self.viewers_total = 0
         self._server: Server | None = None
 
@@ -142,6 +144,20 @@ class Gateway:
             self._reject(camera_id, "camera_mismatch")
             return
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
+
+    def ingest_event(self, camera_id: str, payload: bytes) -> None:
+        """Validate an untrusted detection event and keep the newest per camera."""
+        try:
+            if len(payload) > MAX_EVENT_BYTES:
+                raise ValueError("too large")
+            event = json.loads(payload)
+            if not isinstance(event, dict) or event.get("camera_id") != camera_id:
+                raise ValueError("not an event for this camera")
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._reject(camera_id, "bad_event")
+            return
+        if camera_id in self.hub.feeds or self.config.camera(camera_id) is not None:
+            self.last_events[camera_id] = event
 
     def _reject(self, camera_id: str, reason: str) -> None:
         self.rejected[reason] += 1
@@ -198,6 +214,7 @@ class Gateway:
         for camera_id, info in cameras.items():
             latest = self.hub.latest(camera_id)
             info["viewers"] = self.hub.viewers(camera_id)
+            info["last_event"] = self.last_events.get(camera_id)
             info["last_frame_age_s"] = (
                 round((time.time_ns() - latest.received_ns) / 1e9, 3) if latest else None
             )

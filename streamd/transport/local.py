@@ -8,6 +8,8 @@ Each message is ``type u8 | length u32 (big-endian) | body``:
 - ``STATUS`` child → supervisor: JSON heartbeat with state and counters.
 - ``FRAME``  child → supervisor: one wire-format frame (``transport.frame``), only
   while Redis is down or disabled: the embedded fallback.
+- ``EVENT``  child → supervisor: a detection event (JSON), likewise only while
+  Redis (``streamd:events:{camera_id}``) cannot take it.
 
 EOF on the child's side means the supervisor is gone: the child exits (no orphans).
 """
@@ -28,6 +30,7 @@ class MessageType(enum.IntEnum):
     SPEC = 1
     STATUS = 2
     FRAME = 3
+    EVENT = 4
 
 
 class ProtocolError(ValueError):

@@ -190,6 +190,17 @@ class FramePublisher:
             )
         return True
 
+    async def publish_event(self, channel: str, payload: bytes) -> bool:
+        """Best effort: True if Redis took it (the caller falls back otherwise)."""
+        if self._client is None or not self._redis_up:
+            return False
+        try:
+            await self._client.publish(channel, payload)
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            return False
+        return True
+
     def _mark_down(self, exc: BaseException) -> None:
         if self._redis_up:
             log.warning(

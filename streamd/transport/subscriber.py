@@ -32,6 +32,7 @@ from streamd.redact import redact_url
 log = structlog.get_logger("streamd.subscriber")
 # Always subscribed, so the connection is in pub/sub mode even with no camera wanted.
 CONTROL_CHANNEL = "streamd:gateway"
+EVENT_PREFIX = "streamd:events:"
 PING_INTERVAL_S = 5.0
 PING_DEADLINE_S = 15.0
 
@@ -43,10 +44,12 @@ class FrameSubscriber:
         prefix: str,
         on_frame: Callable[[str, bytes], None],
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
+        on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.on_frame = on_frame
+        self.on_event = on_event
         self.reconnect = reconnect
         self.wanted: Counter[str] = Counter()
         self.subscribed = False
@@ -74,10 +77,15 @@ class FrameSubscriber:
         pubsub = self._pubsub
         if pubsub is None or not self.subscribed:
             return  # the next session subscribes to everything wanted
-        channel = self.prefix + camera_id
-        call = pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
+        channels = self._channels(camera_id)
+        call = (
+            pubsub.subscribe(*channels) if command == "subscribe" else pubsub.unsubscribe(*channels)
+        )
         task = asyncio.ensure_future(call)
         task.add_done_callback(_ignore_result)
+
+    def _channels(self, camera_id: str) -> tuple[str, str]:
+        return self.prefix + camera_id, EVENT_PREFIX + camera_id
 
     # --- the connection -------------------------------------------------------------
     async def run(self) -> None:
@@ -112,7 +120,7 @@ class FrameSubscriber:
         pubsub = client.pubsub()
         watchdog: asyncio.Task[None] | None = None
         try:
-            channels = [CONTROL_CHANNEL, *(self.prefix + c for c in self.wanted)]
+            channels = [CONTROL_CHANNEL, *(ch for c in self.wanted for ch in self._channels(c))]
             await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self.subscribed = True
@@ -140,6 +148,7 @@ class FrameSubscriber:
     async def _read_loop(self, pubsub: PubSub) -> None:
         prefix = self.prefix.encode()
         cut = len(prefix)
+        events = EVENT_PREFIX.encode()
         while True:
             response = await pubsub.parse_response(block=True)
             # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
@@ -153,6 +162,11 @@ class FrameSubscriber:
                     if is_valid_camera_id(camera_id):
                         self.received += 1
                         self.on_frame(camera_id, data)
+                        continue
+                elif channel.startswith(events):
+                    camera_id = channel[len(events) :].decode("ascii", "replace")
+                    if is_valid_camera_id(camera_id):
+                        self.on_event(camera_id, data)
                         continue
                 self.ignored += 1
             elif kind == b"pong":

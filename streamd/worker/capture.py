@@ -1,4 +1,5 @@
-"""The capture thread: source → pace → resize → JPEG (once) → hand to the loop.
+"""The capture thread: source → pace → (detections overlaid) → resize → JPEG
+(once) → hand to the loop.
 
 Blocking OpenCV calls live here so the child's event loop (publisher, heartbeats)
 never stalls on a camera. A lost source is reopened with capped backoff; the
@@ -19,7 +20,9 @@ from streamd.backoff import Backoff
 from streamd.config import CameraConfig
 from streamd.transport.frame import FrameMeta
 from streamd.transport.publisher import EncodedFrame
+from streamd.worker.detection import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
+from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
@@ -39,7 +42,9 @@ class CaptureLoop:
         on_frame: Callable[[EncodedFrame], None],
         on_state: Callable[[SourceState], None],
         reopen: Backoff = Backoff(initial=0.5, cap=30.0),
+        detection: DetectionRunner | None = None,
     ) -> None:
+        self.detection = detection
         self.source = source
         self.camera = camera
         self.on_frame = on_frame
@@ -114,6 +119,13 @@ class CaptureLoop:
 
     def _publish(self, image: np.ndarray) -> None:
         capture_ns = time.time_ns()
+        settings = self.camera.detection
+        if self.detection is not None:
+            self.detection.offer(image)  # the detector thread takes the newest frame
+        if settings.overlay:
+            detections = self.detection.latest if self.detection is not None else ()
+            stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
+            image = draw_overlay(image, detections, timestamp=stamp)
         try:
             resized = resize_to_width(image, self.camera.width)
             jpeg = encode_jpeg(resized, self.camera.jpeg_quality)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -34,10 +35,14 @@ from streamd.transport.local import (
 )
 from streamd.transport.publisher import EncodedFrame, FramePublisher
 from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.worker.detect import DetectorError, build_detector
+from streamd.worker.detection import DetectionRunner
+from streamd.worker.events import DetectionEvent
 from streamd.worker.sources import Source, SourceError, open_source
 from streamd.worker.spec import EX_CONFIG, WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
+EVENT_CHANNEL_PREFIX = "streamd:events:"
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -67,10 +72,60 @@ class CameraWorker:
             fallback=self._send_to_supervisor,
             stats=self.stats,
         )
+        self.detector_state, self.detection = self._build_detection()
         self.capture = CaptureLoop(
-            source, spec.camera, self._from_thread_frame, self._from_thread_state
+            source,
+            spec.camera,
+            self._from_thread_frame,
+            self._from_thread_state,
+            detection=self.detection,
         )
         self.started = time.monotonic()
+        self._event_tasks: set[asyncio.Task[None]] = set()
+
+    def _build_detection(self) -> tuple[str, DetectionRunner | None]:
+        settings = self.spec.camera.detection
+        try:
+            detector = build_detector(settings)
+        except DetectorError as exc:
+            # Stream without detection rather than crash-loop; say so clearly.
+            log.error(
+                "detector failed to load; streaming without detection",
+                detector=settings.kind,
+                error=str(exc),
+            )
+            return f"failed: {exc}", None
+        if detector is None:
+            return "none", None
+        runner = DetectionRunner(
+            detector, settings, self.spec.camera.id, self.spec.camera.fps, self._from_thread_event
+        )
+        return settings.kind, runner
+
+    def _from_thread_event(self, event: DetectionEvent) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._on_event, event)
+
+    def _on_event(self, event: DetectionEvent) -> None:
+        """One log line per event (never per frame), then out to Redis or the gateway."""
+        self.stats.counters["events"] += 1
+        log.info(
+            "detection event",
+            appeared=list(event.appeared),
+            left=list(event.left),
+            labels=sorted({d.label for d in event.detections}),
+        )
+        payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
+        task = asyncio.create_task(self._deliver_event(payload))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _deliver_event(self, payload: bytes) -> None:
+        channel = f"{EVENT_CHANNEL_PREFIX}{self.spec.camera.id}"
+        if not await self.publisher.publish_event(channel, payload):
+            transport = self.writer.transport
+            if not transport.is_closing():
+                self.writer.write(encode_message(MessageType.EVENT, payload))
 
     # --- called from the capture thread -------------------------------------------
     def _from_thread_frame(self, frame: EncodedFrame) -> None:
@@ -112,11 +167,16 @@ class CameraWorker:
         counters["captured"] = capture.captured
         counters["encoded"] = capture.encoded
         counters["encode_errors"] = capture.encode_errors
+        if self.detection is not None:
+            counters["detect_runs"] = self.detection.runs
+            self.stats.detect_latency = self.detection.latency.copy()
         return {
             "state": self.source_state(),
             "redis": self.publisher.redis_state,
             "seq": capture.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),
+            "detector": self.detector_state,
+            "active_labels": self.detection.tracker.active if self.detection else [],
             "figures": self.stats.to_wire(),
         }
 
@@ -168,6 +228,8 @@ async def run_worker(control_fd: int) -> int:
         redis=worker.publisher.redis_state,
         channel=spec.channel,
     )
+    if worker.detection is not None:
+        worker.detection.start()
     worker.capture.start()
     tasks = [
         asyncio.create_task(worker.publisher.run(), name="publisher"),
@@ -179,6 +241,8 @@ async def run_worker(control_fd: int) -> int:
     reason = "signal" if stop.is_set() else "supervisor gone" if watcher.done() else "task ended"
     log.info("camera child stopping", reason=reason)
     await asyncio.to_thread(worker.capture.stop)
+    if worker.detection is not None:
+        await asyncio.to_thread(worker.detection.stop)
     for task in [watcher, stopper, *tasks]:
         task.cancel()
     await asyncio.gather(watcher, stopper, *tasks, return_exceptions=True)

@@ -44,9 +44,10 @@ class SyntheticSource:
 
     live = False
 
-    def __init__(self, width: int = 640, height: int = 360) -> None:
+    def __init__(self, width: int = 640, height: int = 360, *, moving: bool = True) -> None:
         self.width = width
         self.height = height
+        self.moving = moving  # pattern=static: a still image (no clock, no square)
         self.counter = 0
         ys, xs = np.mgrid[0:height, 0:width]
         self._background = np.dstack(
@@ -67,7 +68,10 @@ class SyntheticSource:
             raise SourceError(f"synthetic size must be integers: {spec!r}") from None
         if not (16 <= width <= 7680 and 16 <= height <= 4320):
             raise SourceError(f"synthetic size {width}x{height} out of range")
-        return cls(width, height)
+        pattern = query.get("pattern", ["moving"])[0]
+        if pattern not in ("moving", "static"):
+            raise SourceError(f"synthetic pattern must be moving or static, got {pattern!r}")
+        return cls(width, height, moving=pattern == "moving")
 
     def open(self) -> None:
         pass
@@ -75,6 +79,8 @@ class SyntheticSource:
     def read(self) -> Image:
         self.counter += 1
         img = self._background.copy()
+        if not self.moving:
+            return img
         size = max(8, self.height // 6)
         x = (self.counter * 7) % max(1, self.width - size)
         y = (self.height - size) // 2

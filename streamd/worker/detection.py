@@ -1,0 +1,95 @@
+"""The detection thread: runs the camera's detector on the newest frame at
+``min(fps, detect_fps)``. A slow detector lowers its own rate (it always takes
+the newest frame and skips the rest), never the stream's frame rate: capture
+only hands frames over and reads the latest detections for the overlay.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import structlog
+
+from streamd.config import DetectorConfig
+from streamd.stats import LatencyHistogram
+from streamd.worker.detect import Detection, Detector
+from streamd.worker.events import DetectionEvent, EventTracker
+
+log = structlog.get_logger("streamd.detect")
+
+
+class DetectionRunner:
+    def __init__(
+        self,
+        detector: Detector,
+        config: DetectorConfig,
+        camera_id: str,
+        stream_fps: float,
+        on_event: Callable[[DetectionEvent], None],
+    ) -> None:
+        self.detector = detector
+        self.on_event = on_event
+        rate = min(stream_fps, config.detect_fps or stream_fps)
+        self.interval = 1.0 / rate
+        self.tracker = EventTracker(camera_id, config.event_clear_after)
+        self.latest: tuple[Detection, ...] = ()
+        self.latency = LatencyHistogram()  # cumulative, read by heartbeats
+        self.runs = 0
+        self.errors = 0
+        self._frame: np.ndarray | None = None
+        self._ready = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"detect-{camera_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        with self._ready:
+            self._stop = True
+            self._ready.notify()
+        self._thread.join(timeout)
+
+    def offer(self, image: np.ndarray) -> None:
+        """Called by capture for each published frame; the newest wins."""
+        with self._ready:
+            self._frame = image
+            self._ready.notify()
+
+    def _take(self) -> np.ndarray | None:
+        with self._ready:
+            while self._frame is None and not self._stop:
+                self._ready.wait()
+            frame, self._frame = self._frame, None
+            return None if self._stop else frame
+
+    def _run(self) -> None:
+        next_due = time.monotonic()
+        while True:
+            wait = next_due - time.monotonic()
+            if wait > 0:
+                with self._ready:
+                    if self._ready.wait_for(lambda: self._stop, wait):
+                        return
+            image = self._take()
+            if image is None:
+                return
+            started = time.monotonic()
+            try:
+                detections = tuple(self.detector.detect(image, started))
+            except Exception as exc:  # a plugin's bug must not stop the camera
+                self.errors += 1
+                if self.errors & (self.errors - 1) == 0:
+                    log.warning("detector failed on a frame", error=repr(exc), errors=self.errors)
+                detections = ()
+            finished = time.monotonic()
+            self.runs += 1
+            self.latency.record(finished - started)
+            self.latest = detections
+            event = self.tracker.update(detections, finished, time.time())
+            if event is not None:
+                self.on_event(event)
+            next_due = max(started + self.interval, finished)
