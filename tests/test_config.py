@@ -93,6 +93,26 @@ def test_defaults_suit_a_first_run() -> None:
         ('[redis]\nchannel_prefix="video:*"\n', "redis.channel_prefix", "glob"),
         ("cameras = 3\n", "cameras", "array of tables"),
         ('log_level = "loud"\n', "log_level", "must be"),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\ndetector="hog"\n',
+            "cameras[0].detector",
+            "module:attribute",
+        ),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\ndetector="onnx"\n',
+            "cameras[0].model",
+            "required",
+        ),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\nignore_zones=[[[0,0],[1,1]]]\n',
+            "cameras[0].ignore_zones[0]",
+            "at least 3",
+        ),
+        (
+            '[[cameras]]\nid="a"\nsource="synthetic:"\ndetect_fps=0\n',
+            "cameras[0].detect_fps",
+            "between",
+        ),
     ],
 )
 def test_invalid_config_names_file_key_and_problem(
@@ -266,3 +286,18 @@ def test_dropins_add_cameras_and_duplicates_name_both_files(tmp_path: Path) -> N
     (dropins / "c.toml").write_text('[server]\nlisten = "0.0.0.0:1"\n')
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(main, {})
+
+
+def test_detection_settings_round_trip_through_the_worker_spec(tmp_path: Path) -> None:
+    from streamd.worker.spec import WorkerSpec
+
+    text = EXAMPLE + (
+        'detector = "tests.plugins.detectors:FixedBox"\ndetect_fps = 2\noverlay = false\n'
+        "ignore_zones = [[[0, 0], [10, 0], [10, 10]]]\n"
+    )
+    camera = load_config(write(tmp_path, text), {}).cameras[0]
+    assert camera.detection.kind == "tests.plugins.detectors:FixedBox"
+    assert camera.detection.detect_fps == 2.0 and camera.detection.overlay is False
+    assert camera.detection.ignore_zones == (((0.0, 0.0), (10.0, 0.0), (10.0, 10.0)),)
+    spec = WorkerSpec(camera, None, "video:demo")
+    assert WorkerSpec.from_json(spec.to_json()).camera == camera

@@ -156,8 +156,11 @@ def decode_yolo(
 ) -> list[Detection]:
     """``[1, 4 + C, N]`` (or ``[1, N, 4 + C]``) → detections after NMS (pure)."""
     rows = output.reshape(output.shape[-2], output.shape[-1])
-    if rows.shape[0] < rows.shape[1]:
-        rows = rows.T  # to [N, 4 + C]
+    channels = 4 + len(labels)
+    if labels and rows.shape[0] == channels and rows.shape[1] != channels:
+        rows = rows.T  # [4 + C, N] → [N, 4 + C]
+    elif not (labels and rows.shape[1] == channels) and rows.shape[0] < rows.shape[1]:
+        rows = rows.T  # no labels to go by: candidates outnumber channels in real models
     if rows.shape[1] < 5:
         return []
     scores = rows[:, 4:]

@@ -1,0 +1,37 @@
+"""Detector plugins used by the tests (``detector = "tests.plugins.detectors:NAME"``)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from streamd.config import DetectorConfig
+from streamd.worker.detect import Detection
+
+FIXED_BOX = (40, 30, 60, 50)
+
+
+class FixedBox:
+    """Always sees one 'widget' at FIXED_BOX."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+
+    def detect(self, image: np.ndarray, now: float) -> list[Detection]:
+        return [Detection("widget", 0.9, FIXED_BOX)]
+
+
+class Slow(FixedBox):
+    """Takes 0.3 s per call: must lower its own rate, not the stream's."""
+
+    def detect(self, image: np.ndarray, now: float) -> list[Detection]:
+        time.sleep(0.3)
+        return super().detect(image, now)
+
+
+def broken(config: DetectorConfig) -> FixedBox:
+    raise RuntimeError("model weights missing")
+
+
+NOT_A_DETECTOR = object()
