@@ -8,6 +8,7 @@ tests and ``streamd check`` share one code path.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -48,13 +49,32 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """A viewer or admin token, stored as its SHA-256 (hex), never in plain."""
+
+    name: str
+    sha256: str
+    cameras: tuple[str, ...] = ("*",)
+    admin: bool = False
+
+    def allows(self, camera_id: str) -> bool:
+        return "*" in self.cameras or camera_id in self.cameras
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     max_frame_bytes: int = 8 * 1024 * 1024
-    # SHA-256 (hex) of the admin token; without one, control endpoints are
-    # allowed from loopback only. The token itself is never stored.
-    admin_token_sha256: str | None = None
+    tokens: tuple[TokenConfig, ...] = ()
+    allow_anonymous: bool = False  # needed to listen beyond loopback without tokens
+    allowed_origins: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_viewers: int = 200
+    max_viewers_per_address: int = 20
+    max_messages_per_second: float = 20.0
+    handshake_timeout: float = 10.0
 
     @property
     def listen(self) -> str:
@@ -148,6 +168,17 @@ class Config:
             "server": {
                 "listen": self.server.listen,
                 "max_frame_bytes": self.server.max_frame_bytes,
+                "allow_anonymous": self.server.allow_anonymous,
+                "allowed_origins": list(self.server.allowed_origins),
+                "max_viewers": self.server.max_viewers,
+                "max_viewers_per_address": self.server.max_viewers_per_address,
+                "max_messages_per_second": self.server.max_messages_per_second,
+                "handshake_timeout": self.server.handshake_timeout,
+                **({"tls_cert": self.server.tls_cert} if self.server.tls_cert else {}),
+                "tokens": [
+                    {"name": t.name, "cameras": list(t.cameras), "admin": t.admin}
+                    for t in self.server.tokens
+                ],
             },
             "supervisor": asdict(self.supervisor),
             "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
@@ -397,6 +428,86 @@ def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
     )
 
 
+def _parse_tokens(r: _Reader) -> tuple[TokenConfig, ...]:
+    raw = r._get("tokens")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.error("tokens", "must be an array of tables ([[server.tokens]])")
+    tokens = []
+    for index, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise r.error(f"tokens[{index}]", "must be a table")
+        t = _Reader(r.source, r.key(f"tokens[{index}]"), table)
+        digest = t.string("sha256", None)
+        if digest is None or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise t.error("sha256", "must be 64 lowercase hex digits: printf %s TOKEN | sha256sum")
+        cameras = t._get("cameras")
+        if cameras is None:
+            cameras = ["*"]
+        if not isinstance(cameras, list) or not all(
+            isinstance(c, str) and (c == "*" or is_valid_camera_id(c)) for c in cameras
+        ):
+            raise t.error("cameras", 'must be a list of camera ids or ["*"]')
+        tokens.append(
+            TokenConfig(
+                name=t.string("name", f"token{index}") or f"token{index}",
+                sha256=digest,
+                cameras=tuple(cameras),
+                admin=t.boolean("admin", False),
+            )
+        )
+        t.reject_unknown()
+    return tuple(tokens)
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name that may resolve anywhere
+
+
+def _parse_server(r: _Reader) -> ServerConfig:
+    listen = r.string("listen", "127.0.0.1:8765") or "127.0.0.1:8765"
+    host, port = parse_listen(r.source, "server.listen", listen)
+    origins = r._get("allowed_origins")
+    if origins is None:
+        origins = []
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise r.error("allowed_origins", 'must be a list like ["https://wall.example.com"]')
+    tls_cert, tls_key = r.string("tls_cert", None), r.string("tls_key", None)
+    if (tls_cert is None) != (tls_key is None):
+        raise r.error(
+            "tls_cert" if tls_cert is None else "tls_key", "tls_cert and tls_key go together"
+        )
+    server = ServerConfig(
+        host=host,
+        port=port,
+        max_frame_bytes=r.integer("max_frame_bytes", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024)
+        or 8 * 1024 * 1024,
+        tokens=_parse_tokens(r),
+        allow_anonymous=r.boolean("allow_anonymous", False),
+        allowed_origins=tuple(origins),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_viewers=r.integer("max_viewers", 200, 1, 100_000) or 200,
+        max_viewers_per_address=r.integer("max_viewers_per_address", 20, 1, 100_000) or 20,
+        max_messages_per_second=r.number("max_messages_per_second", 20.0, 0.1, 10_000.0),
+        handshake_timeout=r.number("handshake_timeout", 10.0, 0.5, 300.0),
+    )
+    r.reject_unknown()
+    if not _is_loopback_host(host) and not server.tokens and not server.allow_anonymous:
+        raise r.error(
+            "listen",
+            f"{listen} is not a loopback address: configure [[server.tokens]] "
+            "or set allow_anonymous = true explicitly",
+        )
+    return server
+
+
 def _parse_cameras(top: _Reader, env: Mapping[str, str]) -> list[CameraConfig]:
     raw_cameras = top._get("cameras")
     if raw_cameras is None:
@@ -445,16 +556,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     if any(ch in prefix for ch in "*?[]") or not prefix:
         raise redis_table.error("channel_prefix", "must be a plain prefix without glob characters")
 
-    server_table = _Reader(source, "server", top.table_of("server"))
-    listen = server_table.string("listen", "127.0.0.1:8765") or "127.0.0.1:8765"
-    host, port = parse_listen(source, "server.listen", listen)
-    max_frame = server_table.integer("max_frame_bytes", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024)
-    admin_hash = server_table.string("admin_token_sha256", None)
-    if admin_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", admin_hash):
-        raise server_table.error(
-            "admin_token_sha256", "must be 64 lowercase hex digits (sha256sum of the token)"
-        )
-    server_table.reject_unknown()
+    server = _parse_server(_Reader(source, "server", top.table_of("server")))
 
     sup = _Reader(source, "supervisor", top.table_of("supervisor"))
     supervisor = SupervisorConfig(
@@ -478,12 +580,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
 
     return Config(
         redis=RedisConfig(enabled=enabled, url=url, channel_prefix=prefix),
-        server=ServerConfig(
-            host=host,
-            port=port,
-            max_frame_bytes=max_frame or 8 * 1024 * 1024,
-            admin_token_sha256=admin_hash,
-        ),
+        server=server,
         supervisor=supervisor,
         cameras=tuple(cameras),
         log_level=log_level,

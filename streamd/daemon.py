@@ -55,7 +55,7 @@ class Daemon:
                 on_event=self._ingest_event,
             )
             for camera in config.cameras:
-                self.subscriber.want(camera.id)
+                self.subscriber.want_events(camera.id)
         self.supervisor = Supervisor(config, on_frame=self._ingest, on_event=self._ingest_event)
         self.gateway = Gateway(
             config,
@@ -112,6 +112,10 @@ class Daemon:
             for camera_id, child in self.supervisor.children.items()
         }
 
+    def viewers_changed(self, camera_id: str) -> None:
+        """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
+        self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
+
     def metrics(self) -> bytes:
         return bytes(generate_latest(self.registry))
 
@@ -160,12 +164,14 @@ class Daemon:
             new_ids = {c.id for c in new.cameras}
             old_ids = {c.id for c in old.cameras}
             for camera_id in new_ids - old_ids:
-                self.subscriber.want(camera_id)
+                self.subscriber.want_events(camera_id)
             for camera_id in old_ids - new_ids:
-                self.subscriber.unwant(camera_id)
+                self.subscriber.unwant_events(camera_id)
         self.config = applied
         self.gateway.config = applied
         diff = await self.supervisor.apply(applied)
+        for camera_id in diff.removed:
+            self.hub.forget(camera_id)
         log.info(
             "config reloaded",
             added=list(diff.added),

@@ -70,6 +70,7 @@ def stats_line(
         "frames_captured": counters["captured"],
         "frames_published": counters["published"],
         "frames_fallback": counters["fallback"],
+        "frames_idle": counters["skipped_idle"],
         "frames_dropped": sum(delta.dropped.values()),
         "dropped": dict(delta.dropped),
         "success_rate_pct": delta.success_rate(),

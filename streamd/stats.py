@@ -129,6 +129,7 @@ COUNTER_NAMES = (
     "bytes_published",
     "detect_runs",
     "events",
+    "skipped_idle",
 )
 
 

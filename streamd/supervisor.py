@@ -85,6 +85,7 @@ class ChildStatus:
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error,
             "detector": self.report.get("detector"),
+            "watched": self.report.get("watched"),
             "active_labels": self.report.get("active_labels", []),
         }
 
@@ -107,6 +108,8 @@ class CameraChild:
         self.status = ChildStatus(Lifecycle(backoff, stable_after=settings.stable_after))
         self.log = log.bind(camera_id=spec.camera.id)
         self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.demand = False  # viewers of this daemon's gateway watch the camera
         self._stopping = asyncio.Event()
         self._heartbeat = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +184,8 @@ class CameraChild:
         self.log.info("camera child started", pid=process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
+        writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
+        self._writer = writer
         helpers = [
             asyncio.create_task(self._read_control(reader)),
             asyncio.create_task(self._watch_heartbeats(process)),
@@ -192,6 +197,7 @@ class CameraChild:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             writer.close()
+            self._writer = None
             self._process = None
             self.status.pid = None
         return exit_code
@@ -268,6 +274,14 @@ class CameraChild:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+    def set_demand(self, watched: bool) -> None:
+        if watched == self.demand:
+            return
+        self.demand = watched
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(encode_json(MessageType.DEMAND, {"watched": watched}))
 
     def kill(self) -> None:
         """SIGKILL now: the last resort when the shutdown deadline has passed."""
@@ -346,6 +360,11 @@ class Supervisor:
             return False
         child.start()
         return True
+
+    def set_demand(self, camera_id: str, watched: bool) -> None:
+        child = self.children.get(camera_id)
+        if child is not None:
+            child.set_demand(watched)
 
     def fallback_active(self) -> bool:
         return any(

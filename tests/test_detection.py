@@ -315,6 +315,8 @@ def test_slow_detector_lowers_its_own_rate_not_the_stream(
         ],
         head="stats_interval = 2.0",
     )
+    watcher = redis_server.client().pubsub()  # someone watches, so frames are encoded
+    watcher.subscribe("video:slow")
     line = wait_for(
         lambda: [
             e

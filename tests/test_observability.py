@@ -4,6 +4,7 @@ through a Redis outage, and /metrics agreeing with the stats line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamd.journald import encode_fields, field_name, journal_fields
 
 from .conftest import Daemon, RedisServer, free_port, wait_for, write_config
+from .viewers import Watcher
 
 SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 10}
 
@@ -210,47 +212,50 @@ def stats_lines(daemon: Daemon, camera_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_stats_through_a_redis_outage(
+async def test_stats_through_a_redis_outage(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
     daemon = start_daemon(
         redis_url=redis_server.url, cameras=[{"id": "s", **SYNTH}], head="stats_interval = 1.0"
     )
-    healthy = wait_for(
-        lambda: [line for line in stats_lines(daemon, "s") if line["frames_published"] >= 5],
-        20,
-        "a stats line with published frames",
-    )[0]
-    assert healthy["success_rate_pct"] == 100.0
-    p50, p95, p99 = healthy["publish_p50_ms"], healthy["publish_p95_ms"], healthy["publish_p99_ms"]
-    assert 0 < p50 <= p95 <= p99
-    assert healthy["capture_to_publish_p50_ms"] > 0
-    assert healthy["fps_in"] > 5 and healthy["state"] == "live"
 
-    redis_server.kill()
-    outage = wait_for(
-        lambda: [
-            line
-            for line in stats_lines(daemon, "s")
-            if line["success_rate_pct"] is not None and line["success_rate_pct"] < 50
-        ],
-        20,
-        "a stats line showing the outage",
-    )[0]
-    assert outage["dropped"].get("redis_down", 0) + outage["dropped"].get("publish_error", 0) > 0
-    assert outage["frames_fallback"] > 0
+    async def line_where(
+        what: str, predicate: Callable[[dict[str, Any]], bool], after: int = 0
+    ) -> dict[str, Any]:
+        found = await asyncio.to_thread(
+            wait_for,
+            lambda: [x for x in stats_lines(daemon, "s")[after:] if predicate(x)],
+            20,
+            what,
+        )
+        return dict(found[0])
 
-    redis_server.start()
-    seen = len(stats_lines(daemon, "s"))
-    wait_for(
-        lambda: [
-            line
-            for line in stats_lines(daemon, "s")[seen:]
-            if line["success_rate_pct"] == 100.0 and line["frames_published"] > 0
-        ],
-        20,
-        "success rate back to 100",
-    )
+    # A viewer watches throughout (through the gateway, which resubscribes by itself).
+    async with Watcher(f"ws://{daemon.base}/ws/s"):
+        healthy = await line_where("published frames", lambda x: x["frames_published"] >= 5)
+        assert healthy["success_rate_pct"] == 100.0
+        p50, p95, p99 = (healthy[f"publish_p{q}_ms"] for q in (50, 95, 99))
+        assert 0 < p50 <= p95 <= p99
+        assert healthy["capture_to_publish_p50_ms"] > 0
+        assert healthy["fps_in"] > 5 and healthy["state"] == "live"
+
+        redis_server.kill()
+        outage = await line_where(
+            "the outage",
+            lambda x: x["success_rate_pct"] is not None and x["success_rate_pct"] < 50,
+        )
+        assert (
+            outage["dropped"].get("redis_down", 0) + outage["dropped"].get("publish_error", 0) > 0
+        )
+        assert outage["frames_fallback"] > 0
+
+        redis_server.start()
+        seen = len(stats_lines(daemon, "s"))
+        await line_where(
+            "success rate back to 100",
+            lambda x: x["success_rate_pct"] == 100.0 and x["frames_published"] > 0,
+            after=seen,
+        )
 
 
 def test_metrics_parse_and_agree_with_stats_line(
@@ -259,6 +264,8 @@ def test_metrics_parse_and_agree_with_stats_line(
     daemon = start_daemon(
         redis_url=redis_server.url, cameras=[{"id": "m", **SYNTH}], head="stats_interval = 1.0"
     )
+    watcher = redis_server.client().pubsub()  # a plain Redis consumer watches the camera
+    watcher.subscribe("video:m")
     wait_for(
         lambda: [x for x in stats_lines(daemon, "m") if x["frames_published"] > 0],
         20,

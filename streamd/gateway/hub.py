@@ -27,10 +27,11 @@ class HubFrame:
 class Mailbox:
     """Holds at most one frame; ``put`` replaces, ``get`` waits."""
 
-    def __init__(self, camera_id: str) -> None:
+    def __init__(self, camera_id: str, notify: asyncio.Event | None = None) -> None:
         self.camera_id = camera_id
         self._frame: HubFrame | None = None
         self._ready = asyncio.Event()
+        self._notify = notify  # shared by all mailboxes of one multiplexed viewer
         self.delivered = 0
         self.skipped = 0
 
@@ -39,6 +40,15 @@ class Mailbox:
             self.skipped += 1
         self._frame = frame
         self._ready.set()
+        if self._notify is not None:
+            self._notify.set()
+
+    def take(self) -> HubFrame | None:
+        """The pending frame, if any, without waiting."""
+        frame, self._frame = self._frame, None
+        if frame is not None:
+            self.delivered += 1
+        return frame
 
     async def get(self) -> HubFrame:
         while self._frame is None:
@@ -82,12 +92,12 @@ class Hub:
             mailbox.put(frame)
             self.skipped_total += mailbox.skipped - before
 
-    def attach(self, camera_id: str) -> Mailbox:
+    def attach(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
         """A new viewer: its mailbox starts with the cached frame, if any."""
         feed = self.feeds.get(camera_id)
         if feed is None:
             feed = self.feeds[camera_id] = CameraFeed()
-        mailbox = Mailbox(camera_id)
+        mailbox = Mailbox(camera_id, notify)
         if feed.latest is not None:
             mailbox.put(feed.latest)
         feed.mailboxes.add(mailbox)
@@ -101,6 +111,12 @@ class Hub:
         if not feed.mailboxes and not keep_cache:
             # Unconfigured camera nobody watches any more: forget it (bounded memory).
             del self.feeds[mailbox.camera_id]
+
+    def forget(self, camera_id: str) -> None:
+        """Drop a camera's cache when nobody watches it (removed by a reload)."""
+        feed = self.feeds.get(camera_id)
+        if feed is not None and not feed.mailboxes:
+            del self.feeds[camera_id]
 
     def viewers(self, camera_id: str | None = None) -> int:
         if camera_id is not None:

@@ -6,6 +6,8 @@ Each message is ``type u8 | length u32 (big-endian) | body``:
 - ``SPEC``   supervisor → child: JSON camera spec (sent here, not on the command
   line, so RTSP credentials never show in ``ps``).
 - ``STATUS`` child → supervisor: JSON heartbeat with state and counters.
+- ``DEMAND`` supervisor → child: ``{"watched": bool}``, whether this daemon's own
+  viewers watch the camera (Redis consumers are counted by ``PUBSUB NUMSUB``).
 - ``FRAME``  child → supervisor: one wire-format frame (``transport.frame``), only
   while Redis is down or disabled: the embedded fallback.
 - ``EVENT``  child → supervisor: a detection event (JSON), likewise only while
@@ -31,6 +33,7 @@ class MessageType(enum.IntEnum):
     STATUS = 2
     FRAME = 3
     EVENT = 4
+    DEMAND = 5
 
 
 class ProtocolError(ValueError):

@@ -41,6 +41,11 @@ class EncodedFrame:
     queued_at: float  # time.monotonic() at submit, for publish latency
 
 
+def pack_for_sending(frame: EncodedFrame) -> bytes:
+    """The wire payload, stamped with the time it leaves this process."""
+    return pack_frame(replace(frame.meta, publish_ns=time.time_ns()), frame.jpeg)
+
+
 class LatestWinsQueue:
     """Bounded FIFO that drops the oldest entry when full (pure)."""
 
@@ -152,13 +157,10 @@ class FramePublisher:
             self.stats.dropped["fallback_stale"] += len(batch) - 1
         counted = self._client is None or self._connecting
         # Embedded fallback: only the newest frame matters to a live viewer.
-        if self._fallback(self._pack(batch[-1])):
+        if self._fallback(pack_for_sending(batch[-1])):
             self.stats.counters["fallback"] += 1
         elif counted:  # otherwise already counted as not reaching Redis
             self.stats.dropped["fallback_busy"] += 1
-
-    def _pack(self, frame: EncodedFrame) -> bytes:
-        return pack_frame(replace(frame.meta, publish_ns=time.time_ns()), frame.jpeg)
 
     async def _publish(self, batch: list[EncodedFrame]) -> bool:
         assert self._client is not None
@@ -166,7 +168,7 @@ class FramePublisher:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for frame in batch:
-                    payload = self._pack(frame)
+                    payload = pack_for_sending(frame)
                     size += len(payload)
                     pipe.publish(self.channel, payload)
                 await pipe.execute()
@@ -200,6 +202,20 @@ class FramePublisher:
             self._mark_down(exc)
             return False
         return True
+
+    async def watched_on_redis(self) -> bool | None:
+        """Does anyone listen on our channel (or on any pattern)? None if unknown."""
+        if self._client is None or not self._redis_up:
+            return None
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.pubsub_numsub(self.channel)
+                pipe.pubsub_numpat()
+                numsub, numpat = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            return None
+        return bool(numsub and numsub[0][1]) or bool(numpat)
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._redis_up:

@@ -1,7 +1,9 @@
 """The gateway's Redis subscriber: one dedicated connection, explicit channels.
 
-It subscribes to ``{prefix}{camera_id}`` for each camera someone wants (not to a
-pattern), so Redis itself knows which cameras are watched. It speaks RESP2:
+It subscribes to ``{prefix}{camera_id}`` only for cameras a viewer of this
+gateway watches (not to a pattern), so Redis itself knows which cameras are
+watched (``PUBSUB NUMSUB``) and a camera nobody watches need not be encoded.
+Detection events (``streamd:events:{camera_id}``) are wanted separately. It speaks RESP2:
 redis-py's RESP3 push handling drains ~10x slower for frame-sized messages and
 gets the client disconnected by Redis' output-buffer limit (design.md).
 
@@ -61,31 +63,41 @@ class FrameSubscriber:
 
     # --- what to subscribe to -----------------------------------------------------
     def want(self, camera_id: str) -> None:
-        self.wanted[camera_id] += 1
-        if self.wanted[camera_id] == 1:
-            self._send("subscribe", camera_id)
+        """Frames of ``camera_id`` (refcounted)."""
+        self._add(self.prefix + camera_id)
 
     def unwant(self, camera_id: str) -> None:
-        if self.wanted[camera_id] <= 0:
-            return
-        self.wanted[camera_id] -= 1
-        if self.wanted[camera_id] == 0:
-            del self.wanted[camera_id]
-            self._send("unsubscribe", camera_id)
+        self._remove(self.prefix + camera_id)
 
-    def _send(self, command: str, camera_id: str) -> None:
+    def want_events(self, camera_id: str) -> None:
+        self._add(EVENT_PREFIX + camera_id)
+
+    def unwant_events(self, camera_id: str) -> None:
+        self._remove(EVENT_PREFIX + camera_id)
+
+    def wants(self, camera_id: str) -> bool:
+        return self.wanted[self.prefix + camera_id] > 0
+
+    def _add(self, channel: str) -> None:
+        self.wanted[channel] += 1
+        if self.wanted[channel] == 1:
+            self._send("subscribe", channel)
+
+    def _remove(self, channel: str) -> None:
+        if self.wanted[channel] <= 0:
+            return
+        self.wanted[channel] -= 1
+        if self.wanted[channel] == 0:
+            del self.wanted[channel]
+            self._send("unsubscribe", channel)
+
+    def _send(self, command: str, channel: str) -> None:
         pubsub = self._pubsub
         if pubsub is None or not self.subscribed:
             return  # the next session subscribes to everything wanted
-        channels = self._channels(camera_id)
-        call = (
-            pubsub.subscribe(*channels) if command == "subscribe" else pubsub.unsubscribe(*channels)
-        )
+        call = pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
         task = asyncio.ensure_future(call)
         task.add_done_callback(_ignore_result)
-
-    def _channels(self, camera_id: str) -> tuple[str, str]:
-        return self.prefix + camera_id, EVENT_PREFIX + camera_id
 
     # --- the connection -------------------------------------------------------------
     async def run(self) -> None:
@@ -120,7 +132,7 @@ class FrameSubscriber:
         pubsub = client.pubsub()
         watchdog: asyncio.Task[None] | None = None
         try:
-            channels = [CONTROL_CHANNEL, *(ch for c in self.wanted for ch in self._channels(c))]
+            channels = [CONTROL_CHANNEL, *self.wanted]
             await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self.subscribed = True

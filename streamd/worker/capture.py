@@ -20,6 +20,7 @@ from streamd.backoff import Backoff
 from streamd.config import CameraConfig
 from streamd.transport.frame import FrameMeta
 from streamd.transport.publisher import EncodedFrame
+from streamd.worker.demand import IDLE_REFRESH_S
 from streamd.worker.detection import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
@@ -43,8 +44,13 @@ class CaptureLoop:
         on_state: Callable[[SourceState], None],
         reopen: Backoff = Backoff(initial=0.5, cap=30.0),
         detection: DetectionRunner | None = None,
+        wanted: Callable[[], bool] = lambda: True,
+        on_idle_frame: Callable[[EncodedFrame], None] | None = None,
     ) -> None:
         self.detection = detection
+        self.wanted = wanted  # someone watches: encode and publish
+        self.on_idle_frame = on_idle_frame  # else now and then to the local gateway only
+        self._last_idle_frame: float | None = None
         self.source = source
         self.camera = camera
         self.on_frame = on_frame
@@ -54,6 +60,7 @@ class CaptureLoop:
         self.captured = 0
         self.encoded = 0
         self.encode_errors = 0
+        self.skipped_idle = 0
         self.seq = 0
         self.last_frame_at: float | None = None  # monotonic, read by heartbeats
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera.id}", daemon=True)
@@ -122,6 +129,15 @@ class CaptureLoop:
         settings = self.camera.detection
         if self.detection is not None:
             self.detection.offer(image)  # the detector thread takes the newest frame
+        deliver = self.on_frame
+        if not self.wanted():
+            now = time.monotonic()
+            due = self._last_idle_frame is None or now - self._last_idle_frame >= IDLE_REFRESH_S
+            if self.on_idle_frame is None or not due:
+                self.skipped_idle += 1  # nobody watches: detection goes on, no encoding
+                return
+            self._last_idle_frame = now
+            deliver = self.on_idle_frame
         if settings.overlay:
             detections = self.detection.latest if self.detection is not None else ()
             stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
@@ -138,4 +154,4 @@ class CaptureLoop:
         meta = FrameMeta(
             self.camera.id, self.seq, capture_ns, 0, int(resized.shape[1]), int(resized.shape[0])
         )
-        self.on_frame(EncodedFrame(meta, jpeg, time.monotonic()))
+        deliver(EncodedFrame(meta, jpeg, time.monotonic()))

@@ -33,8 +33,9 @@ from streamd.transport.local import (
     encode_message,
     read_message,
 )
-from streamd.transport.publisher import EncodedFrame, FramePublisher
+from streamd.transport.publisher import EncodedFrame, FramePublisher, pack_for_sending
 from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.worker.demand import DemandPolicy
 from streamd.worker.detect import DetectorError, build_detector
 from streamd.worker.detection import DetectionRunner
 from streamd.worker.events import DetectionEvent
@@ -73,12 +74,16 @@ class CameraWorker:
             stats=self.stats,
         )
         self.detector_state, self.detection = self._build_detection()
+        self.demand = DemandPolicy(frame_interval=1.0 / spec.camera.fps)
+        self._watched = False  # read by the capture thread
         self.capture = CaptureLoop(
             source,
             spec.camera,
             self._from_thread_frame,
             self._from_thread_state,
             detection=self.detection,
+            wanted=lambda: self._watched,
+            on_idle_frame=self._from_thread_idle_frame,
         )
         self.started = time.monotonic()
         self._event_tasks: set[asyncio.Task[None]] = set()
@@ -132,6 +137,13 @@ class CameraWorker:
         with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
             self.loop.call_soon_threadsafe(self.publisher.submit, frame)
 
+    def _from_thread_idle_frame(self, frame: EncodedFrame) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._send_idle_frame, frame)
+
+    def _send_idle_frame(self, frame: EncodedFrame) -> None:
+        self._send_to_supervisor(pack_for_sending(frame))
+
     def _from_thread_state(self, state: SourceState) -> None:
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self._set_state, state)
@@ -167,6 +179,7 @@ class CameraWorker:
         counters["captured"] = capture.captured
         counters["encoded"] = capture.encoded
         counters["encode_errors"] = capture.encode_errors
+        counters["skipped_idle"] = capture.skipped_idle
         if self.detection is not None:
             counters["detect_runs"] = self.detection.runs
             self.stats.detect_latency = self.detection.latency.copy()
@@ -176,6 +189,7 @@ class CameraWorker:
             "seq": capture.seq,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "detector": self.detector_state,
+            "watched": self._watched,
             "active_labels": self.detection.tracker.active if self.detection else [],
             "figures": self.stats.to_wire(),
         }
@@ -184,17 +198,39 @@ class CameraWorker:
         if not self.writer.transport.is_closing():
             self.writer.write(encode_json(MessageType.STATUS, self.status()))
 
+    def set_local_demand(self, watched: bool) -> None:
+        self.demand.local = watched
+        self._refresh_watched()
+
+    def _refresh_watched(self) -> None:
+        watched = self.demand.watched(time.monotonic())
+        if watched != self._watched:
+            log.info("camera demand", watched=watched)
+            self._watched = watched
+
+    async def demand_loop(self) -> None:
+        """Follow who watches: our gateway's DEMAND messages and Redis listeners."""
+        while True:
+            remote = await self.publisher.watched_on_redis()
+            now = time.monotonic()
+            if remote is not None:
+                self.demand.remote(remote, now)
+            self._refresh_watched()
+            await asyncio.sleep(self.demand.next_poll(now))
+
     async def heartbeat(self) -> None:
         while True:
             self._send_status()
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
-async def _watch_supervisor(reader: asyncio.StreamReader) -> None:
-    """Return when the supervisor closes the control socket (or dies)."""
+async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) -> None:
+    """Apply DEMAND messages; return when the supervisor closes the socket (or dies)."""
     with contextlib.suppress(ProtocolError, ConnectionError):
-        while await read_message(reader) is not None:
-            pass
+        while (message := await read_message(reader)) is not None:
+            kind, body = message
+            if kind is MessageType.DEMAND:
+                worker.set_local_demand(bool(decode_json(body).get("watched")))
 
 
 async def run_worker(control_fd: int) -> int:
@@ -234,8 +270,9 @@ async def run_worker(control_fd: int) -> int:
     tasks = [
         asyncio.create_task(worker.publisher.run(), name="publisher"),
         asyncio.create_task(worker.heartbeat(), name="heartbeat"),
+        asyncio.create_task(worker.demand_loop(), name="demand"),
     ]
-    watcher = asyncio.create_task(_watch_supervisor(reader), name="control")
+    watcher = asyncio.create_task(_watch_supervisor(reader, worker), name="control")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     await asyncio.wait([watcher, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     reason = "signal" if stop.is_set() else "supervisor gone" if watcher.done() else "task ended"

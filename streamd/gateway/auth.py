@@ -1,0 +1,124 @@
+"""Who may do what on the gateway (pure decisions, no sockets).
+
+Tokens are configured as SHA-256 hashes (never plain), each scoped to a list of
+cameras or ``*``, optionally with the admin scope (control endpoints). A token
+is presented as ``Authorization: Bearer T``, as a ``Sec-WebSocket-Protocol``
+value ``token.T`` (browsers cannot set headers on WebSockets), or as
+``?token=T``. Comparison is in constant time over every configured token.
+
+Without tokens (loopback-only installs) viewing is open and control is allowed
+from loopback only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+
+from streamd.config import TokenConfig
+
+SUBPROTOCOL = "streamd"
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a prefix, not a secret
+
+
+class Need(enum.Enum):
+    VIEW = "view"  # a camera's frames, snapshot, state
+    LIST = "list"  # the camera list, metrics
+    ADMIN = "admin"  # start/stop/reload
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    status: int = 200
+    reason: str = ""
+
+
+ALLOW = Decision(True)
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def presented_token(headers: Headers, path: str) -> str | None:
+    """The token from the header, the WebSocket subprotocols, or the query."""
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for header in headers.get_all("Sec-WebSocket-Protocol"):
+        for item in header.split(","):
+            item = item.strip()
+            if item.startswith(TOKEN_SUBPROTOCOL_PREFIX) and len(item) > len(
+                TOKEN_SUBPROTOCOL_PREFIX
+            ):
+                return item[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    values = parse_qs(urlsplit(path).query).get("token")
+    return values[0] if values and values[0] else None
+
+
+def match_token(presented: str | None, tokens: Sequence[TokenConfig]) -> TokenConfig | None:
+    if presented is None:
+        return None
+    digest = hashlib.sha256(presented.encode()).hexdigest()
+    found = None
+    for token in tokens:  # no early exit: the time taken does not reveal which matched
+        if hmac.compare_digest(digest, token.sha256):
+            found = token
+    return found
+
+
+def authorize(
+    need: Need,
+    *,
+    tokens: Sequence[TokenConfig],
+    presented: str | None,
+    peer: str,
+    camera_id: str | None = None,
+) -> Decision:
+    if not tokens:
+        if need is Need.ADMIN and not is_loopback(peer):
+            return Decision(False, 403, "control is allowed from loopback only")
+        return ALLOW
+    if presented is None:
+        return Decision(False, 401, "token required")
+    token = match_token(presented, tokens)
+    if token is None:
+        return Decision(False, 401, "invalid token")
+    if need is Need.ADMIN:
+        return ALLOW if token.admin else Decision(False, 403, "token lacks the admin scope")
+    if need is Need.VIEW and camera_id is not None and not token.allows(camera_id):
+        return Decision(False, 403, "token not valid for this camera")
+    return ALLOW
+
+
+def visible_cameras(
+    camera_ids: Sequence[str], tokens: Sequence[TokenConfig], presented: str | None
+) -> list[str]:
+    if not tokens:
+        return list(camera_ids)
+    token = match_token(presented, tokens)
+    if token is None:
+        return []
+    return [c for c in camera_ids if token.allows(c)]
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str]) -> bool:
+    """Cross-site WebSocket hijacking guard: no Origin (not a browser), the
+    page's own origin, or one listed in ``allowed_origins`` (``*`` for any)."""
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return bool(host) and parts.netloc == host

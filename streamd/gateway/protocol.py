@@ -1,0 +1,111 @@
+"""The multiplexed viewer protocol on ``/ws`` (sans-I/O; see docs/protocol.md).
+
+Binary server → client message: a header, then the JPEG::
+
+    version u8 (=1) | id_len u8 | camera_id (ASCII) | seq u64 | capture_ns u64 | JPEG
+
+Text messages are JSON objects; clients send ``{"op": "subscribe" |
+"unsubscribe", "cameras": [...]}`` or ``{"op": "ping"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from streamd.config import is_valid_camera_id
+from streamd.gateway.hub import HubFrame
+
+VERSION = 1
+MAX_CAMERAS_PER_MESSAGE = 64
+_TAIL = struct.Struct(">QQ")
+
+
+class ClientMessageError(ValueError):
+    """A client message we cannot accept; ``reason`` goes back to the client."""
+
+
+@dataclass(frozen=True)
+class ClientCommand:
+    op: str  # subscribe | unsubscribe | ping
+    cameras: tuple[str, ...] = ()
+
+
+def frame_header(camera_id: str, seq: int, capture_ns: int) -> bytes:
+    cam = camera_id.encode("ascii")
+    return bytes((VERSION, len(cam))) + cam + _TAIL.pack(seq, capture_ns)
+
+
+def encode_frame(frame: HubFrame) -> bytes:
+    meta = frame.meta
+    header = frame_header(frame.camera_id, meta.seq if meta else 0, meta.capture_ns if meta else 0)
+    return header + frame.payload
+
+
+def decode_frame(message: bytes) -> tuple[str, int, int, bytes]:
+    """Client-side parser (used by tests and documented for client writers)."""
+    if len(message) < 2 or message[0] != VERSION:
+        raise ValueError("not a streamd frame message")
+    id_len = message[1]
+    end = 2 + id_len
+    seq, capture_ns = _TAIL.unpack_from(message, end)
+    return message[2:end].decode("ascii"), seq, capture_ns, message[end + _TAIL.size :]
+
+
+def parse_client_message(text: str) -> ClientCommand:
+    if text == "ping":
+        return ClientCommand("ping")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ClientMessageError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ClientMessageError("expected a JSON object")
+    op = data.get("op")
+    if op == "ping":
+        return ClientCommand("ping")
+    if op not in ("subscribe", "unsubscribe"):
+        raise ClientMessageError('op must be "subscribe", "unsubscribe" or "ping"')
+    cameras = data.get("cameras")
+    if not isinstance(cameras, list) or not cameras:
+        raise ClientMessageError("cameras must be a non-empty list of camera ids")
+    if len(cameras) > MAX_CAMERAS_PER_MESSAGE:
+        raise ClientMessageError(f"at most {MAX_CAMERAS_PER_MESSAGE} cameras per message")
+    if not all(isinstance(c, str) and is_valid_camera_id(c) for c in cameras):
+        raise ClientMessageError("invalid camera id")
+    return ClientCommand(op, tuple(dict.fromkeys(cameras)))
+
+
+def text(message_type: str, **fields: Any) -> str:
+    return json.dumps({"type": message_type, **fields}, separators=(",", ":"))
+
+
+class RateLimiter:
+    """Token bucket (pure: ``now`` passed in)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self.updated is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def camera_state(supervised: str | None, last_frame_age: float | None, stale_after: float) -> str:
+    """What a viewer should be told: the supervisor's word for our own cameras,
+    otherwise judged by frame age (cameras on other nodes)."""
+    if supervised is not None:
+        return supervised
+    if last_frame_age is None:
+        return "offline"
+    return "live" if last_frame_age <= stale_after else "stalled"
