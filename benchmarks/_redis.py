@@ -3,63 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
-import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import RedisServer, free_port
 
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit(
-            "redis-server not found: run scripts/test once, or apt-get install redis-server"
-        )
-    port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        server = RedisServer(free_port(), Path(workdir))
+        server.start()
         try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield port
+            yield server.port
         finally:
-            process.kill()
-            process.wait()
+            server.kill()
 
 
 def fake_jpeg(size: int) -> bytes:

@@ -4,6 +4,7 @@ HTTP MJPEG (served by ffmpeg), a video file, and source loss and recovery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -80,12 +81,14 @@ async def test_rtsp_source_streams_and_recovers_after_camera_restart(
     assert "s3cret-pw" not in daemon.log_text()  # credentials never logged
 
 
-def test_mjpeg_over_http_served_by_ffmpeg(
-    redis_server: RedisServer, start_daemon: Callable[..., Daemon], tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def mjpeg_server(
+    size: str = "320x240", rate: int = 15
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """ffmpeg serving a test pattern as multipart MJPEG over HTTP (one client)."""
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg, "ffmpeg is not installed (scripts/test installs it)"
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}/stream.mjpg"
     server = subprocess.Popen(
         [
             ffmpeg,
@@ -96,27 +99,33 @@ def test_mjpeg_over_http_served_by_ffmpeg(
             "-f",
             "lavfi",
             "-i",
-            "testsrc=size=320x240:rate=15",
+            f"testsrc=size={size}:rate={rate}",
             "-f",
             "mpjpeg",
             "-q:v",
             "5",
             "-listen",
             "1",
-            f"http://127.0.0.1:{port}/stream.mjpg",
+            url,
         ],
         stdin=subprocess.DEVNULL,
     )
     try:
-        daemon = start_daemon(
-            redis_url=redis_server.url,
-            cameras=[{"id": "mjpeg", "source": f"http://127.0.0.1:{port}/stream.mjpg", "fps": 10}],
-        )
-        got = asyncio.run(frames(f"ws://{daemon.base}/ws/mjpeg", 5, timeout=20))
-        assert all(decodes(f) for f in got)
+        yield url, server
     finally:
         server.kill()
         server.wait()
+
+
+def test_mjpeg_over_http_served_by_ffmpeg(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    with mjpeg_server() as (url, _):
+        daemon = start_daemon(
+            redis_url=redis_server.url, cameras=[{"id": "mjpeg", "source": url, "fps": 10}]
+        )
+        got = asyncio.run(frames(f"ws://{daemon.base}/ws/mjpeg", 5, timeout=20))
+        assert all(decodes(f) for f in got)
 
 
 def make_video(path: Path, count: int = 20) -> None:
@@ -163,32 +172,9 @@ async def test_missing_file_is_reported_and_retried(
 def test_source_that_stops_delivering_is_reported_stalled(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    ffmpeg = shutil.which("ffmpeg")
-    assert ffmpeg
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            ffmpeg,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=10",
-            "-f",
-            "mpjpeg",
-            "-listen",
-            "1",
-            f"http://127.0.0.1:{port}/s.mjpg",
-        ],
-        stdin=subprocess.DEVNULL,
-    )
-    try:
+    with mjpeg_server("160x120", 10) as (url, server):
         daemon = start_daemon(
-            redis_url=redis_server.url,
-            cameras=[{"id": "frozen", "source": f"http://127.0.0.1:{port}/s.mjpg", "fps": 10}],
+            redis_url=redis_server.url, cameras=[{"id": "frozen", "source": url, "fps": 10}]
         )
 
         def state() -> str:
@@ -198,6 +184,3 @@ def test_source_that_stops_delivering_is_reported_stalled(
         server.send_signal(signal.SIGSTOP)  # connected, but no more frames
         wait_for(lambda: state() == "stalled", 10, "stalled")
         assert any(e.get("state") == "stalled" for e in daemon.log_events())
-    finally:
-        server.kill()
-        server.wait()

@@ -144,6 +144,15 @@ def test_client_messages_and_frame_header() -> None:
 # --- against a running daemon ----------------------------------------------------------------
 
 
+def secured_daemon(redis_server: RedisServer, start_daemon: Callable[..., Daemon]) -> Daemon:
+    """Cameras front and back, with the three tokens of TOKENS."""
+    return start_daemon(
+        redis_url=redis_server.url,
+        extra=TOKENS,
+        cameras=[{"id": "front", **SYNTH}, {"id": "back", **SYNTH}],
+    )
+
+
 def http(
     daemon: Daemon, path: str, token: str | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes, str]:
@@ -169,11 +178,7 @@ async def ws_status(url: str, **kwargs: Any) -> int:
 async def test_auth_matrix_for_each_way_of_presenting_a_token(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(
-        redis_url=redis_server.url,
-        extra=TOKENS,
-        cameras=[{"id": "front", **SYNTH}, {"id": "back", **SYNTH}],
-    )
+    daemon = secured_daemon(redis_server, start_daemon)
     base = f"ws://{daemon.base}/ws/front"
 
     def ways(token: str) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -293,11 +298,7 @@ async def test_multiplexed_protocol(
 async def test_multiplexed_subscribe_with_a_scoped_token(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(
-        redis_url=redis_server.url,
-        extra=TOKENS,
-        cameras=[{"id": "front", **SYNTH}, {"id": "back", **SYNTH}],
-    )
+    daemon = secured_daemon(redis_server, start_daemon)
     assert await ws_status(f"ws://{daemon.base}/ws") == 401
     offered = [Subprotocol("streamd"), Subprotocol(f"token.{VIEWER}")]
     async with connect(f"ws://{daemon.base}/ws", subprotocols=offered) as ws:

@@ -148,7 +148,7 @@ class Gateway:
         self.last_events: dict[str, dict[str, Any]] = {}
         self.viewers_total = 0
         self._per_address: Counter[str] = Counter()
-        self._multiplexed: set[MultiplexedViewer] = set()
+        self.multiplexed: set[MultiplexedViewer] = set()
         self._server: Server | None = None
         self._page: bytes | None = None
 
@@ -179,7 +179,7 @@ class Gateway:
         if camera_id in self.hub.feeds or self.config.camera(camera_id) is not None:
             self.last_events[camera_id] = event
         message = protocol.text("event", camera=camera_id, event=event)
-        for viewer in self._multiplexed:
+        for viewer in self.multiplexed:
             if camera_id in viewer.mailboxes:
                 viewer.send_text(message)
 
@@ -237,10 +237,10 @@ class Gateway:
         """Tell multiplexed viewers when a camera's state changes (≤ 1 s late)."""
         while True:
             await asyncio.sleep(STATE_TICK_S)
-            if not self._multiplexed:
+            if not self.multiplexed:
                 continue
             supervised = self.control.cameras() if self.control else {}
-            for viewer in list(self._multiplexed):
+            for viewer in list(self.multiplexed):
                 for camera_id in list(viewer.mailboxes):
                     viewer.update_state(camera_id, self.camera_state(camera_id, supervised))
 
@@ -500,7 +500,7 @@ class MultiplexedViewer:
 
     async def run(self) -> None:
         gateway = self.gateway
-        gateway._multiplexed.add(self)
+        gateway.multiplexed.add(self)
         gateway.viewers_total += 1
         visible = visible_cameras(gateway.known_cameras(), gateway.config.server.tokens, self.token)
         self.send_text(protocol.text("hello", version=protocol.VERSION, cameras=visible))
@@ -525,7 +525,7 @@ class MultiplexedViewer:
             for mailbox in self.mailboxes.values():
                 gateway.unwatch(mailbox)
             self.mailboxes.clear()
-            gateway._multiplexed.discard(self)
+            gateway.multiplexed.discard(self)
 
     def _on_text(self, message: str) -> None:
         gateway = self.gateway
