@@ -67,7 +67,11 @@ class Daemon:
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StreamdCollector(self.samples, lambda: self.gateway.rejected))
+        self.registry.register(
+            StreamdCollector(
+                self.samples, lambda: self.gateway.rejected, lambda: self.gateway.refused
+            )
+        )
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
 

@@ -16,6 +16,8 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_child_restarts_total``, ``streamd_child_stalls_total``,
   ``streamd_camera_live`` (1 when streaming)
 - ``streamd_frames_rejected_total{reason}`` (no camera label): untrusted input dropped
+- ``streamd_requests_refused_total{reason}``: viewers and requests refused
+  (unauthorized, forbidden, origin, max_viewers, message_rate, …)
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ class StreamdCollector(Collector):
         self,
         samples: Callable[[], Mapping[str, CameraSample]],
         rejected: Callable[[], Mapping[str, int]],
+        refused: Callable[[], Mapping[str, int]],
     ) -> None:
         self._samples = samples
         self._rejected = rejected
+        self._refused = refused
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         samples = self._samples()
@@ -122,3 +126,9 @@ class StreamdCollector(Collector):
         for reason, count in sorted(self._rejected().items()):
             rejected.add_metric([reason], count)
         yield rejected
+        refused = CounterMetricFamily(
+            "streamd_requests_refused", "Viewers and requests refused, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(self._refused().items()):
+            refused.add_metric([reason], count)
+        yield refused

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from streamd.gateway.auth import Need, authorize, origin_allowed, presented_toke
 from streamd.gateway.hub import HubFrame
 from streamd.transport.frame import FrameMeta
 
-from .conftest import ROOT, Daemon, RedisServer, wait_for
+from .conftest import ROOT, Daemon, RedisServer, free_port, wait_for, write_config
 from .viewers import decodes
 
 SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 10}
@@ -403,7 +404,8 @@ async def test_limits(
         sock.close()
         assert answer == b"" and time.monotonic() - started < 4.0
         metrics = http(limited, "/metrics")[1].decode()
-        assert "streamd_frames_rejected_total" in metrics
+        assert 'streamd_requests_refused_total{reason="max_viewers_per_address"} 1.0' in metrics
+        assert 'streamd_requests_refused_total{reason="message_rate"} 1.0' in metrics
         refusals = [e for e in limited.log_events() if e["event"] == "request refused"]
         assert {e["reason"] for e in refusals} >= {"max_viewers_per_address", "max_viewers"}
     finally:
@@ -492,3 +494,66 @@ async def test_demand_without_redis(start_daemon: Callable[..., Daemon]) -> None
         await asyncio.wait_for(ws.recv(), 1.0)
         await asyncio.wait_for(ws.recv(), 1.0)
         assert camera_info(daemon, "e")["watched"] is True
+
+
+async def test_tls_from_cert_and_key(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    config = write_config(
+        tmp_path / "tls.toml",
+        redis_url=redis_server.url,
+        port=port,
+        cameras=[{"id": "t", **SYNTH}],
+    )
+    config.write_text(
+        config.read_text().replace(
+            "[server]\n", f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        )
+    )
+    daemon = Daemon(config, port)
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        await asyncio.to_thread(wait_for, lambda: _tls_ready(port, trusted), 20, "TLS listener")
+        async with connect(f"wss://127.0.0.1:{port}/ws/t", ssl=trusted, max_size=None) as ws:
+            assert decodes(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[arg-type]
+        with pytest.raises(ssl.SSLError):  # an untrusting client refuses the handshake
+            async with connect(f"wss://127.0.0.1:{port}/ws/t", ssl=ssl.create_default_context()):
+                pass
+    finally:
+        daemon.stop()
+
+
+def _tls_ready(port: int, context: ssl.SSLContext) -> bool:
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1"),
+        ):
+            return True
+    except OSError:
+        return False
