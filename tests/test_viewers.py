@@ -278,6 +278,14 @@ async def test_multiplexed_protocol(
 
         await ws.send("not json")
         assert "not JSON" in (await recv_json(ws, "error"))["reason"]
+        # At most 64 cameras per connection: the rest are denied, not subscribed.
+        many = [f"x{i}" for i in range(64)]
+        await ws.send(json.dumps({"op": "subscribe", "cameras": many}))
+        answer = await recv_json(ws, "subscribed")
+        assert len(answer["cameras"]) == 63  # b was already subscribed
+        assert answer["denied"] == [
+            {"camera": "x63", "reason": "too many cameras on one connection"}
+        ]
         await ws.send(json.dumps({"op": "ping"}))
         await recv_json(ws, "pong")
 

@@ -59,6 +59,7 @@ CLOSE_POLICY = 1008
 MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer
+MAX_SUBSCRIPTIONS = 64  # cameras on one multiplexed connection (bounds Redis subscriptions)
 STALE_AFTER_S = 5.0
 STATE_TICK_S = 1.0
 
@@ -559,6 +560,10 @@ class MultiplexedViewer:
             if not decision.allowed:
                 gateway.refused["forbidden"] += 1
                 denied.append({"camera": camera_id, "reason": decision.reason})
+                continue
+            if camera_id not in self.mailboxes and len(self.mailboxes) >= MAX_SUBSCRIPTIONS:
+                gateway.refused["max_subscriptions"] += 1
+                denied.append({"camera": camera_id, "reason": "too many cameras on one connection"})
                 continue
             if camera_id not in self.mailboxes:
                 self.mailboxes[camera_id] = gateway.watch(camera_id, self._wake)
