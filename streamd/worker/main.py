@@ -207,6 +207,7 @@ class CameraWorker:
         if watched != self._watched:
             log.info("camera demand", watched=watched)
             self._watched = watched
+            self._send_status()  # operators see it now, not at the next heartbeat
 
     async def demand_loop(self) -> None:
         """Follow who watches: our gateway's DEMAND messages and Redis listeners."""
