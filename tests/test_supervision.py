@@ -83,7 +83,7 @@ async def test_killed_child_is_restarted_others_see_no_gap(
         assert new_pid != pid_a
         async with Watcher(f"ws://{daemon.base}/ws/a") as viewer_a:
             await viewer_a.wait_frames(3, timeout=10)
-        assert viewer_b.max_gap(start, time.monotonic()) < 0.5
+        assert viewer_b.max_gap(start, time.monotonic()) < 1.0  # a restart would be ≥ 1.5 s
     assert cameras(daemon)["a"]["restarts"] >= 1
 
 
@@ -172,7 +172,7 @@ async def test_reload_applies_only_the_difference(
             cid: await asyncio.to_thread(wait_pid, daemon, cid) for cid in ("keep", "change", "new")
         }
         await asyncio.sleep(0.5)
-        assert viewer.max_gap(start, time.monotonic()) < 0.5  # unchanged camera: no gap
+        assert viewer.max_gap(start, time.monotonic()) < 1.0  # unchanged camera: no gap
     assert after["keep"] == before["keep"]
     assert after["change"] != before["change"]
     assert "gone" not in cameras(daemon)
