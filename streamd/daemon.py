@@ -228,6 +228,8 @@ class Daemon:
 
     async def run(self) -> int:
         config = self.config
+        # Handlers first: a SIGTERM during start-up must still stop children in order.
+        self._install_signals()
         await self.gateway.start()
         self.supervisor.start()
         background = [
@@ -238,7 +240,6 @@ class Daemon:
             background.append(asyncio.create_task(self.subscriber.run(), name="subscriber"))
         if self.watchdog_every is not None:
             background.append(asyncio.create_task(self._watchdog_loop(self.watchdog_every)))
-        self._install_signals()
         log.info(
             "video stream manager started",
             listen=f"{config.server.host}:{self.gateway.bound_port()}",

@@ -45,6 +45,16 @@ def wait_pid(daemon: Daemon, camera_id: str, timeout: float = 15) -> int:
     return pid
 
 
+def wait_live(daemon: Daemon, camera_id: str, timeout: float = 20) -> int:
+    """The child's pid once it streams (fully started, heartbeats flowing)."""
+    info = wait_for(
+        lambda: (c := cameras(daemon).get(camera_id)) and c.get("state") == "live" and c,
+        timeout,
+        f"{camera_id} live",
+    )
+    return int(info["pid"])
+
+
 def post(daemon: Daemon, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"http://{daemon.base}{path}", method="POST")
     if token:
@@ -91,7 +101,7 @@ async def test_stopped_child_is_detected_and_replaced(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
     daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "s", **SYNTH}], extra=FAST)
-    pid = wait_pid(daemon, "s")
+    pid = wait_live(daemon, "s")
     stopped_at = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -238,7 +248,7 @@ def test_second_sigint_forces_exit(
         cameras=[{"id": "h", **SYNTH}],
         extra="\n[supervisor]\nstop_grace = 20.0\nshutdown_timeout = 30.0\n",
     )
-    pid = wait_pid(daemon, "h")
+    pid = wait_live(daemon, "h")
     os.kill(pid, signal.SIGSTOP)  # this child will not stop on SIGTERM: shutdown hangs on it
     try:
         daemon.process.send_signal(signal.SIGINT)
@@ -263,7 +273,7 @@ def test_shutdown_deadline_is_kept(
         cameras=[{"id": "h", **SYNTH}],
         extra="\n[supervisor]\nstop_grace = 30.0\nshutdown_timeout = 2.0\n",
     )
-    pid = wait_pid(daemon, "h")
+    pid = wait_live(daemon, "h")
     os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
