@@ -147,3 +147,19 @@ def test_histogram_percentiles_are_ordered_and_bounded() -> None:
         hist.record(1e6)
     assert len(hist.counts) == size
     assert LatencyHistogram().percentile(0.5) is None
+
+
+def test_demand_policy() -> None:
+    from streamd.worker.demand import WATCHED_POLL_S, DemandPolicy
+
+    policy = DemandPolicy(frame_interval=0.1, off_after=2.0)
+    assert not policy.watched(0.0)
+    assert policy.next_poll(0.0) == 0.1  # idle: check every frame interval
+    policy.remote(True, 1.0)
+    assert policy.watched(1.0) and policy.next_poll(1.0) == WATCHED_POLL_S
+    policy.remote(False, 2.0)
+    assert policy.watched(2.9)  # held: a reconnecting viewer does not flap encoding
+    assert not policy.watched(3.1)
+    policy.local = True
+    assert policy.watched(100.0)
+    assert DemandPolicy(frame_interval=0.01).next_poll(0.0) == 0.05  # never a busy poll
