@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
 EXIT_FORCED = 130
+EXIT_CANNOT_LISTEN = 71  # sysexits.h EX_OSERR
 STATUS_INTERVAL_S = 5.0
 
 
@@ -230,7 +232,17 @@ class Daemon:
         config = self.config
         # Handlers first: a SIGTERM during start-up must still stop children in order.
         self._install_signals()
-        await self.gateway.start()
+        try:
+            await self.gateway.start()
+        except (OSError, ssl.SSLError) as exc:
+            # Port taken, address not on this host, unreadable TLS files: say which.
+            log.error(
+                "cannot start the gateway",
+                listen=config.server.listen,
+                tls_cert=config.server.tls_cert,
+                error=str(exc),
+            )
+            return EXIT_CANNOT_LISTEN
         self.supervisor.start()
         background = [
             asyncio.create_task(self._status_loop(), name="status"),

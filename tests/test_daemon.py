@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamd.transport.frame import parse_frame
 
-from .conftest import Daemon, RedisServer, free_port
+from .conftest import Daemon, RedisServer, free_port, write_config
 from .viewers import Watcher, decodes, frames
 
 SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 15}
@@ -145,3 +146,17 @@ async def test_password_protected_redis_via_credentials_directory(
         assert "redis://:***@127.0.0.1" in daemon.log_text()
     finally:
         server.kill()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "s.toml", redis_url=None, port=port, cameras=[])
+        daemon = Daemon(config, port, env={"VIDEO_STREAM_USE_REDIS": "0"})
+        assert daemon.process.wait(20) == 71
+        daemon.stop()
+    errors = [e for e in daemon.log_events() if e["event"] == "cannot start the gateway"]
+    assert errors and errors[0]["listen"] == f"127.0.0.1:{port}"
+    assert "Traceback" not in daemon.log_text()
