@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from redis.connection import parse_url as parse_redis_url
+
 from streamd.credentials import SecretError, credential_path, read_secret, with_password
 from streamd.redact import redact_url
 
@@ -545,11 +547,15 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     url = env_url or url or "redis://localhost:6379/0"
     if password is not None and not env_url and url.startswith(("redis://", "rediss://")):
         url = with_password(url, password)
+    key = "REDIS_URL" if env_url else "redis.url"
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        key = "REDIS_URL" if env_url else "redis.url"
         raise ConfigError(
             source, key, f"must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
         )
+    try:
+        parse_redis_url(url)  # type: ignore[no-untyped-call]  # fail here, not in every child
+    except ValueError as exc:
+        raise ConfigError(source, key, f"invalid Redis URL: {redact_url(str(exc))}") from None
     env_enabled = _env_flag(env, "VIDEO_STREAM_USE_REDIS")
     if env_enabled is not None:
         enabled = env_enabled

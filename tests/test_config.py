@@ -90,6 +90,7 @@ def test_defaults_suit_a_first_run() -> None:
         ),
         ('[server]\nlisten="8765"\n', "server.listen", "HOST:PORT"),
         ('[redis]\nurl="http://x"\n', "redis.url", "redis://"),
+        ('[redis]\nurl="redis://:pw@host:notaport/0"\n', "redis.url", "invalid Redis URL"),
         ('[redis]\nchannel_prefix="video:*"\n', "redis.channel_prefix", "glob"),
         ("cameras = 3\n", "cameras", "array of tables"),
         ('log_level = "loud"\n', "log_level", "must be"),
