@@ -43,6 +43,26 @@ COUNTERS = (
 )
 
 
+HISTOGRAMS: tuple[tuple[str, str, Callable[[CameraSample], LatencyHistogram]], ...] = (
+    (
+        "streamd_publish_latency_seconds",
+        "Publish queue to Redis acknowledgement",
+        lambda s: s.figures.publish_latency,
+    ),
+    (
+        "streamd_capture_to_publish_seconds",
+        "Capture to Redis acknowledgement",
+        lambda s: s.figures.capture_to_publish,
+    ),
+    ("streamd_detect_seconds", "Time per detector call", lambda s: s.figures.detect_latency),
+    (
+        "streamd_end_to_end_latency_seconds",
+        "Capture to frame sent to a viewer",
+        lambda s: s.delivery.end_to_end,
+    ),
+)
+
+
 def _histogram(
     name: str, doc: str, per_camera: Mapping[str, LatencyHistogram]
 ) -> HistogramMetricFamily:
@@ -80,26 +100,8 @@ class StreamdCollector(Collector):
             for reason, count in sorted(sample.figures.dropped.items()):
                 dropped.add_metric([camera, reason], count)
         yield dropped
-        yield _histogram(
-            "streamd_publish_latency_seconds",
-            "Publish queue to Redis acknowledgement",
-            {c: s.figures.publish_latency for c, s in samples.items()},
-        )
-        yield _histogram(
-            "streamd_capture_to_publish_seconds",
-            "Capture to Redis acknowledgement",
-            {c: s.figures.capture_to_publish for c, s in samples.items()},
-        )
-        yield _histogram(
-            "streamd_detect_seconds",
-            "Time per detector call",
-            {c: s.figures.detect_latency for c, s in samples.items()},
-        )
-        yield _histogram(
-            "streamd_end_to_end_latency_seconds",
-            "Capture to frame sent to a viewer",
-            {c: s.delivery.end_to_end for c, s in samples.items()},
-        )
+        for name, doc, pick in HISTOGRAMS:
+            yield _histogram(name, doc, {c: pick(s) for c, s in samples.items()})
         sent = CounterMetricFamily(
             "streamd_frames_sent", "Frames sent to viewers", labels=["camera"]
         )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import redis
 
@@ -53,12 +54,21 @@ def first_frame_on(port: int, channel: str, timeout: float) -> float:
     raise AssertionError(f"no frame on {channel} within {timeout}s")
 
 
-async def test_redis_killed_and_restarted(
+@contextlib.asynccontextmanager
+async def watched_camera(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
-) -> None:
+) -> AsyncIterator[tuple[Daemon, Watcher]]:
+    """The daemon with CAMERA on ``redis_server``, and a viewer already receiving it."""
     daemon = start_daemon(redis_url=redis_server.url, cameras=[CAMERA])
     async with Watcher(f"ws://{daemon.base}/ws/cam") as viewer:
         await viewer.wait_frames(5, timeout=10)
+        yield daemon, viewer
+
+
+async def test_redis_killed_and_restarted(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    async with watched_camera(redis_server, start_daemon) as (daemon, viewer):
         killed_at = time.monotonic()
         redis_server.kill()
         await asyncio.sleep(3)
@@ -80,9 +90,7 @@ async def test_redis_killed_and_restarted(
 async def test_subscription_killed_by_redis_viewers_resume(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(redis_url=redis_server.url, cameras=[CAMERA])
-    async with Watcher(f"ws://{daemon.base}/ws/cam") as viewer:
-        await viewer.wait_frames(5, timeout=10)
+    async with watched_camera(redis_server, start_daemon) as (daemon, viewer):
         killed_at = time.monotonic()
         killed = redis_server.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         assert int(killed) >= 1

@@ -4,13 +4,14 @@ reload, runtime control."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,18 +241,30 @@ def test_control_api_with_admin_token(
     assert admin not in daemon.log_text() and viewer not in daemon.log_text()
 
 
-def test_second_sigint_forces_exit(
-    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
-) -> None:
+@contextlib.contextmanager
+def hung_child(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon], supervisor: str
+) -> Iterator[tuple[Daemon, int]]:
+    """A daemon whose one child is SIGSTOPped: it will not stop on SIGTERM."""
     daemon = start_daemon(
         redis_url=redis_server.url,
         cameras=[{"id": "h", **SYNTH}],
-        extra="\n[supervisor]\nstop_grace = 20.0\nshutdown_timeout = 30.0\n",
+        extra=f"\n[supervisor]\n{supervisor}\n",
     )
     pid = wait_live(daemon, "h")
-    os.kill(pid, signal.SIGSTOP)  # this child will not stop on SIGTERM: shutdown hangs on it
+    os.kill(pid, signal.SIGSTOP)
     try:
-        daemon.process.send_signal(signal.SIGINT)
+        yield daemon, pid
+    finally:
+        kill_quietly(pid)
+
+
+def test_second_sigint_forces_exit(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    config = "stop_grace = 20.0\nshutdown_timeout = 30.0"
+    with hung_child(redis_server, start_daemon, config) as (daemon, _):
+        daemon.process.send_signal(signal.SIGINT)  # shutdown now hangs on the child
         wait_for(
             lambda: any(e["event"] == "shutting down" for e in daemon.log_events()),
             5,
@@ -261,26 +274,16 @@ def test_second_sigint_forces_exit(
         daemon.process.send_signal(signal.SIGINT)
         assert daemon.process.wait(5) == 130
         assert time.monotonic() - started < 2.0
-    finally:
-        kill_quietly(pid)
 
 
 def test_shutdown_deadline_is_kept(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(
-        redis_url=redis_server.url,
-        cameras=[{"id": "h", **SYNTH}],
-        extra="\n[supervisor]\nstop_grace = 30.0\nshutdown_timeout = 2.0\n",
-    )
-    pid = wait_live(daemon, "h")
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    config = "stop_grace = 30.0\nshutdown_timeout = 2.0"
+    with hung_child(redis_server, start_daemon, config) as (daemon, pid):
         started = time.monotonic()
         daemon.process.send_signal(signal.SIGTERM)
         daemon.process.wait(10)
         assert time.monotonic() - started < 4.0
         assert any(e["event"].startswith("shutdown deadline passed") for e in daemon.log_events())
         wait_for(lambda: not pid_alive(pid), 2, "the hung child killed")
-    finally:
-        kill_quietly(pid)
