@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from streamd.config import ConfigError, load_config, parse_config
+from streamd.config import CameraConfig, Config, ConfigError, load_config, parse_config
 from streamd.redact import redact_url
 
 from .conftest import ROOT
@@ -302,3 +303,27 @@ def test_detection_settings_round_trip_through_the_worker_spec(tmp_path: Path) -
     assert camera.detection.ignore_zones == (((0.0, 0.0), (10.0, 0.0), (10.0, 10.0)),)
     spec = WorkerSpec(camera, None, "video:demo")
     assert WorkerSpec.from_json(spec.to_json()).camera == camera
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[server]\nlisten = ""\n', "server.listen"),
+        ('[redis]\nurl = ""\n', "redis.url"),
+        ('[redis]\nchannel_prefix = ""\n', "redis.channel_prefix"),
+        ('log_level = ""\n', "log_level"),
+        ('[[cameras]]\nid = "a"\nsource = "synthetic:"\ndetector = ""\n', "cameras[0].detector"),
+        ('[[cameras]]\nid = "a"\nsource = "synthetic:"\nmodel = " "\n', "cameras[0].model"),
+        (f'[[server.tokens]]\nname = ""\nsha256 = "{"0" * 64}"\n', "server.tokens[0].name"),
+    ],
+)
+def test_an_empty_string_is_an_error_not_the_default(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert info.value.key == key and "must not be empty" in info.value.problem
+
+
+def test_defaults_are_the_models_defaults() -> None:
+    assert parse_config({}, "x.toml", {}) == replace(Config(), source="x.toml")
+    camera = parse_config({"cameras": [{"id": "a", "source": "synthetic:"}]}, "x", {}).cameras[0]
+    assert camera == CameraConfig(id="a", source="synthetic:")
