@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from redis.connection import parse_url as parse_redis_url
-
 from streamd.config.environment import env_flag, redis_url_from_env
 from streamd.config.model import (
     CAMERA_ID_PATTERN,
@@ -26,8 +24,8 @@ from streamd.config.model import (
     is_valid_camera_id,
 )
 from streamd.config.reader import TableReader, parse_listen, present
+from streamd.config.urls import has_raw_whitespace, redis_url_problem
 from streamd.credentials import SecretError, credential_path, read_secret, with_password
-from streamd.redact import redact_url
 
 _SOURCE_SCHEMES = ("synthetic:", "rtsp://", "rtsps://", "http://", "https://", "device:")
 _PLUGIN_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -44,6 +42,11 @@ def validate_source(source: str, key: str, value: str) -> None:
         scheme = value.split("://", 1)[0]
         raise ConfigError(
             source, key, f"unsupported scheme {scheme!r} (use rtsp, http(s), a file path)"
+        )
+    if "://" in value and has_raw_whitespace(value):
+        # A URL may hold a password: say what is wrong without quoting it.
+        raise ConfigError(
+            source, key, "a URL must not contain spaces or control characters (percent-encode: %20)"
         )
 
 
@@ -279,14 +282,9 @@ def _parse_redis(r: TableReader, env: Mapping[str, str]) -> RedisConfig:
     if password is not None and not env_url and url.startswith(("redis://", "rediss://")):
         url = with_password(url, password)
     key = "REDIS_URL" if env_url else r.key("url")
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(
-            r.source, key, f"must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
-        )
-    try:
-        parse_redis_url(url)  # type: ignore[no-untyped-call]  # fail here, not in every child
-    except ValueError as exc:
-        raise ConfigError(r.source, key, f"invalid Redis URL: {redact_url(str(exc))}") from None
+    problem = redis_url_problem(url)  # fail here, not in every child
+    if problem is not None:
+        raise ConfigError(r.source, key, problem)
     env_enabled = env_flag(env, "VIDEO_STREAM_USE_REDIS")
     return RedisConfig(
         url=url,
