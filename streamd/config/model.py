@@ -128,6 +128,7 @@ class SupervisorConfig:
     stall_timeout: float = 10.0  # no heartbeat for this long: the child is hung
     stable_after: float = 3.0  # up and delivering frames this long: a good start
     shutdown_timeout: float = 10.0  # whole-daemon stop deadline
+    max_cameras: int = 256  # per node, main file and drop-ins together
 
 
 @dataclass(frozen=True)

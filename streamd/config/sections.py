@@ -171,8 +171,19 @@ def _parse_detection(r: TableReader) -> DetectorConfig:
     return detection
 
 
-def parse_cameras(top: TableReader, env: Mapping[str, str]) -> list[CameraConfig]:
+def parse_cameras(
+    top: TableReader, env: Mapping[str, str], room: int, cap: int
+) -> list[CameraConfig]:
+    """The file's ``[[cameras]]``, refused before parsing any when there are more
+    than ``room`` (what ``cap``, ``[supervisor] max_cameras``, leaves)."""
     raw_cameras = top.array("cameras", "must be an array of tables ([[cameras]])") or []
+    if len(raw_cameras) > room:
+        counted = f"{len(raw_cameras)} cameras" if room == cap else "the cameras of this file"
+        raise top.error(
+            "cameras",
+            f"{counted} is more than [supervisor] max_cameras = {cap} for this node "
+            "(main file and drop-ins together)",
+        )
     return [parse_camera(top.source, i, raw, env) for i, raw in enumerate(raw_cameras)]
 
 
@@ -301,6 +312,7 @@ def _parse_supervisor(r: TableReader) -> SupervisorConfig:
             stall_timeout=r.number("stall_timeout", 1.0, 3600.0),
             stable_after=r.number("stable_after", 0.0, 3600.0),
             shutdown_timeout=r.number("shutdown_timeout", 1.0, 600.0),
+            max_cameras=r.integer("max_cameras", 1, 100_000),
         )
     )
     r.reject_unknown()
@@ -313,7 +325,8 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     redis = _parse_redis(top.table_of("redis"), env)
     server = _parse_server(top.table_of("server"))
     supervisor = _parse_supervisor(top.table_of("supervisor"))
-    cameras = parse_cameras(top, env)
+    cap = supervisor.max_cameras
+    cameras = parse_cameras(top, env, room=cap, cap=cap)
     check_unique([(c, source, i) for i, c in enumerate(cameras)])
     stats_interval = top.number("stats_interval", 0.5, 3600.0)
     log_level = top.string("log_level")
