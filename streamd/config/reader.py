@@ -21,6 +21,8 @@ with this code.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,7 +124,15 @@ class TableReader:
     def reject_unknown(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling)")
+            raise self.error(toml_key(unknown[0]), "unknown key (check the spelling)")
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(name: str) -> str:
+    """``name`` as TOML writes it: bare if it can be, else quoted (``""``, ``"a.b"``)."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
 
 
 def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
