@@ -171,7 +171,7 @@ def test_redacted_query_never_shows_the_password(
     joiner = "&" if "?" in tail else "?"
     url = f"{scheme}://{host}{tail}{joiner}password={password}{after}"
     out = redact_url(url)
-    if len(password) >= 4:
+    if len(password) >= 4 and password not in url.replace(password, " "):
         assert password not in out
     if "@" not in password:  # else masked from the port on: see streamd/redact.py
         assert out.replace(f"password={MASK}", f"password={password}") == url

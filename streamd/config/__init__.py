@@ -3,9 +3,11 @@ errors that name the file, the key and the problem, plus the environment
 overrides the old system used.
 
 ``model`` holds the dataclasses (the only place a default is written),
-``reader`` the typed reader of one table, ``sections`` one parser per section,
-``environment`` the overrides, ``loading`` the files. Everything other modules
-use is importable from here.
+``reader`` the typed reader of one table, ``sections`` the parsers of the
+document and its cameras, ``server`` the ``[server]`` section, ``urls`` what is
+wrong with a URL (never quoting it), ``environment`` the overrides, ``loading``
+the files and their limits. Everything other modules use is importable from
+here.
 """
 
 from streamd.config.loading import default_dropin_dir, dropin_files, load_config, read_toml

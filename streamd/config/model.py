@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamd.redact import redact_url
+from streamd.redact import MASK, redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -65,6 +65,11 @@ class ServerConfig:
     max_viewers_per_address: int = 20
     max_messages_per_second: float = 20.0
     handshake_timeout: float = 10.0
+    # Host names accepted besides IP literals, localhost and the listen host (DNS
+    # rebinding); lowercase, no trailing dot; "*.example.com" covers subdomains.
+    server_names: tuple[str, ...] = ()
+    # SHA-256 (hex) of the token that start/stop/reload need, even from loopback.
+    admin_token_sha256: str | None = None
 
     @property
     def listen(self) -> str:
@@ -111,6 +116,8 @@ class CameraConfig:
     width: int | None = None
     jpeg_quality: int = 80
     loop: bool = True  # file sources start over at the end
+    name: str | None = None  # for people (the wall, status); the id stays the key
+    location: str | None = None
     detection: DetectorConfig = field(default_factory=DetectorConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +136,7 @@ class SupervisorConfig:
     stable_after: float = 3.0  # up and delivering frames this long: a good start
     shutdown_timeout: float = 10.0  # whole-daemon stop deadline
     max_cameras: int = 256  # per node, main file and drop-ins together
+    child_memory_max: int | None = None  # bytes of RSS; a child above it is replaced
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,8 @@ class Config:
                 "max_viewers_per_address": server.max_viewers_per_address,
                 "max_messages_per_second": server.max_messages_per_second,
                 "handshake_timeout": server.handshake_timeout,
+                "server_names": list(server.server_names),
+                **({"admin_token_sha256": MASK} if server.admin_token_sha256 else {}),
                 **({"tls_cert": server.tls_cert} if server.tls_cert else {}),
                 "tokens": [
                     {"name": t.name, "cameras": list(t.cameras), "admin": t.admin}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,3 +144,50 @@ def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(source, key, f"port must be 0-65535, got {port}")
     return host.strip("[]"), port
+
+
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def byte_size(r: TableReader, name: str, low: int, high: int) -> int | None:
+    """Bytes from an integer or a string with a 1024-based suffix: ``"512M"``."""
+    value = r.value(name)
+    if value is None:
+        return None
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match is not None:
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    else:
+        raise r.error(name, 'must be bytes or a size like "512M" (K, M, G, T: 1024-based)')
+    if not low <= size <= high:
+        raise r.error(name, f"must be between {low} and {high} bytes, got {size}")
+    return size
+
+
+# RFC 1123 labels; a name may start with "*." to cover every subdomain of the rest.
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*")
+
+
+def is_host_name(name: str) -> bool:
+    return len(name) <= 253 and _HOST_NAME.fullmatch(name) is not None
+
+
+# Bidirectional overrides and isolates reorder what is displayed around them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def display_text(r: TableReader, name: str, max_length: int) -> str | None:
+    """A short label for people: no control characters, bounded length."""
+    value = r.string(name)
+    if value is None:
+        return None
+    if len(value) > max_length:
+        raise r.error(name, f"must be at most {max_length} characters, got {len(value)}")
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            raise r.error(name, f"must not contain control characters (found U+{ord(char):04X})")
+    return value

@@ -4,7 +4,6 @@ the dataclass default."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,19 +17,24 @@ from streamd.config.model import (
     ConfigError,
     DetectorConfig,
     RedisConfig,
-    ServerConfig,
     SupervisorConfig,
-    TokenConfig,
     is_valid_camera_id,
 )
-from streamd.config.reader import TableReader, parse_listen, present
+from streamd.config.reader import (
+    TableReader,
+    byte_size,
+    display_text,
+    present,
+)
+from streamd.config.server import parse_server
 from streamd.config.urls import has_raw_whitespace, redis_url_problem
 from streamd.credentials import SecretError, credential_path, read_secret, with_password
 
 _SOURCE_SCHEMES = ("synthetic:", "rtsp://", "rtsps://", "http://", "https://", "device:")
 _PLUGIN_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_DISPLAY_TEXT = 200  # characters of a camera's name or location
+_MIB = 1024 * 1024
 
 
 def validate_source(source: str, key: str, value: str) -> None:
@@ -100,6 +104,8 @@ def parse_camera(
             width=r.integer("width", 16, 7680),
             jpeg_quality=r.integer("jpeg_quality", 1, 100),
             loop=r.boolean("loop"),
+            name=display_text(r, "name", MAX_DISPLAY_TEXT),
+            location=display_text(r, "location", MAX_DISPLAY_TEXT),
         ),
         detection=_parse_detection(r),
     )
@@ -201,82 +207,6 @@ def check_unique(origins: list[tuple[CameraConfig, str, int]]) -> None:
         seen[camera.id] = (source, index)
 
 
-# --- server --------------------------------------------------------------------------
-
-
-def _parse_tokens(r: TableReader) -> tuple[TokenConfig, ...]:
-    tokens = []
-    raw = r.array("tokens", "must be an array of tables ([[server.tokens]])") or []
-    for index, table in enumerate(raw):
-        if not isinstance(table, dict):
-            raise r.error(f"tokens[{index}]", "must be a table")
-        t = TableReader(r.source, r.key(f"tokens[{index}]"), table)
-        digest = t.string("sha256")
-        if digest is None or not _SHA256_HEX.fullmatch(digest):
-            raise t.error("sha256", "must be 64 lowercase hex digits: printf %s TOKEN | sha256sum")
-        cameras = t.value("cameras")
-        if cameras is not None and (
-            not isinstance(cameras, list)
-            or not all(isinstance(c, str) and (c == "*" or is_valid_camera_id(c)) for c in cameras)
-        ):
-            raise t.error("cameras", 'must be a list of camera ids or ["*"]')
-        tokens.append(
-            TokenConfig(
-                name=t.string("name") or f"token{index}",  # unnamed tokens are numbered
-                sha256=digest,
-                **present(
-                    cameras=None if cameras is None else tuple(cameras), admin=t.boolean("admin")
-                ),
-            )
-        )
-        t.reject_unknown()
-    return tuple(tokens)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name that may resolve anywhere
-
-
-def _parse_server(r: TableReader) -> ServerConfig:
-    listen = r.string("listen")
-    host, port = (None, None) if listen is None else parse_listen(r.source, r.key("listen"), listen)
-    origins = r.strings("allowed_origins", 'must be a list like ["https://wall.example.com"]')
-    tls_cert, tls_key = r.string("tls_cert"), r.string("tls_key")
-    if (tls_cert is None) != (tls_key is None):
-        raise r.error(
-            "tls_cert" if tls_cert is None else "tls_key", "tls_cert and tls_key go together"
-        )
-    server = ServerConfig(
-        **present(
-            host=host,
-            port=port,
-            max_frame_bytes=r.integer("max_frame_bytes", 1024, 256 * 1024 * 1024),
-            tokens=_parse_tokens(r),
-            allow_anonymous=r.boolean("allow_anonymous"),
-            allowed_origins=origins,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            max_viewers=r.integer("max_viewers", 1, 100_000),
-            max_viewers_per_address=r.integer("max_viewers_per_address", 1, 100_000),
-            max_messages_per_second=r.number("max_messages_per_second", 0.1, 10_000.0),
-            handshake_timeout=r.number("handshake_timeout", 0.5, 300.0),
-        )
-    )
-    r.reject_unknown()
-    if not _is_loopback_host(server.host) and not server.tokens and not server.allow_anonymous:
-        raise r.error(
-            "listen",
-            f"{listen} is not a loopback address: configure [[server.tokens]] "
-            "or set allow_anonymous = true explicitly",
-        )
-    return server
-
-
 # --- redis and supervisor ----------------------------------------------------------
 
 
@@ -313,6 +243,7 @@ def _parse_supervisor(r: TableReader) -> SupervisorConfig:
             stable_after=r.number("stable_after", 0.0, 3600.0),
             shutdown_timeout=r.number("shutdown_timeout", 1.0, 600.0),
             max_cameras=r.integer("max_cameras", 1, 100_000),
+            child_memory_max=byte_size(r, "child_memory_max", 32 * _MIB, 1024**4),
         )
     )
     r.reject_unknown()
@@ -323,7 +254,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     """Validate a decoded TOML document; ``env`` supplies the overrides."""
     top = TableReader(source, "", data)
     redis = _parse_redis(top.table_of("redis"), env)
-    server = _parse_server(top.table_of("server"))
+    server = parse_server(top.table_of("server"))
     supervisor = _parse_supervisor(top.table_of("supervisor"))
     cap = supervisor.max_cameras
     cameras = parse_cameras(top, env, room=cap, cap=cap)
