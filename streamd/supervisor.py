@@ -25,6 +25,7 @@ import structlog
 from streamd.backoff import Backoff
 from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
+from streamd.memory import over_memory, read_rss
 from streamd.stats import CameraCounters
 from streamd.transport.local import (
     MessageType,
@@ -37,6 +38,7 @@ from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.supervisor")
 FrameSink = Callable[[str, bytes], None]
+MEMORY_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ChildStatus:
     last_report_at: float | None = None
     bad_messages: int = 0
     stalls: int = 0
+    memory_restarts: int = 0  # replaced for passing child_memory_max
     last_exit_code: int | None = None
     last_error: str | None = None
     # Figures of earlier runs of this camera's child, so totals never go backwards.
@@ -82,6 +85,7 @@ class ChildStatus:
             "redis": self.redis_state,
             "restarts": self.lifecycle.restarts,
             "stalls": self.stalls,
+            "memory_restarts": self.memory_restarts,
             "last_exit_code": self.last_exit_code,
             "last_error": self.last_error,
             "detector": self.report.get("detector"),
@@ -189,6 +193,7 @@ class CameraChild:
         helpers = [
             asyncio.create_task(self._read_control(reader)),
             asyncio.create_task(self._watch_heartbeats(process)),
+            asyncio.create_task(self._watch_memory(process)),
         ]
         try:
             exit_code = await process.wait()
@@ -258,6 +263,20 @@ class CameraChild:
                     pid=process.pid,
                     stall_timeout_s=self.settings.stall_timeout,
                 )
+                await self._terminate(process)
+                return
+
+    async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
+        """Replace a child whose RSS passes ``child_memory_max``; it restarts through
+        the normal lifecycle, with backoff. The cap is read each tick (reloads)."""
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL_S)
+            cap = self.settings.child_memory_max
+            rss = read_rss(process.pid) if cap is not None else None
+            if over_memory(rss, cap):
+                self.status.memory_restarts += 1
+                self.status.last_error = "child over memory cap"
+                self.log.error("child over memory cap", pid=process.pid, rss=rss, cap=cap)
                 await self._terminate(process)
                 return
 
