@@ -101,6 +101,8 @@ def test_camera_count_is_capped_by_default(tmp_path: Path) -> None:
         load_config(path, {})
     assert (info.value.source, info.value.key) == (str(path), "cameras")
     assert "257 cameras" in info.value.problem and "max_cameras = 256" in info.value.problem
+    result = check(path)
+    assert result.returncode == 78 and f"{path}: cameras: 257 cameras" in result.stderr
     path.write_text(
         "[supervisor]\nmax_cameras = 300\n" + "".join(CAMERA.format(i=i) for i in range(257))
     )
