@@ -10,12 +10,13 @@ from streamd.config.model import ServerConfig, TokenConfig, is_valid_camera_id
 from streamd.config.reader import TableReader, is_host_name, parse_listen, present
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_SHA256_PROBLEM = "must be 64 lowercase hex digits: printf %s TOKEN | sha256sum"
 
 
 def _sha256_hex(r: TableReader, name: str) -> str | None:
     digest = r.string(name)
     if digest is not None and not _SHA256_HEX.fullmatch(digest):
-        raise r.error(name, "must be 64 lowercase hex digits: printf %s TOKEN | sha256sum")
+        raise r.error(name, _SHA256_PROBLEM)
     return digest
 
 
@@ -42,7 +43,7 @@ def _parse_tokens(r: TableReader) -> tuple[TokenConfig, ...]:
         t = TableReader(r.source, r.key(f"tokens[{index}]"), table)
         digest = _sha256_hex(t, "sha256")
         if digest is None:
-            raise t.error("sha256", "must be 64 lowercase hex digits: printf %s TOKEN | sha256sum")
+            raise t.error("sha256", _SHA256_PROBLEM)
         cameras = t.value("cameras")
         if cameras is not None and (
             not isinstance(cameras, list)
