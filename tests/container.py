@@ -28,6 +28,7 @@ from .support import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NSPAWN_RUNTIME = Path("/run/systemd/nspawn")  # nspawn's lock and propagation dirs
 
 
 def require_container_support() -> None:
@@ -155,6 +156,7 @@ class Container:
         self.binds = list(binds)
         self.process: subprocess.Popen[bytes] | None = None
         self.leader = 0
+        self._made_runtime_dir = False
 
     def boot(self, timeout: float = 90) -> None:
         env = dict(os.environ)
@@ -174,6 +176,7 @@ class Container:
             "--console=read-only",
             *[f"--bind{'-ro' if ro else ''}={spec}" for spec, ro in self._bind_specs()],
         ]
+        self._made_runtime_dir = not NSPAWN_RUNTIME.exists()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
@@ -248,12 +251,14 @@ class Container:
         return result
 
     def shutdown(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        # SIGTERM asks the container's systemd for a clean poweroff.
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None and self.process.poll() is None:
+            # SIGTERM asks the container's systemd for a clean poweroff.
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        # Leave the host's /run as it was: nspawn keeps empty directories there.
+        if self._made_runtime_dir and not any(p.is_file() for p in NSPAWN_RUNTIME.rglob("*")):
+            shutil.rmtree(NSPAWN_RUNTIME, ignore_errors=True)
