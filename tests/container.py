@@ -191,6 +191,8 @@ class Container:
             time.sleep(0.2)
         failed = self.run("systemctl --failed --no-legend --plain", check=False).stdout
         assert state.stdout.strip() == "running", f"units failed at boot:\n{failed}"
+        hierarchy = self.run("stat -fc %T /sys/fs/cgroup").stdout.strip()
+        assert hierarchy == "cgroup2fs", f"not the unified cgroup hierarchy: {hierarchy}"
 
     def _bind_specs(self) -> list[tuple[str, bool]]:
         return [(spec.removesuffix(":ro"), spec.endswith(":ro")) for spec in self.binds]
