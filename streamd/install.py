@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from streamd.cli import EXIT_UNAVAILABLE, STARTER_CONFIG, CliError, _atomic_write
+from streamd.cli import EXIT_UNAVAILABLE, EXIT_USAGE, STARTER_CONFIG, CliError, _atomic_write
 from streamd.config import default_dropin_dir
 
 UNIT_NAME = "streamd.service"
@@ -96,6 +96,22 @@ def render_unit(template: str, command: Sequence[str], config: Path) -> str:
     argv = [*command, "run", "-c", str(config)]
     lines[found[0]] = "ExecStart=" + " ".join(unit_quote(word) for word in argv)
     return "\n".join(lines) + "\n"
+
+
+# ProtectHome=yes and PrivateTmp=yes hide these from the service.
+HIDDEN_FROM_UNIT = tuple(
+    Path(p)
+    for p in ("/home", "/root", "/run/user", "/tmp", "/var/tmp")  # noqa: S108
+)
+
+
+def hidden_from_unit(paths: Sequence[Path]) -> Path | None:
+    """The hidden directory that one of ``paths`` is in, or None."""
+    for path in paths:
+        for hidden in HIDDEN_FROM_UNIT:
+            if path.is_relative_to(hidden):
+                return hidden
+    return None
 
 
 def plan_install(
@@ -212,9 +228,19 @@ def execute(steps: Sequence[Step], dry_run: bool) -> int:
 
 
 def install_systemd(config: Path, enable: bool, dry_run: bool) -> int:
+    command = running_command()
+    # Through symlinks too: ~/.local/bin/streamd may point into a home directory.
+    hidden = hidden_from_unit([Path(command[0]), Path(command[0]).resolve()])
+    if hidden is not None:
+        raise CliError(
+            f"{command[0]} is under {hidden}, which the unit hides from the service "
+            "(ProtectHome=, PrivateTmp=); install streamd system-wide, e.g. in "
+            "/opt/streamd/venv (see README)",
+            EXIT_USAGE,
+        )
     steps = plan_install(
         template=unit_template(),
-        command=running_command(),
+        command=command,
         config=config,
         config_exists=config.exists(),
         systemctl=_systemctl(),

@@ -14,6 +14,7 @@ from streamd.install import (
     Run,
     WriteFile,
     apply,
+    hidden_from_unit,
     plan_install,
     plan_uninstall,
     running_command,
@@ -129,3 +130,26 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     assert f"run -c {config})" in lines[0]
     assert lines[-1].endswith("systemctl enable --now streamd.service")
     assert list(tmp_path.iterdir()) == []  # no config, no drop-in directory
+
+
+def test_a_streamd_the_unit_cannot_see_is_refused(tmp_path: Path) -> None:
+    assert hidden_from_unit([Path("/opt/streamd/venv/bin/streamd")]) is None
+    home = Path("/home/me/.local/bin/streamd")
+    assert hidden_from_unit([Path("/usr/local/bin/streamd"), home]) == Path("/home")
+    # A console script in a venv under /tmp, which PrivateTmp=yes hides.
+    assert tmp_path.is_relative_to("/tmp")
+    script = tmp_path / "bin" / "streamd"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom streamd.cli import main\nsys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    result = subprocess.run(
+        [str(script), "install", "--systemd", "--dry-run", "-c", str(tmp_path / "s.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{script} is under /tmp, which the unit hides" in result.stderr
+    assert result.stdout == ""
