@@ -4,8 +4,10 @@ under a booted systemd."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from streamd.config import load_config
@@ -106,29 +108,36 @@ def test_running_command_is_the_streamd_that_runs(tmp_path: Path) -> None:
     assert running_command("-m", str(bare)) == [str(bare), "-m", "streamd"]
 
 
+def console_script(directory: Path) -> Path:
+    """A ``streamd`` console script as pip writes one, for this interpreter."""
+    script = directory / "bin" / "streamd"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom streamd.cli import main\nsys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     config = tmp_path / "streamd.toml"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamd",
-            "install",
-            "--systemd",
-            "--enable",
-            "--dry-run",
-            "-c",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # Not under /tmp, which the unit hides (a refusal, tested below); removed after.
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as venv:
+        script = console_script(Path(venv))
+        result = subprocess.run(
+            [str(script), "install", "--systemd", "--enable", "--dry-run", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("would write /etc/systemd/system/streamd.service (ExecStart=")
-    assert f"run -c {config})" in lines[0]
-    assert lines[-1].endswith("systemctl enable --now streamd.service")
+    assert result.stdout.splitlines() == [
+        f"would write /etc/systemd/system/streamd.service (ExecStart={script} run -c {config})",
+        f"would create directory {tmp_path}/streamd.d",
+        f"would write {config} (starter config)",
+        f"would run {shutil.which('systemctl') or 'systemctl'} daemon-reload",
+        f"would run {shutil.which('systemctl') or 'systemctl'} enable --now streamd.service",
+    ]
     assert list(tmp_path.iterdir()) == []  # no config, no drop-in directory
 
 
@@ -138,12 +147,7 @@ def test_a_streamd_the_unit_cannot_see_is_refused(tmp_path: Path) -> None:
     assert hidden_from_unit([Path("/usr/local/bin/streamd"), home]) == Path("/home")
     # A console script in a venv under /tmp, which PrivateTmp=yes hides.
     assert tmp_path.is_relative_to("/tmp")
-    script = tmp_path / "bin" / "streamd"
-    script.parent.mkdir()
-    script.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom streamd.cli import main\nsys.exit(main())\n"
-    )
-    script.chmod(0o755)
+    script = console_script(tmp_path)
     result = subprocess.run(
         [str(script), "install", "--systemd", "--dry-run", "-c", str(tmp_path / "s.toml")],
         capture_output=True,
