@@ -227,15 +227,28 @@ def execute(steps: Sequence[Step], dry_run: bool) -> int:
     return 0
 
 
+def files_to_execute(program: Path) -> list[Path]:
+    """``program`` and the interpreter on its ``#!`` line, each also through its
+    symlinks: a venv's python may link into ~/.pyenv, which the unit hides."""
+    files = [program]
+    try:
+        with program.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!") and first[2:].split():
+        files.append(Path(first[2:].split()[0].decode(errors="replace")))
+    return [path for file in files for path in (file, file.resolve())]
+
+
 def install_systemd(config: Path, enable: bool, dry_run: bool) -> int:
     command = running_command()
-    # Through symlinks too: ~/.local/bin/streamd may point into a home directory.
-    hidden = hidden_from_unit([Path(command[0]), Path(command[0]).resolve()])
+    hidden = hidden_from_unit(files_to_execute(Path(command[0])))
     if hidden is not None:
         raise CliError(
-            f"{command[0]} is under {hidden}, which the unit hides from the service "
-            "(ProtectHome=, PrivateTmp=); install streamd system-wide, e.g. in "
-            "/opt/streamd/venv (see README)",
+            f"{command[0]} (or its interpreter) is under {hidden}, which the unit hides "
+            "from the service (ProtectHome=, PrivateTmp=); install streamd system-wide, "
+            "e.g. in /opt/streamd/venv with the system's python3 (see README)",
             EXIT_USAGE,
         )
     steps = plan_install(

@@ -16,6 +16,7 @@ from streamd.install import (
     Run,
     WriteFile,
     apply,
+    files_to_execute,
     hidden_from_unit,
     plan_install,
     plan_uninstall,
@@ -108,12 +109,12 @@ def test_running_command_is_the_streamd_that_runs(tmp_path: Path) -> None:
     assert running_command("-m", str(bare)) == [str(bare), "-m", "streamd"]
 
 
-def console_script(directory: Path) -> Path:
-    """A ``streamd`` console script as pip writes one, for this interpreter."""
+def console_script(directory: Path, interpreter: str = sys.executable) -> Path:
+    """A ``streamd`` console script as pip writes one."""
     script = directory / "bin" / "streamd"
     script.parent.mkdir()
     script.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom streamd.cli import main\nsys.exit(main())\n"
+        f"#!{interpreter}\nimport sys\nfrom streamd.cli import main\nsys.exit(main())\n"
     )
     script.chmod(0o755)
     return script
@@ -122,13 +123,15 @@ def console_script(directory: Path) -> Path:
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     config = tmp_path / "streamd.toml"
     # Not under /tmp, which the unit hides (a refusal, tested below); removed after.
+    # This interpreter may live under /root (pyenv): found through PATH instead.
     with tempfile.TemporaryDirectory(dir="/dev/shm") as venv:
-        script = console_script(Path(venv))
+        script = console_script(Path(venv), "/usr/bin/env python3")
         result = subprocess.run(
             [str(script), "install", "--systemd", "--enable", "--dry-run", "-c", str(config)],
             capture_output=True,
             text=True,
             timeout=60,
+            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -155,5 +158,11 @@ def test_a_streamd_the_unit_cannot_see_is_refused(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"{script} is under /tmp, which the unit hides" in result.stderr
+    assert f"{script} (or its interpreter) is under /tmp, which the unit hides" in result.stderr
     assert result.stdout == ""
+    # An interpreter under /root (pyenv's, say) behind a script elsewhere.
+    pyenv_python = Path("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    assert hidden_from_unit(files_to_execute(pyenv_python)) == Path("/root")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as venv:
+        script = console_script(Path(venv), str(pyenv_python))
+        assert hidden_from_unit(files_to_execute(script)) == Path("/root")
