@@ -5,6 +5,7 @@ through a Redis outage, and /metrics agreeing with the stats line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -109,29 +110,62 @@ def test_native_journald_fields_via_our_own_socket(
     assert daemon.log_text().strip() == ""  # nothing went to stdout
 
 
-@pytest.fixture
-def journald() -> Iterator[Path]:
-    """The real systemd-journald, standalone, when none is running here."""
+JOURNAL_RUNTIME = Path("/run/systemd/journal")  # journald's sockets
+JOURNAL_FILES = Path("/run/log/journal")  # its volatile journal files
+
+
+@contextlib.contextmanager
+def standalone_journald() -> Iterator[Path]:
+    """The real systemd-journald, standalone, when none is running here. What it
+    creates outside our temporary directories goes again when it stops: its
+    sockets left behind would tell the next program that a journal is running."""
     binary = Path("/lib/systemd/systemd-journald")
     assert binary.exists(), "systemd-journald missing (scripts/test installs systemd)"
-    journalctl = shutil.which("journalctl")
-    assert journalctl
-    socket_path = Path("/run/systemd/journal/socket")
-    process: subprocess.Popen[bytes] | None = None
-    if not _connectable(socket_path):
-        Path("/run/systemd/journal").mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            [str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    socket_path = JOURNAL_RUNTIME / "socket"
+    if _connectable(socket_path):
+        yield JOURNAL_RUNTIME / "stdout"  # a real journal: use it, touch nothing
+        return
+    created = [d for d in (JOURNAL_RUNTIME, JOURNAL_FILES) if not d.exists()]
+    before = set(JOURNAL_RUNTIME.iterdir()) if JOURNAL_RUNTIME.exists() else set()
+    JOURNAL_RUNTIME.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         wait_for(
-            lambda: _connectable(socket_path) and Path("/run/systemd/journal/stdout").exists(),
+            lambda: _connectable(socket_path) and (JOURNAL_RUNTIME / "stdout").exists(),
             15,
             "systemd-journald sockets",
         )
-    yield Path("/run/systemd/journal/stdout")
-    if process is not None:
+        yield JOURNAL_RUNTIME / "stdout"
+    finally:
         process.terminate()
         process.wait(10)
+        for directory in created:
+            shutil.rmtree(directory, ignore_errors=True)
+        if JOURNAL_RUNTIME.exists():  # it was there before: remove only what we made
+            for entry in set(JOURNAL_RUNTIME.iterdir()) - before:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            for entry in JOURNAL_RUNTIME.iterdir():
+                if entry.is_socket() and not _connectable(entry):
+                    entry.unlink()  # journald rebinds the old names: now dead
+
+
+@pytest.fixture
+def journald() -> Iterator[Path]:
+    with standalone_journald() as stdout_socket:
+        yield stdout_socket
+
+
+def test_standalone_journald_leaves_no_dead_sockets() -> None:
+    existed = JOURNAL_RUNTIME.exists()
+    with standalone_journald() as stdout_socket:
+        assert _connectable(JOURNAL_RUNTIME / "socket") and stdout_socket.exists()
+    assert JOURNAL_RUNTIME.exists() == existed
+    if existed:
+        dead = [e for e in JOURNAL_RUNTIME.iterdir() if e.is_socket() and not _connectable(e)]
+        assert not dead, f"dead journald sockets left behind: {dead}"
 
 
 def _connectable(path: Path) -> bool:
