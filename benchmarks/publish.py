@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 
 from benchmarks._redis import fake_jpeg, redis_server
 from streamd.stats import CameraCounters
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame, FramePublisher
+from streamd.transport.frame import EncodedFrame, FrameMeta
+from streamd.transport.publisher import FramePublisher
 
 CHANNEL = "video:bench"
 

@@ -10,8 +10,8 @@ from streamd.backoff import Backoff
 from streamd.gateway.hub import Hub, HubFrame
 from streamd.lifecycle import ChildState, Lifecycle
 from streamd.stats import LatencyHistogram
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame, LatestWinsQueue
+from streamd.transport.frame import EncodedFrame, FrameMeta
+from streamd.transport.publisher import LatestWinsQueue
 from streamd.worker.sources import Pacer
 from streamd.worker.spec import EX_CONFIG
 

@@ -54,6 +54,15 @@ class FrameMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A frame the child encoded, on its way out (capture → publisher queue)."""
+
+    meta: FrameMeta  # publish_ns is filled in when the frame leaves the queue
+    jpeg: bytes
+    queued_at: float  # time.monotonic() at submit, for publish latency
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedFrame:
     payload: bytes  # the complete JPEG as received, forwarded to viewers untouched
     meta: FrameMeta | None

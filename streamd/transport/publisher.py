@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 import structlog
@@ -29,16 +29,9 @@ from redis.exceptions import RedisError
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
 from streamd.stats import CameraCounters
-from streamd.transport.frame import FrameMeta, pack_frame
+from streamd.transport.frame import EncodedFrame, pack_frame
 
 log = structlog.get_logger("streamd.publisher")
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    meta: FrameMeta  # publish_ns is filled in when the frame leaves the queue
-    jpeg: bytes
-    queued_at: float  # time.monotonic() at submit, for publish latency
 
 
 def pack_for_sending(frame: EncodedFrame) -> bytes:

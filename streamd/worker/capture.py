@@ -18,10 +18,9 @@ import structlog
 
 from streamd.backoff import Backoff
 from streamd.config import CameraConfig
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame
+from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.demand import IDLE_REFRESH_S
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Pacer, Source, SourceError

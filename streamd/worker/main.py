@@ -25,6 +25,7 @@ import structlog
 from streamd.config import ConfigError
 from streamd.observability import configure_logging
 from streamd.stats import CameraCounters
+from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
     MessageType,
     ProtocolError,
@@ -33,11 +34,11 @@ from streamd.transport.local import (
     encode_message,
     read_message,
 )
-from streamd.transport.publisher import EncodedFrame, FramePublisher, pack_for_sending
+from streamd.transport.publisher import FramePublisher, pack_for_sending
 from streamd.worker.capture import CaptureLoop, SourceState
 from streamd.worker.demand import DemandPolicy
-from streamd.worker.detect import DetectorError, build_detector
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
+from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
 from streamd.worker.sources import Source, SourceError, open_source
 from streamd.worker.spec import EX_CONFIG, WorkerSpec
