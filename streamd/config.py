@@ -20,6 +20,7 @@ from urllib.parse import quote
 from redis.connection import parse_url as parse_redis_url
 
 from streamd.credentials import SecretError, credential_path, read_secret, with_password
+from streamd.errors import StreamdError
 from streamd.redact import redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
@@ -28,7 +29,7 @@ _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-class ConfigError(ValueError):
+class ConfigError(StreamdError, ValueError):
     """A configuration problem, located as precisely as we can: file and key."""
 
     def __init__(self, source: str, key: str, problem: str) -> None:

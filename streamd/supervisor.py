@@ -27,8 +27,8 @@ from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
 from streamd.stats import CameraCounters
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     read_message,
@@ -206,7 +206,7 @@ class CameraChild:
         while True:
             try:
                 message = await read_message(reader)
-            except (ProtocolError, ConnectionError) as exc:
+            except (ControlSocketError, ConnectionError) as exc:
                 self.status.bad_messages += 1
                 self.log.warning("bad control message; closing channel", error=str(exc))
                 return
@@ -223,7 +223,7 @@ class CameraChild:
     def _on_status(self, body: bytes) -> None:
         try:
             report = decode_json(body)
-        except ProtocolError:
+        except ControlSocketError:
             self.status.bad_messages += 1
             return
         try:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from streamd.errors import StreamdError
+
 FORMAT_VERSION = 1
 MAGIC = b"STRMD"
 SOI = b"\xff\xd8"
@@ -35,7 +37,7 @@ _TAIL = struct.Struct(">QQQHH")
 _HEAD_FIXED = len(MAGIC) + 2  # magic + version + id_len
 
 
-class FrameError(ValueError):
+class FrameError(StreamdError, ValueError):
     """A payload that is not a frame we accept; ``reason`` is a metrics label."""
 
     def __init__(self, reason: str) -> None:

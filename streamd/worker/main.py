@@ -27,8 +27,8 @@ from streamd.observability import configure_logging
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     encode_message,
@@ -228,7 +228,7 @@ class CameraWorker:
 
 async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) -> None:
     """Apply DEMAND messages; return when the supervisor closes the socket (or dies)."""
-    with contextlib.suppress(ProtocolError, ConnectionError):
+    with contextlib.suppress(ControlSocketError, ConnectionError):
         while (message := await read_message(reader)) is not None:
             kind, body = message
             if kind is MessageType.DEMAND:
@@ -244,7 +244,7 @@ async def run_worker(control_fd: int) -> int:
             log.error("no camera spec from the supervisor")
             return EX_CONFIG
         spec = WorkerSpec.from_json(decode_json(message[1]))
-    except (ConfigError, ProtocolError, TimeoutError) as exc:
+    except (ConfigError, ControlSocketError, TimeoutError) as exc:
         log.error("unusable camera spec", error=str(exc))
         return EX_CONFIG
     configure_logging(spec.log_level, context=_log_context(spec.camera.id))
