@@ -22,19 +22,19 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.reporting import CameraSample, StatsReporter
+from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, unset_notify_env, watchdog_interval
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
-EXIT_FORCED = 130
-EXIT_CANNOT_LISTEN = 71  # sysexits.h EX_OSERR
 STATUS_INTERVAL_S = 5.0
 
 
@@ -90,20 +90,19 @@ class Daemon:
     async def stop_camera(self, camera_id: str) -> bool:
         return await self.supervisor.stop_camera(camera_id)
 
+    def camera_statuses(self) -> dict[str, CameraStatus]:
+        """Every supervised camera, with the figures of its last stats line."""
+        lines = self.reporter.last_lines
+        return {
+            camera_id: replace(
+                status, recent=RecentFigures.from_stats_line(lines.get(camera_id, {}))
+            )
+            for camera_id, status in self.supervisor.statuses().items()
+        }
+
     def cameras(self) -> dict[str, dict[str, Any]]:
-        cameras = self.supervisor.snapshot()
-        for camera_id, info in cameras.items():
-            line = self.reporter.last_lines.get(camera_id, {})
-            for key in (
-                "fps_out",
-                "success_rate_pct",
-                "publish_p50_ms",
-                "e2e_p50_ms",
-                "detect_fps",
-                "detect_p50_ms",
-            ):
-                info[key] = line.get(key)
-        return cameras
+        """The same as JSON objects (the API's shape)."""
+        return {camera_id: s.to_json() for camera_id, s in self.camera_statuses().items()}
 
     def samples(self) -> dict[str, CameraSample]:
         return {
@@ -214,7 +213,7 @@ class Daemon:
         def on_stop(signum: int) -> None:
             if self._stop.is_set():
                 log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-                os._exit(EXIT_FORCED)
+                os._exit(ExitCode.FORCED)
             log.info("shutting down", signal=signal.Signals(signum).name)
             self._stop.set()
 
@@ -242,7 +241,7 @@ class Daemon:
                 tls_cert=config.server.tls_cert,
                 error=str(exc),
             )
-            return EXIT_CANNOT_LISTEN
+            return ExitCode.CANNOT_LISTEN
         self.supervisor.start()
         background = [
             asyncio.create_task(self._status_loop(), name="status"),
@@ -271,10 +270,10 @@ class Daemon:
         except TimeoutError:
             log.error("shutdown deadline passed; killing what is left", deadline_s=deadline)
             self.supervisor.kill_all()
-            return 1
+            return ExitCode.FAILURE
         log.info("video stream manager stopped")
         self.notifier.close()
-        return 0
+        return ExitCode.OK
 
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         await self.gateway.close()

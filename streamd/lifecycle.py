@@ -16,21 +16,12 @@ delay of being reachable again.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streamd.backoff import Backoff
-from streamd.worker.spec import EX_CONFIG
-
-
-class ChildState(enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    CONFIG_ERROR = "config_error"
+from streamd.states import ChildState, ExitCode
 
 
 @dataclass
@@ -64,7 +55,7 @@ class Lifecycle:
         self, now: float, exit_code: int | None, draw: Callable[[], float] = random.random
     ) -> float | None:
         """Record an exit; return the restart delay, or None if not to restart."""
-        if exit_code == EX_CONFIG:
+        if exit_code == ExitCode.CONFIG:
             self.state = ChildState.CONFIG_ERROR
             self.restart_at = None
             return None

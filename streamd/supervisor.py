@@ -18,13 +18,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from streamd.backoff import Backoff
+from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
+from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
 from streamd.stats import CameraCounters
 from streamd.transport.local import (
     ControlSocketError,
@@ -45,7 +46,7 @@ class ChildStatus:
 
     lifecycle: Lifecycle
     pid: int | None = None
-    report: dict[str, Any] = field(default_factory=dict)
+    heartbeat: Heartbeat | None = None  # the current child's latest
     last_report_at: float | None = None
     bad_messages: int = 0
     stalls: int = 0
@@ -61,33 +62,36 @@ class ChildStatus:
     def on_new_child(self) -> None:
         self.figures_base = self.totals()
         self.figures = CameraCounters()
-        self.report = {}
+        self.heartbeat = None
 
     @property
-    def source_state(self) -> str:
-        """connecting | live | stalled | reconnecting, or the child's own state."""
+    def source_state(self) -> CameraState:
+        """The source's state, or the child's own while none runs or reports."""
         if self.pid is None:
-            return self.lifecycle.state.value
-        return str(self.report.get("state", "starting"))
+            return self.lifecycle.state
+        if self.heartbeat is None:
+            return ChildState.STARTING
+        return self.heartbeat.state
 
     @property
-    def redis_state(self) -> str:
-        return str(self.report.get("redis", "unknown"))
+    def redis_state(self) -> RedisState:
+        return RedisState.UNKNOWN if self.heartbeat is None else self.heartbeat.redis
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "state": self.source_state,
-            "child": self.lifecycle.state.value,
-            "pid": self.pid,
-            "redis": self.redis_state,
-            "restarts": self.lifecycle.restarts,
-            "stalls": self.stalls,
-            "last_exit_code": self.last_exit_code,
-            "last_error": self.last_error,
-            "detector": self.report.get("detector"),
-            "watched": self.report.get("watched"),
-            "active_labels": self.report.get("active_labels", []),
-        }
+    def camera_status(self) -> CameraStatus:
+        heartbeat = self.heartbeat
+        return CameraStatus(
+            state=self.source_state,
+            child=self.lifecycle.state,
+            pid=self.pid,
+            redis=self.redis_state,
+            restarts=self.lifecycle.restarts,
+            stalls=self.stalls,
+            last_exit_code=self.last_exit_code,
+            last_error=self.last_error,
+            detector=heartbeat.detector if heartbeat else None,
+            watched=heartbeat.watched if heartbeat else None,
+            active_labels=heartbeat.active_labels if heartbeat else (),
+        )
 
 
 class CameraChild:
@@ -137,7 +141,7 @@ class CameraChild:
                 break
             delay = lifecycle.on_exit(time.monotonic(), exit_code)
             if delay is None:
-                self.status.last_error = "unusable camera config (exit 78)"
+                self.status.last_error = f"unusable camera config (exit {ExitCode.CONFIG:d})"
                 self.log.error(
                     "camera child has an unusable config; not restarting until it changes",
                     exit_code=exit_code,
@@ -222,27 +226,24 @@ class CameraChild:
 
     def _on_status(self, body: bytes) -> None:
         try:
-            report = decode_json(body)
+            heartbeat = Heartbeat.from_wire(decode_json(body))
         except ControlSocketError:
             self.status.bad_messages += 1
             return
-        try:
-            figures = CameraCounters.from_wire(report.get("figures", {}))
         except ValueError as exc:
             self.status.bad_messages += 1
-            self.log.warning("bad heartbeat figures", error=str(exc))
+            self.log.warning("bad heartbeat", error=str(exc))
             return
         now = time.monotonic()
-        previous = self.status.report.get("state")
-        self.status.report = report
-        self.status.figures = figures
+        previous = self.status.heartbeat
+        self.status.heartbeat = heartbeat
+        self.status.figures = heartbeat.figures
         self.status.last_report_at = now
         self._heartbeat.set()
-        state = report.get("state")
-        if state == "live":
+        if heartbeat.state is SourceState.LIVE:
             self.status.lifecycle.on_frames(now)
-        if state != previous and previous is not None:
-            self.log.info("camera state", state=state, previous=previous)
+        if previous is not None and heartbeat.state != previous.state:
+            self.log.info("camera state", state=heartbeat.state, previous=previous.state)
 
     async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
         """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
@@ -367,16 +368,13 @@ class Supervisor:
             child.set_demand(watched)
 
     def fallback_active(self) -> bool:
-        return any(
-            c.status.redis_state in ("down", "disabled", "connecting")
-            for c in self.children.values()
-        )
+        return any(c.status.redis_state.uses_fallback for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(1 for c in self.children.values() if c.status.source_state == "live")
+        return sum(1 for c in self.children.values() if c.status.source_state is SourceState.LIVE)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {cid: child.status.snapshot() for cid, child in self.children.items()}
+    def statuses(self) -> dict[str, CameraStatus]:
+        return {cid: child.status.camera_status() for cid, child in self.children.items()}
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.children.values()))

@@ -8,12 +8,12 @@ import pytest
 
 from streamd.backoff import Backoff
 from streamd.gateway.hub import Hub, HubFrame
-from streamd.lifecycle import ChildState, Lifecycle
+from streamd.lifecycle import Lifecycle
+from streamd.states import ChildState, ExitCode
 from streamd.stats import LatencyHistogram
 from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.transport.publisher import LatestWinsQueue
 from streamd.worker.sources import Pacer
-from streamd.worker.spec import EX_CONFIG
 
 
 def test_backoff_grows_exponentially_to_the_cap() -> None:
@@ -129,7 +129,7 @@ def test_lifecycle_transitions() -> None:
 def test_lifecycle_config_error_is_not_restarted() -> None:
     life = Lifecycle(Backoff(initial=1.0, cap=8.0))
     life.on_spawned(0.0)
-    assert life.on_exit(0.5, EX_CONFIG) is None
+    assert life.on_exit(0.5, ExitCode.CONFIG) is None
     assert life.state is ChildState.CONFIG_ERROR
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
+from streamd.states import RedisState
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame, pack_frame
 
@@ -105,12 +106,12 @@ class FramePublisher:
         self._down.set()  # until the first PING answers
 
     @property
-    def redis_state(self) -> str:
+    def redis_state(self) -> RedisState:
         if self._client is None:
-            return "disabled"
+            return RedisState.DISABLED
         if self._connecting:
-            return "connecting"
-        return "up" if self._redis_up else "down"
+            return RedisState.CONNECTING
+        return RedisState.UP if self._redis_up else RedisState.DOWN
 
     def submit(self, frame: EncodedFrame) -> None:
         """Queue a frame without waiting (called from the event loop)."""

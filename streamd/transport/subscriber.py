@@ -30,11 +30,9 @@ from redis.exceptions import RedisError
 from streamd.backoff import Backoff
 from streamd.config import is_valid_camera_id
 from streamd.redact import redact_url
+from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL
 
 log = structlog.get_logger("streamd.subscriber")
-# Always subscribed, so the connection is in pub/sub mode even with no camera wanted.
-CONTROL_CHANNEL = "streamd:gateway"
-EVENT_PREFIX = "streamd:events:"
 PING_INTERVAL_S = 5.0
 PING_DEADLINE_S = 15.0
 
@@ -70,10 +68,10 @@ class FrameSubscriber:
         self._remove(self.prefix + camera_id)
 
     def want_events(self, camera_id: str) -> None:
-        self._add(EVENT_PREFIX + camera_id)
+        self._add(EVENT_CHANNEL_PREFIX + camera_id)
 
     def unwant_events(self, camera_id: str) -> None:
-        self._remove(EVENT_PREFIX + camera_id)
+        self._remove(EVENT_CHANNEL_PREFIX + camera_id)
 
     def wants(self, camera_id: str) -> bool:
         return self.wanted[self.prefix + camera_id] > 0
@@ -132,7 +130,8 @@ class FrameSubscriber:
         pubsub = client.pubsub()
         watchdog: asyncio.Task[None] | None = None
         try:
-            channels = [CONTROL_CHANNEL, *self.wanted]
+            # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
+            channels = [GATEWAY_CONTROL_CHANNEL, *self.wanted]
             await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self.subscribed = True
@@ -160,7 +159,7 @@ class FrameSubscriber:
     async def _read_loop(self, pubsub: PubSub) -> None:
         prefix = self.prefix.encode()
         cut = len(prefix)
-        events = EVENT_PREFIX.encode()
+        events = EVENT_CHANNEL_PREFIX.encode()
         while True:
             response = await pubsub.parse_response(block=True)
             # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...

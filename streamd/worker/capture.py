@@ -8,7 +8,6 @@ thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import structlog
 
 from streamd.backoff import Backoff
 from streamd.config import CameraConfig
+from streamd.states import SourceState
 from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.demand import IDLE_REFRESH_S
 from streamd.worker.detection_thread import DetectionRunner
@@ -26,12 +26,6 @@ from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
-
-
-class SourceState(enum.Enum):
-    CONNECTING = "connecting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
 
 
 class CaptureLoop:

@@ -8,8 +8,6 @@ from typing import Any
 
 from streamd.config import CameraConfig, ConfigError, parse_camera
 
-EX_CONFIG = 78  # sysexits.h: the child cannot run with this configuration
-
 
 @dataclass(frozen=True)
 class WorkerSpec:
