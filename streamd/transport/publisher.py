@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
+from streamd.retry import AsyncRetry
 from streamd.states import RedisState
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame, pack_frame
@@ -221,25 +222,24 @@ class FramePublisher:
 
     async def _reconnect_loop(self) -> None:
         """Probe Redis each time it goes down; mark it up when PING answers."""
-        assert self._client is not None
-        failures = 0
+        retry = AsyncRetry(self._reconnect, (RedisError, OSError))
         while True:
             await self._down.wait()
-            try:
-                await self._client.ping()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self._connecting = False
-                if failures == 1:
-                    log.warning(
-                        "redis unreachable; frames go to the local gateway",
-                        redis_url=redact_url(self._redis_url or ""),
-                        error=str(exc) or type(exc).__name__,
-                    )
-                await asyncio.sleep(self._reconnect.delay(failures))
-                continue
-            failures = 0
+            await retry.call_with_retry(self._ping, self._on_ping_failed)
             self._connecting = False
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
+
+    async def _ping(self) -> None:
+        assert self._client is not None
+        await self._client.ping()
+
+    def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
+        self._connecting = False
+        if failures == 1:
+            log.warning(
+                "redis unreachable; frames go to the local gateway",
+                redis_url=redact_url(self._redis_url or ""),
+                error=str(exc) or type(exc).__name__,
+            )

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from streamd.backoff import Backoff
 from streamd.config import is_valid_camera_id
 from streamd.redact import redact_url
+from streamd.retry import AsyncRetry
 from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL
 
 log = structlog.get_logger("streamd.subscriber")
@@ -50,7 +51,7 @@ class FrameSubscriber:
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_event = on_event
-        self.reconnect = reconnect
+        self._retry = AsyncRetry(reconnect, (RedisError, OSError, TimeoutError))
         self.wanted: Counter[str] = Counter()
         self.subscribed = False
         self.sessions = 0
@@ -99,23 +100,18 @@ class FrameSubscriber:
 
     # --- the connection -------------------------------------------------------------
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._session()
-            except (RedisError, OSError, TimeoutError) as exc:
-                was_subscribed = self.subscribed
-                self.subscribed = False
-                failures = 1 if was_subscribed else failures + 1
-                delay = self.reconnect.delay(failures)
-                if was_subscribed or failures == 1:
-                    log.warning(
-                        "redis subscription lost; reconnecting",
-                        redis_url=redact_url(self.url),
-                        error=str(exc) or type(exc).__name__,
-                        retry_in_s=round(delay, 2),
-                    )
-                await asyncio.sleep(delay)
+        """Subscribe, read until the connection is lost, and again, for ever."""
+        await self._retry.call_with_retry(self._session, self._on_session_failed)
+
+    def _on_session_failed(self, exc: Exception, failures: int, delay: float) -> None:
+        # Once per outage: the first failure after a session that worked, or at start.
+        if failures == 1:
+            log.warning(
+                "redis subscription lost; reconnecting",
+                redis_url=redact_url(self.url),
+                error=str(exc) or type(exc).__name__,
+                retry_in_s=round(delay, 2),
+            )
 
     async def _session(self) -> None:
         client = aioredis.Redis.from_url(
@@ -136,6 +132,7 @@ class FrameSubscriber:
             self._pubsub = pubsub
             self.subscribed = True
             self.sessions += 1
+            self._retry.succeeded()
             self._last_pong = time.monotonic()
             log.info(
                 "redis subscription started"
