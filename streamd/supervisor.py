@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,6 +28,7 @@ from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
 from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
 from streamd.stats import CameraCounters
+from streamd.systemd import SERVICE_ONLY_ENV
 from streamd.transport.local import (
     ControlSocketError,
     MessageType,
@@ -103,8 +105,10 @@ class CameraChild:
         settings: SupervisorConfig,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.env = env
         self.on_event = on_event
         self.settings = settings
         self.on_frame = on_frame
@@ -174,6 +178,7 @@ class CameraChild:
                 self.spec.log_level,
                 pass_fds=(child_end.fileno(),),
                 start_new_session=True,
+                env=self.env,
             )
         except OSError as exc:
             parent_end.close()
@@ -300,16 +305,28 @@ class CameraChild:
             await self._task
 
 
+def child_environment(parent: Mapping[str, str], source: str) -> dict[str, str]:
+    """The environment a camera child is started with (the daemon's own is not
+    edited): the parent's, without systemd's service-only variables."""
+    env = {k: v for k, v in parent.items() if k not in SERVICE_ONLY_ENV}
+    if source.startswith(("rtsp://", "rtsps://")):
+        # TCP interleaving survives NAT and packet loss far better than UDP for video.
+        env.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    return env
+
+
 class Supervisor:
     def __init__(
         self,
         config: Config,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        parent_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.on_frame = on_frame
         self.on_event = on_event
+        self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
@@ -329,7 +346,8 @@ class Supervisor:
             self._start_child(camera_id, spec)
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
-        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event)
+        env = child_environment(self.parent_env, spec.camera.source)
+        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event, env)
         self.children[camera_id] = child
         child.start()
 
