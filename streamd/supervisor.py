@@ -49,8 +49,6 @@ class ChildStatus:
     lifecycle: Lifecycle
     pid: int | None = None
     heartbeat: Heartbeat | None = None  # the current child's latest
-    last_report_at: float | None = None
-    bad_messages: int = 0
     stalls: int = 0
     last_exit_code: int | None = None
     last_error: str | None = None
@@ -216,7 +214,6 @@ class CameraChild:
             try:
                 message = await read_message(reader)
             except (ControlSocketError, ConnectionError) as exc:
-                self.status.bad_messages += 1
                 self.log.warning("bad control message; closing channel", error=str(exc))
                 return
             if message is None:
@@ -233,17 +230,14 @@ class CameraChild:
         try:
             heartbeat = Heartbeat.from_wire(decode_json(body))
         except ControlSocketError:
-            self.status.bad_messages += 1
             return
         except ValueError as exc:
-            self.status.bad_messages += 1
             self.log.warning("bad heartbeat", error=str(exc))
             return
         now = time.monotonic()
         previous = self.status.heartbeat
         self.status.heartbeat = heartbeat
         self.status.figures = heartbeat.figures
-        self.status.last_report_at = now
         self._heartbeat.set()
         if heartbeat.state is SourceState.LIVE:
             self.status.lifecycle.on_frames(now)

@@ -55,8 +55,6 @@ class FrameSubscriber:
         self.wanted: Counter[str] = Counter()
         self.subscribed = False
         self.sessions = 0
-        self.received = 0
-        self.ignored = 0
         self._pubsub: PubSub | None = None
         self._last_pong = time.monotonic()
 
@@ -73,9 +71,6 @@ class FrameSubscriber:
 
     def unwant_events(self, camera_id: str) -> None:
         self._remove(EVENT_CHANNEL_PREFIX + camera_id)
-
-    def wants(self, camera_id: str) -> bool:
-        return self.wanted[self.prefix + camera_id] > 0
 
     def _add(self, channel: str) -> None:
         self.wanted[channel] += 1
@@ -168,7 +163,6 @@ class FrameSubscriber:
                 if channel.startswith(prefix):
                     camera_id = channel[cut:].decode("ascii", "replace")
                     if is_valid_camera_id(camera_id):
-                        self.received += 1
                         self.on_frame(camera_id, data)
                         continue
                 elif channel.startswith(events):
@@ -176,7 +170,6 @@ class FrameSubscriber:
                     if is_valid_camera_id(camera_id):
                         self.on_event(camera_id, data)
                         continue
-                self.ignored += 1
             elif kind == b"pong":
                 self._last_pong = time.monotonic()
 
