@@ -356,7 +356,9 @@ class Supervisor:
         for camera_id in (*diff.added, *diff.changed):
             self._start_child(camera_id, new[camera_id])
         for camera_id in diff.unchanged:
-            # Settings such as backoff and grace apply from the next (re)start.
+            # stall_timeout and stop_grace are read as they are used, so they apply
+            # at once; the restart backoff and stable_after belong to the child's
+            # Lifecycle, made when it was created: only added or changed cameras get them.
             self.children[camera_id].settings = config.supervisor
         return diff
 

@@ -7,9 +7,10 @@ where the newest frame wins, and returns at once. One sender task takes
 pipeline, so batching grows with load and adds no latency when idle.
 
 While Redis is down (or disabled) the newest frame goes to ``fallback`` (the
-control socket to the supervisor's gateway) and a reconnect loop probes Redis
-with capped exponential backoff and jitter, so publishing resumes within
-``reconnect_cap`` seconds of Redis coming back.
+control socket to the supervisor's gateway) and a reconnect loop
+(``retry.AsyncRetry``) probes Redis with capped exponential backoff and jitter,
+so publishing resumes within one capped delay (``reconnect``'s ``cap``, 1 s by
+default) of Redis coming back.
 """
 
 from __future__ import annotations

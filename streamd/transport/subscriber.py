@@ -4,8 +4,9 @@ It subscribes to ``{prefix}{camera_id}`` only for cameras a viewer of this
 gateway watches (not to a pattern), so Redis itself knows which cameras are
 watched (``PUBSUB NUMSUB``) and a camera nobody watches need not be encoded.
 Detection events (``streamd:events:{camera_id}``) are wanted separately. It speaks RESP2:
-redis-py's RESP3 push handling drains ~10x slower for frame-sized messages and
-gets the client disconnected by Redis' output-buffer limit (design.md).
+redis-py's RESP3 push handling drains frame-sized messages far slower, until Redis'
+output-buffer limit disconnects the client (``python -m benchmarks.gateway_drain``
+measures both in one run).
 
 Redis drops subscribers (output-buffer limit, ``CLIENT KILL``, restarts): the
 ``run`` loop notices, reconnects with capped backoff and resubscribes everything
