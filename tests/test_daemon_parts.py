@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from streamd.config import parse_config
+from streamd.config import load_config, parse_config
 from streamd.daemon import Daemon, SignalRequests
 from streamd.supervisor import child_environment
+
+from .conftest import free_port, write_config
 
 
 def test_signal_handlers_only_record_what_was_asked() -> None:
@@ -48,3 +52,34 @@ def test_building_the_daemon_leaves_os_environ_alone(monkeypatch: pytest.MonkeyP
     assert os.environ["NOTIFY_SOCKET"] == "/nonexistent/notify"
     assert os.environ["WATCHDOG_USEC"] == "1000000"
     assert daemon.watchdog_every == 0.5  # read, not removed
+
+
+def test_rejected_frames_are_logged_sparsely() -> None:
+    config = parse_config({"redis": {"enabled": False}, "cameras": []}, "<test>", {})
+    gateway = Daemon(config, None).gateway
+    with capture_logs() as logs:
+        for _ in range(9):
+            gateway.ingest("cam", b"not a jpeg at all")
+    rejected = [e for e in logs if e["event"] == "frame rejected"]
+    assert [e["rejected_total"] for e in rejected] == [1, 2, 4, 8]  # not one per frame
+    assert all(e["reason"] == "not_jpeg" and e["camera_id"] == "cam" for e in rejected)
+    assert gateway.rejected["not_jpeg"] == 9
+
+
+async def test_an_invalid_reload_is_refused_naming_file_key_and_reason(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "streamd.toml",
+        redis_url=None,
+        port=free_port(),
+        cameras=[{"id": "one", "source": "synthetic:"}],
+    )
+    daemon = Daemon(load_config(path, {}), path)
+    path.write_text(path.read_text().replace('id = "one"', 'id = "one"\nfps = "fast"'))
+    with capture_logs() as logs:
+        ok, detail = await daemon.reload()
+    assert not ok and "cameras[0].fps" in detail
+    refused = [e for e in logs if e["event"].startswith("reload refused")]
+    assert len(refused) == 1 and refused[0]["log_level"] == "error"
+    assert refused[0]["file"] == str(path) and refused[0]["key"] == "cameras[0].fps"
+    assert "number" in refused[0]["reason"]
+    assert [c.id for c in daemon.config.cameras] == ["one"]  # the running config stays
