@@ -7,10 +7,11 @@ from collections import Counter
 
 from streamd.lifecycle import diff_specs
 from streamd.reporting import CameraSample, StatsReporter
+from streamd.states import CameraState, SourceState
 from streamd.stats import CameraCounters, DeliveryStats
 
 
-def sample(state: str = "live", viewers: int = 1, **counts: int) -> CameraSample:
+def sample(state: CameraState = SourceState.LIVE, viewers: int = 1, **counts: int) -> CameraSample:
     figures = CameraCounters(counters=Counter(counts))
     return CameraSample(
         figures, DeliveryStats(sent=counts.get("published", 0)), state, viewers, 0, 0
