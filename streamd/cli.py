@@ -31,10 +31,11 @@ from streamd.config import (
 )
 from streamd.observability import configure_logging
 from streamd.redact import redact_url
+from streamd.states import ExitCode
 
-EXIT_CONFIG = 78
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 69
+EXIT_CONFIG = ExitCode.CONFIG
+EXIT_USAGE = ExitCode.USAGE
+EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
 
 STARTER_CONFIG = """\
 # streamd configuration. Validate with: streamd check -c {path}

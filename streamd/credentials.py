@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from streamd.errors import StreamdError
 
-class SecretError(ValueError):
+
+class SecretError(StreamdError, ValueError):
     """The secret could not be read; the message names the path, never the value."""
 
 

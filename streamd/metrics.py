@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from streamd.reporting import CameraSample
+from streamd.states import SourceState
 from streamd.stats import LatencyHistogram
 
 BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
@@ -120,7 +121,7 @@ class StreamdCollector(Collector):
             viewers.add_metric([camera], sample.viewers)
             restarts.add_metric([camera], sample.restarts)
             stalls.add_metric([camera], sample.stalls)
-            live.add_metric([camera], 1.0 if sample.state == "live" else 0.0)
+            live.add_metric([camera], 1.0 if sample.state is SourceState.LIVE else 0.0)
         yield from (sent, viewers, restarts, stalls, live)
         rejected = CounterMetricFamily(
             "streamd_frames_rejected", "Untrusted frames dropped, by reason", labels=["reason"]

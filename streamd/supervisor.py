@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from streamd.backoff import Backoff
+from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
 from streamd.memory import over_memory, read_rss
+from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
 from streamd.stats import CameraCounters
+from streamd.systemd import SERVICE_ONLY_ENV
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     read_message,
@@ -47,9 +50,7 @@ class ChildStatus:
 
     lifecycle: Lifecycle
     pid: int | None = None
-    report: dict[str, Any] = field(default_factory=dict)
-    last_report_at: float | None = None
-    bad_messages: int = 0
+    heartbeat: Heartbeat | None = None  # the current child's latest
     stalls: int = 0
     memory_restarts: int = 0  # replaced for passing child_memory_max
     last_exit_code: int | None = None
@@ -64,34 +65,37 @@ class ChildStatus:
     def on_new_child(self) -> None:
         self.figures_base = self.totals()
         self.figures = CameraCounters()
-        self.report = {}
+        self.heartbeat = None
 
     @property
-    def source_state(self) -> str:
-        """connecting | live | stalled | reconnecting, or the child's own state."""
+    def source_state(self) -> CameraState:
+        """The source's state, or the child's own while none runs or reports."""
         if self.pid is None:
-            return self.lifecycle.state.value
-        return str(self.report.get("state", "starting"))
+            return self.lifecycle.state
+        if self.heartbeat is None:
+            return ChildState.STARTING
+        return self.heartbeat.state
 
     @property
-    def redis_state(self) -> str:
-        return str(self.report.get("redis", "unknown"))
+    def redis_state(self) -> RedisState:
+        return RedisState.UNKNOWN if self.heartbeat is None else self.heartbeat.redis
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "state": self.source_state,
-            "child": self.lifecycle.state.value,
-            "pid": self.pid,
-            "redis": self.redis_state,
-            "restarts": self.lifecycle.restarts,
-            "stalls": self.stalls,
-            "memory_restarts": self.memory_restarts,
-            "last_exit_code": self.last_exit_code,
-            "last_error": self.last_error,
-            "detector": self.report.get("detector"),
-            "watched": self.report.get("watched"),
-            "active_labels": self.report.get("active_labels", []),
-        }
+    def camera_status(self) -> CameraStatus:
+        heartbeat = self.heartbeat
+        return CameraStatus(
+            state=self.source_state,
+            child=self.lifecycle.state,
+            pid=self.pid,
+            redis=self.redis_state,
+            restarts=self.lifecycle.restarts,
+            stalls=self.stalls,
+            memory_restarts=self.memory_restarts,
+            last_exit_code=self.last_exit_code,
+            last_error=self.last_error,
+            detector=heartbeat.detector if heartbeat else None,
+            watched=heartbeat.watched if heartbeat else None,
+            active_labels=heartbeat.active_labels if heartbeat else (),
+        )
 
 
 class CameraChild:
@@ -103,8 +107,10 @@ class CameraChild:
         settings: SupervisorConfig,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.env = env
         self.on_event = on_event
         self.settings = settings
         self.on_frame = on_frame
@@ -141,7 +147,7 @@ class CameraChild:
                 break
             delay = lifecycle.on_exit(time.monotonic(), exit_code)
             if delay is None:
-                self.status.last_error = "unusable camera config (exit 78)"
+                self.status.last_error = f"unusable camera config (exit {ExitCode.CONFIG:d})"
                 self.log.error(
                     "camera child has an unusable config; not restarting until it changes",
                     exit_code=exit_code,
@@ -174,6 +180,7 @@ class CameraChild:
                 self.spec.log_level,
                 pass_fds=(child_end.fileno(),),
                 start_new_session=True,
+                env=self.env,
             )
         except OSError as exc:
             parent_end.close()
@@ -211,8 +218,7 @@ class CameraChild:
         while True:
             try:
                 message = await read_message(reader)
-            except (ProtocolError, ConnectionError) as exc:
-                self.status.bad_messages += 1
+            except (ControlSocketError, ConnectionError) as exc:
                 self.log.warning("bad control message; closing channel", error=str(exc))
                 return
             if message is None:
@@ -227,27 +233,21 @@ class CameraChild:
 
     def _on_status(self, body: bytes) -> None:
         try:
-            report = decode_json(body)
-        except ProtocolError:
-            self.status.bad_messages += 1
+            heartbeat = Heartbeat.from_wire(decode_json(body))
+        except ControlSocketError:
             return
-        try:
-            figures = CameraCounters.from_wire(report.get("figures", {}))
         except ValueError as exc:
-            self.status.bad_messages += 1
-            self.log.warning("bad heartbeat figures", error=str(exc))
+            self.log.warning("bad heartbeat", error=str(exc))
             return
         now = time.monotonic()
-        previous = self.status.report.get("state")
-        self.status.report = report
-        self.status.figures = figures
-        self.status.last_report_at = now
+        previous = self.status.heartbeat
+        self.status.heartbeat = heartbeat
+        self.status.figures = heartbeat.figures
         self._heartbeat.set()
-        state = report.get("state")
-        if state == "live":
+        if heartbeat.state is SourceState.LIVE:
             self.status.lifecycle.on_frames(now)
-        if state != previous and previous is not None:
-            self.log.info("camera state", state=state, previous=previous)
+        if previous is not None and heartbeat.state != previous.state:
+            self.log.info("camera state", state=heartbeat.state, previous=previous.state)
 
     async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
         """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
@@ -318,16 +318,28 @@ class CameraChild:
             await self._task
 
 
+def child_environment(parent: Mapping[str, str], source: str) -> dict[str, str]:
+    """The environment a camera child is started with (the daemon's own is not
+    edited): the parent's, without systemd's service-only variables."""
+    env = {k: v for k, v in parent.items() if k not in SERVICE_ONLY_ENV}
+    if source.startswith(("rtsp://", "rtsps://")):
+        # TCP interleaving survives NAT and packet loss far better than UDP for video.
+        env.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    return env
+
+
 class Supervisor:
     def __init__(
         self,
         config: Config,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        parent_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.on_frame = on_frame
         self.on_event = on_event
+        self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
@@ -347,7 +359,8 @@ class Supervisor:
             self._start_child(camera_id, spec)
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
-        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event)
+        env = child_environment(self.parent_env, spec.camera.source)
+        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event, env)
         self.children[camera_id] = child
         child.start()
 
@@ -362,7 +375,9 @@ class Supervisor:
         for camera_id in (*diff.added, *diff.changed):
             self._start_child(camera_id, new[camera_id])
         for camera_id in diff.unchanged:
-            # Settings such as backoff and grace apply from the next (re)start.
+            # stall_timeout and stop_grace are read as they are used, so they apply
+            # at once; the restart backoff and stable_after belong to the child's
+            # Lifecycle, made when it was created: only added or changed cameras get them.
             self.children[camera_id].settings = config.supervisor
         return diff
 
@@ -386,16 +401,13 @@ class Supervisor:
             child.set_demand(watched)
 
     def fallback_active(self) -> bool:
-        return any(
-            c.status.redis_state in ("down", "disabled", "connecting")
-            for c in self.children.values()
-        )
+        return any(c.status.redis_state.uses_fallback for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(1 for c in self.children.values() if c.status.source_state == "live")
+        return sum(1 for c in self.children.values() if c.status.source_state is SourceState.LIVE)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {cid: child.status.snapshot() for cid, child in self.children.items()}
+    def statuses(self) -> dict[str, CameraStatus]:
+        return {cid: child.status.camera_status() for cid, child in self.children.items()}
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.children.values()))

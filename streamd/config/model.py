@@ -9,13 +9,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamd.errors import StreamdError
 from streamd.redact import MASK, redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class ConfigError(ValueError):
+class ConfigError(StreamdError, ValueError):
     """A configuration problem, located as precisely as we can: file and key.
     The message never holds a secret: it goes to logs and HTTP bodies."""
 

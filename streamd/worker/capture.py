@@ -8,7 +8,6 @@ thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +17,11 @@ import structlog
 
 from streamd.backoff import Backoff
 from streamd.config import CameraConfig
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame
+from streamd.retry import Retry
+from streamd.states import SourceState
+from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.demand import IDLE_REFRESH_S
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Pacer, Source, SourceError
@@ -29,10 +29,8 @@ from streamd.worker.sources import Pacer, Source, SourceError
 log = structlog.get_logger("streamd.capture")
 
 
-class SourceState(enum.Enum):
-    CONNECTING = "connecting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
+class _SourceLost(Exception):
+    """The source stopped delivering (end of file, camera gone): reopen it."""
 
 
 class CaptureLoop:
@@ -73,34 +71,32 @@ class CaptureLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        source = self.source
-        failures = 0
-        state = SourceState.CONNECTING
-        while not self.stop_event.is_set():
-            self.on_state(state)
-            try:
-                source.open()
-            except SourceError as exc:
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning(
-                    "source open failed",
-                    error=str(exc),
-                    retry_in_s=round(delay, 2),
-                    attempt=failures,
-                )
-                self.stop_event.wait(delay)
-                state = SourceState.RECONNECTING
-                continue
-            if self._stream(source):
-                failures = 0
-            source.close()
-            state = SourceState.RECONNECTING
-            if not self.stop_event.is_set():
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning("source lost; reopening", retry_in_s=round(delay, 2))
-                self.stop_event.wait(delay)
+        retry = Retry(self.reopen, (SourceError, _SourceLost), sleep=self.stop_event.wait)
+        self._state = SourceState.CONNECTING
+        retry.call_with_retry(lambda: self._session(retry), self._on_session_failed)
+
+    def _session(self, retry: Retry) -> None:
+        """Open the source and stream until it is lost (raises) or we are stopped."""
+        if self.stop_event.is_set():
+            return
+        self.on_state(self._state)
+        self._state = SourceState.RECONNECTING
+        self.source.open()
+        try:
+            if self._stream(self.source):
+                retry.succeeded()  # frames came: a later loss starts the backoff over
+        finally:
+            self.source.close()
+        if not self.stop_event.is_set():
+            raise _SourceLost
+
+    def _on_session_failed(self, exc: Exception, failures: int, delay: float) -> None:
+        if isinstance(exc, _SourceLost):
+            log.warning("source lost; reopening", retry_in_s=round(delay, 2))
+        else:
+            log.warning(
+                "source open failed", error=str(exc), retry_in_s=round(delay, 2), attempt=failures
+            )
 
     def _stream(self, source: Source) -> bool:
         """Read until the source is lost or we are stopped; True if any frame came."""

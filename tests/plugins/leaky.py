@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamd.config import DetectorConfig
-from streamd.worker.detect import Detection
+from streamd.worker.detectors import Detection
 
 CHUNK = 5 * 1024 * 1024
 LIMIT = 1024 * 1024 * 1024
