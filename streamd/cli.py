@@ -230,6 +230,8 @@ def _daemon_url(config: Config, path: str) -> str:
 
 def _call(config: Config, path: str, method: str = "GET") -> dict[str, Any]:
     request = urllib.request.Request(_daemon_url(config, path), method=method)  # noqa: S310
+    if method == "POST":  # control needs a JSON content type (the daemon's CSRF guard)
+        request.add_header("Content-Type", "application/json")
     token = os.environ.get("STREAMD_ADMIN_TOKEN")
     if token:
         request.add_header("Authorization", f"Bearer {token}")

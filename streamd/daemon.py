@@ -18,6 +18,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,18 @@ class Daemon:
             config,
             self.hub,
             self.subscriber,
-            fallback_active=self.supervisor.fallback_active,
             control=self,
+            fallback_active=self.supervisor.fallback_active,
         )
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             StreamdCollector(
-                self.samples, lambda: self.gateway.rejected, lambda: self.gateway.refused
+                self.samples,
+                lambda: self.gateway.rejected,
+                lambda: self.gateway.refused,
+                lambda: self.hub.untimed,
             )
         )
         self._reload_lock = asyncio.Lock()
@@ -126,8 +130,22 @@ class Daemon:
         """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
         self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
 
-    def metrics(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+    def metrics(self, cameras: Collection[str] | None) -> bytes:
+        """Prometheus text; ``cameras`` limits it to those cameras' series (a
+        scoped token), leaving out the daemon-wide ones."""
+        if cameras is None:
+            return bytes(generate_latest(self.registry))
+        allowed = frozenset(cameras)
+        scoped = CollectorRegistry(auto_describe=False)
+        scoped.register(
+            StreamdCollector(
+                lambda: {c: s for c, s in self.samples().items() if c in allowed},
+                dict,
+                dict,
+                lambda: None,
+            )
+        )
+        return bytes(generate_latest(scoped))
 
     async def _stats_loop(self) -> None:
         """One line per camera per ``stats_interval``: never one per frame."""
@@ -178,10 +196,8 @@ class Daemon:
             for camera_id in old_ids - new_ids:
                 self.subscriber.unwant_events(camera_id)
         self.config = applied
-        self.gateway.config = applied
+        self.gateway.apply_config(applied)
         diff = await self.supervisor.apply(applied)
-        for camera_id in diff.removed:
-            self.hub.forget(camera_id)
         log.info(
             "config reloaded",
             added=list(diff.added),

@@ -26,6 +26,8 @@ from streamd.journald import encode_fields, field_name, journal_fields
 from .conftest import Daemon, RedisServer, free_port, wait_for, write_config
 from .viewers import Watcher
 
+JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
+
 SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 10}
 
 
@@ -309,7 +311,9 @@ def test_metrics_parse_and_agree_with_stats_line(
         "frames published",
     )
     # Freeze the counters (stop the camera), then compare a stats line taken after.
-    request = urllib.request.Request(f"http://{daemon.base}/api/v1/cameras/m/stop", method="POST")
+    request = urllib.request.Request(
+        f"http://{daemon.base}/api/v1/cameras/m/stop", method="POST", headers=JSON
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     frozen_at = len(stats_lines(daemon, "m"))

@@ -83,18 +83,23 @@ async def test_hub_new_viewer_gets_cached_frame_at_once() -> None:
     assert got.meta is not None and got.meta.seq == 7
 
 
-async def test_hub_drops_duplicate_seq_and_forgets_unwatched_foreign_cameras() -> None:
-    hub = Hub()
+async def test_hub_drops_duplicate_seq_and_bounds_unwatched_foreign_cameras() -> None:
+    hub = Hub(pinned=["a"], max_idle_foreign=2)
     hub.publish(hub_frame("a", 1))
     hub.publish(hub_frame("a", 1))
     assert hub.duplicates == 1
     mailbox = hub.attach("foreign")
     hub.publish(hub_frame("foreign", None))
-    hub.detach(mailbox, keep_cache=False)
-    assert "foreign" not in hub.feeds
+    hub.detach(mailbox)
+    assert hub.latest("foreign") is not None  # kept for a viewer who joins soon
+    for name in ("x1", "x2", "x3"):  # a publisher inventing ids
+        hub.publish(hub_frame(name, None))
+    assert set(hub.feeds) == {"a", "x2", "x3"}  # LRU of 2 idle foreign feeds
     kept = hub.attach("a")
-    hub.detach(kept, keep_cache=True)
+    hub.detach(kept)
     assert hub.latest("a") is not None
+    hub.pin([])  # a reload removed "a": it joins the LRU and pushes out the oldest
+    assert set(hub.feeds) == {"a", "x3"}
 
 
 def state(life: Lifecycle) -> ChildState:

@@ -58,6 +58,7 @@ def wait_live(daemon: Daemon, camera_id: str, timeout: float = 20) -> int:
 
 def post(daemon: Daemon, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"http://{daemon.base}{path}", method="POST")
+    request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

@@ -20,6 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from .conftest import Daemon, RedisServer, free_port, wait_for
 
+JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
+
 SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 10}
 CHROMIUM_FLAGS = [
     "--headless",
@@ -162,7 +164,7 @@ async def test_wall_in_headless_chromium(
     assert path.stat().st_size > 10_000
 
     request = urllib.request.Request(
-        f"http://{daemon.base}/api/v1/cameras/garage/stop", method="POST"
+        f"http://{daemon.base}/api/v1/cameras/garage/stop", method="POST", headers=JSON
     )
     await asyncio.to_thread(urllib.request.urlopen, request, None, 10)
     stopped = await until(
