@@ -247,8 +247,10 @@ class Gateway:
         return False, "redis subscription down"
 
     def known_cameras(self) -> list[str]:
+        """Configured cameras, then others being watched here (idle cached feeds
+        of removed or foreign cameras are not listed: no ghosts)."""
         configured = [c.id for c in self.config.cameras]
-        others = [c for c in self.hub.feeds if c not in configured]
+        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in configured]
         return configured + sorted(others)
 
     def visible_cameras(self, token: str | None) -> list[str]:
