@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from collections import Counter, OrderedDict
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from streamd.camera_status import CameraStatus
@@ -143,6 +145,32 @@ class GatedServer(web.Server):
             self.gateway.gate.release(connection.peer, connection.refusal)
 
 
+class _HttpErrors(logging.Handler):
+    """aiohttp reports malformed requests as exceptions with a traceback: for
+    untrusted input that is a counted, sampled one-line refusal instead. Anything
+    else is a bug of ours and keeps its traceback."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(logging.DEBUG)
+        self.gateway = gateway
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or isinstance(exc, HttpProcessingError | ConnectionError):
+            reason = getattr(exc, "message", None) or str(exc or record.getMessage())
+            self.gateway.refuse_quietly("bad_http", detail=reason.strip()[:200])
+        else:
+            log.error("request failed", exc_info=record.exc_info)
+
+
+def _http_error_logger(gateway: Gateway) -> logging.Logger:
+    logger = logging.getLogger(f"streamd.gateway.http.{id(gateway)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.handlers = [_HttpErrors(gateway)]
+    return logger
+
+
 class Gateway:
     def __init__(
         self,
@@ -220,12 +248,12 @@ class Gateway:
         if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
             log.warning("frame rejected", camera_id=camera_id, reason=reason, rejected_total=total)
 
-    def refuse_quietly(self, reason: str) -> None:
+    def refuse_quietly(self, reason: str, **fields: Any) -> None:
         """Count a refusal; log only the 1st, 2nd, 4th… of each reason (no log floods)."""
         self.refused[reason] += 1
         count = self.refused[reason]
         if count & (count - 1) == 0:
-            log.info("request refused", reason=reason, refused_total=count)
+            log.info("request refused", reason=reason, refused_total=count, **fields)
 
     def refuse(self, reason: str, status: int, message: str, **fields: Any) -> web.Response:
         self.refused[reason] += 1
@@ -377,6 +405,7 @@ class Gateway:
         self._web = GatedServer(
             self,
             access_log=None,
+            logger=_http_error_logger(self),
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             handler_cancellation=True,  # a client that leaves cancels its request
         )
