@@ -22,8 +22,9 @@ import redis.asyncio as aioredis
 
 from benchmarks._redis import fake_jpeg, redis_server
 from streamd.config import Config
+from streamd.gateway.control import NoControl
 from streamd.gateway.hub import Hub
-from streamd.gateway.server import Gateway, NoControl
+from streamd.gateway.server import Gateway
 from streamd.transport.frame import FrameMeta, pack_frame
 from streamd.transport.subscriber import FrameSubscriber
 

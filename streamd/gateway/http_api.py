@@ -18,7 +18,8 @@ from streamd.gateway.routes import Route, RouteKind
 from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
 
 if TYPE_CHECKING:
-    from streamd.gateway.server import Connection, Gateway
+    from streamd.gateway.listener import Connection
+    from streamd.gateway.server import Gateway
 
 log = structlog.get_logger("streamd.gateway")
 MAX_CONTROL_BODY = 4096  # control takes an empty or small JSON body

@@ -14,25 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
 
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
 from streamd.gateway import http_api, protocol
-from streamd.gateway.admission import ConnectionGate, Refusal
+from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
+from streamd.gateway.control import Control
 from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
+from streamd.gateway.listener import Connection, GatedServer, http_error_logger
 from streamd.gateway.responses import error
 from streamd.gateway.routes import RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
@@ -46,129 +45,6 @@ MAX_IDLE_FOREIGN_EVENTS = 256  # newest events kept for unconfigured cameras (LR
 STALE_AFTER_S = 5.0
 STATE_TICK_S = 1.0
 KEEPALIVE_TIMEOUT_S = 5.0  # idle HTTP connections count toward the limits: free them soon
-
-
-class Control(Protocol):
-    """What the gateway may ask of the daemon (implemented by ``daemon.py``)."""
-
-    async def start_camera(self, camera_id: str) -> bool: ...
-
-    async def stop_camera(self, camera_id: str) -> bool: ...
-
-    async def reload(self) -> tuple[bool, str]: ...
-
-    def camera_statuses(self) -> Mapping[str, CameraStatus]: ...
-
-    def metrics(self, cameras: Collection[str] | None) -> bytes: ...
-
-    def viewers_changed(self, camera_id: str) -> None: ...
-
-
-class NoControl:
-    """A gateway without a supervisor (benchmarks, other tools): nothing to control."""
-
-    async def start_camera(self, camera_id: str) -> bool:
-        return False
-
-    async def stop_camera(self, camera_id: str) -> bool:
-        return False
-
-    async def reload(self) -> tuple[bool, str]:
-        return False, "no supervisor"
-
-    def camera_statuses(self) -> Mapping[str, CameraStatus]:
-        return {}
-
-    def metrics(self, cameras: Collection[str] | None) -> bytes:
-        return b""
-
-    def viewers_changed(self, camera_id: str) -> None:
-        pass
-
-
-class Connection:
-    """Bookkeeping for one TCP connection, from accept to close."""
-
-    def __init__(self, peer: str, refusal: Refusal | None) -> None:
-        self.peer = peer
-        self.refusal = refusal
-        self.requests = 0
-        self.in_flight = 0
-        self.upgraded = False
-        self.deadline: asyncio.TimerHandle | None = None
-
-
-class GatedServer(web.Server):
-    """aiohttp's low-level server with admission at accept and a deadline for a
-    connection to send its request (slow handshakes are dropped, not served)."""
-
-    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
-        super().__init__(gateway.dispatch, **kwargs)
-        self.gateway = gateway
-        self.connections_info: dict[RequestHandler, Connection] = {}
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        gate = self.gateway.gate
-        if gate.flooded():
-            self.gateway.refuse_quietly("connection_flood")
-            transport.abort()
-            return
-        address = transport.get_extra_info("peername")
-        peer = str(address[0]) if address else ""
-        refusal = gate.admit(peer)
-        connection = self.connections_info[handler] = Connection(peer, refusal)
-        self._arm_deadline(handler, connection, transport)
-
-    def _arm_deadline(
-        self, handler: RequestHandler, connection: Connection, transport: asyncio.Transport
-    ) -> None:
-        seen = connection.requests
-        timeout = self.gateway.config.server.handshake_timeout
-
-        def check() -> None:
-            if connection.upgraded or connection.in_flight or connection.requests != seen:
-                if not connection.upgraded:
-                    self._arm_deadline(handler, connection, transport)
-                return
-            self.gateway.refuse_quietly("handshake_timeout")
-            transport.abort()
-
-        connection.deadline = asyncio.get_running_loop().call_later(timeout, check)
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        connection = self.connections_info.pop(handler, None)
-        if connection is not None:
-            if connection.deadline is not None:
-                connection.deadline.cancel()
-            self.gateway.gate.release(connection.peer, connection.refusal)
-
-
-class _HttpErrors(logging.Handler):
-    """aiohttp reports malformed requests as exceptions with a traceback: for
-    untrusted input that is a counted, sampled one-line refusal instead. Anything
-    else is a bug of ours and keeps its traceback."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__(logging.DEBUG)
-        self.gateway = gateway
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is None or isinstance(exc, HttpProcessingError | ConnectionError):
-            reason = getattr(exc, "message", None) or str(exc or record.getMessage())
-            self.gateway.refuse_quietly("bad_http", detail=reason.strip()[:200])
-        else:
-            log.error("request failed", exc_info=record.exc_info)
-
-
-def _http_error_logger(gateway: Gateway) -> logging.Logger:
-    logger = logging.getLogger(f"streamd.gateway.http.{id(gateway)}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.handlers = [_HttpErrors(gateway)]
-    return logger
 
 
 class Gateway:
@@ -405,7 +281,7 @@ class Gateway:
         self._web = GatedServer(
             self,
             access_log=None,
-            logger=_http_error_logger(self),
+            logger=http_error_logger(self),
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             handler_cancellation=True,  # a client that leaves cancels its request
         )
