@@ -9,6 +9,7 @@ existing ``except ValueError`` / ``except RuntimeError`` clauses still match::
      ├── SecretError (ValueError)         credentials: names the path, never the value
      ├── ControlSocketError (ValueError)  transport.local: a bad supervisor ↔ child message
      ├── FrameError (ValueError)          transport.frame: an untrusted payload refused
+     ├── ClientMessageError (ValueError)  gateway.protocol: a viewer's /ws message refused
      ├── EncodeError (RuntimeError)       worker.encode: OpenCV refused a frame
      └── DetectorError (RuntimeError)     worker.detectors: a detector could not be built
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamd.config import is_valid_camera_id
+from streamd.errors import StreamdError
 from streamd.gateway.hub import HubFrame
 from streamd.states import CameraState, SourceState
 
@@ -25,7 +26,7 @@ MAX_JSON_DEPTH = 16  # our messages nest 3 deep; more is an attack on the parser
 _TAIL = struct.Struct(">QQ")
 
 
-class ClientMessageError(ValueError):
+class ClientMessageError(StreamdError, ValueError):
     """A client message we cannot accept; ``reason`` goes back to the client."""
 
 
