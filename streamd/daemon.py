@@ -70,6 +70,7 @@ class Daemon:
             self.subscriber,
             control=self,
             fallback_active=self.supervisor.fallback_active,
+            env=os.environ,
         )
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
@@ -129,6 +130,9 @@ class Daemon:
     def viewers_changed(self, camera_id: str) -> None:
         """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
         self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
+
+    def set_publish_interval(self, camera_id: str, every: int) -> bool:
+        return self.supervisor.set_publish_every(camera_id, every)
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
         """Prometheus text; ``cameras`` limits it to those cameras' series (a

@@ -13,6 +13,7 @@ from streamd.errors import StreamdError
 from streamd.redact import MASK, redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
+EXTERNAL_SOURCE = "external:"
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -84,7 +85,9 @@ class DetectorConfig:
 
     kind: str = "motion"  # motion | none | onnx | module:attribute
     detect_fps: float | None = None  # None: every published frame
-    overlay: bool = True
+    # Boxes drawn into published frames. Unset: on for object detectors (onnx,
+    # plugins), off for motion, whose boxes are noise for most sites (clock digits).
+    overlay: bool | None = None
     overlay_timestamp: bool = False
     motion_min_area: int = 400  # px² in frame coordinates
     motion_warmup: float = 2.0  # seconds to learn the background
@@ -95,6 +98,12 @@ class DetectorConfig:
     score_threshold: float = 0.5
     nms_threshold: float = 0.45
     event_clear_after: float = 2.0  # a label must be gone this long before "left"
+
+    @property
+    def draws_overlay(self) -> bool:
+        if self.overlay is not None:
+            return self.overlay
+        return self.kind not in ("motion", "none")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detector": self.kind}
@@ -120,6 +129,12 @@ class CameraConfig:
     name: str | None = None  # for people (the wall, status); the id stays the key
     location: str | None = None
     detection: DetectorConfig = field(default_factory=DetectorConfig)
+
+    @property
+    def external(self) -> bool:
+        """``source = "external:"``: another program publishes the frames on Redis
+        (an old detection process); streamd lists it, caches and serves it."""
+        return self.source == EXTERNAL_SOURCE
 
     def to_dict(self) -> dict[str, Any]:
         """Flat TOML-shaped table (parse_camera reads it back)."""

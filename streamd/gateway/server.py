@@ -32,8 +32,9 @@ from streamd.gateway.control import Control
 from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
 from streamd.gateway.listener import Connection, GatedServer, http_error_logger
+from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
-from streamd.gateway.routes import RouteKind, route
+from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
@@ -55,6 +56,7 @@ class Gateway:
         subscriber: FrameSubscriber | None,
         control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -72,25 +74,42 @@ class Gateway:
         self._closing: asyncio.Task[None] | None = None
         self._state_task: asyncio.Task[None] | None = None
         hub.pin(c.id for c in config.cameras)
+        self.old_api = OldApi(self, env or {})
 
     def apply_config(self, config: Config) -> None:
         """A reload: cameras and token/limit settings apply at once; listen waits."""
+        self._follow_external(self.config, config)
         self.config = config
         self.hub.pin(c.id for c in config.cameras)
         self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
 
+    def _follow_external(self, old: Config | None, new: Config) -> None:
+        """Cameras another program publishes are subscribed to all the time, so
+        their newest frame is cached for snapshots and late joiners (as the old
+        server's ``PSUBSCRIBE video:*`` did)."""
+        if self.subscriber is None:
+            return
+        before = {c.id for c in old.cameras if c.external} if old else set()
+        after = {c.id for c in new.cameras if c.external}
+        for camera_id in sorted(after - before):
+            self.subscriber.want(camera_id)
+        for camera_id in sorted(before - after):
+            self.subscriber.unwant(camera_id)
+
     # --- frames and events in ---------------------------------------------------------
-    def ingest(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted frame (Redis or a child) and hand it to the hub."""
+    def ingest(self, camera_id: str, payload: bytes) -> bool:
+        """Validate an untrusted frame (Redis, a child, an HTTP push) and hand it
+        to the hub; False when it was rejected (counted by reason)."""
         try:
             parsed = parse_frame(payload, self.config.server.max_frame_bytes)
         except FrameError as exc:
             self._reject(camera_id, exc.reason)
-            return
+            return False
         if parsed.meta is not None and parsed.meta.camera_id != camera_id:
             self._reject(camera_id, "camera_mismatch")
-            return
+            return False
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
+        return True
 
     def ingest_event(self, camera_id: str, payload: bytes) -> None:
         """Validate an untrusted detection event, keep the newest, forward it."""
@@ -131,12 +150,16 @@ class Gateway:
         if count & (count - 1) == 0:
             log.info("request refused", reason=reason, refused_total=count, **fields)
 
-    def refuse(self, reason: str, status: int, message: str, **fields: Any) -> web.Response:
+    def refuse(
+        self, reason: str, status: int, message: str, *, old_api: bool = False, **fields: Any
+    ) -> web.Response:
+        """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
         self.refused[reason] += 1
         count = self.refused[reason]
         if count & (count - 1) == 0:
             log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
-        return error(status, message, close=status >= 500 or reason in _CLOSING_REASONS)
+        close = status >= 500 or reason in _CLOSING_REASONS
+        return error(status, message, close=close, old_api=reason if old_api else None)
 
     # --- state --------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -260,13 +283,14 @@ class Gateway:
         target = route(request.path)
         if target.kind is RouteKind.NOT_FOUND:
             return self.refuse("not_found", 404, "not found")
+        old_api = target.kind.old_api
         if request.method == "OPTIONS":
             return http_api.preflight(self, request, target)
         if request.method not in target.kind.methods:
-            allow = ", ".join(sorted(target.kind.methods))
-            return self.refuse("method", 405, f"method not allowed (use {allow})")
-        if request.body_exists and not target.kind.changes_state:
-            return self.refuse("bad_request", 400, "this endpoint takes no request body")
+            return self.refuse("method", 405, method_refusal(target), old_api=old_api)
+        if request.body_exists and not target.kind.takes_body:
+            message = "this endpoint takes no request body"
+            return self.refuse("bad_request", 400, message, old_api=old_api)
         if target.kind.is_websocket:
             return await http_api.open_viewer(self, request, target, connection)
         return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
@@ -295,6 +319,8 @@ class Gateway:
             reuse_address=True,
         )
         self._state_task = asyncio.create_task(self._state_loop(), name="viewer-states")
+        self._follow_external(None, self.config)
+        self.old_api.start_intervals()
         return self._server
 
     def bound_port(self) -> int:
@@ -324,6 +350,18 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
+        await self.old_api.close()
+
+
+def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERAS or (
+        target.kind is RouteKind.V1_CAMERA and not target.action
+    ):
+        return (
+            "cameras are created and deleted in /etc/streamd.toml (or /etc/streamd.d/) "
+            "or with `streamd camera add|remove`, then `systemctl reload streamd`"
+        )
+    return f"method not allowed (use {', '.join(sorted(target.kind.methods))})"
 
 
 # Refusals after which the connection is closed (the client misbehaves or may

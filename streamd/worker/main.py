@@ -226,13 +226,21 @@ class CameraWorker:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
+MAX_PUBLISH_EVERY = 1000
+
+
 async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) -> None:
-    """Apply DEMAND messages; return when the supervisor closes the socket (or dies)."""
+    """Apply DEMAND and TUNE messages; return when the supervisor closes the socket."""
     with contextlib.suppress(ControlSocketError, ConnectionError):
         while (message := await read_message(reader)) is not None:
             kind, body = message
             if kind is MessageType.DEMAND:
                 worker.set_local_demand(bool(decode_json(body).get("watched")))
+            elif kind is MessageType.TUNE:
+                every = decode_json(body).get("publish_every")
+                if isinstance(every, int) and 1 <= every <= MAX_PUBLISH_EVERY:
+                    worker.capture.publish_every = every
+                    log.info("publish interval", publish_every=every)
 
 
 async def run_worker(control_fd: int) -> int:
