@@ -213,6 +213,9 @@ class Gateway:
         for camera_id in self.visible_cameras(presented):
             status = statuses.get(camera_id)
             info = status.to_json() if status else {}
+            camera = self.config.camera(camera_id)
+            if camera is not None:
+                info["name"], info["location"] = camera.name, camera.location
             latest = self.hub.latest(camera_id)
             info["state"] = self.camera_state(camera_id, statuses).value
             info["viewers"] = self.hub.viewers(camera_id)
