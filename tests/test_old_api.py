@@ -50,15 +50,7 @@ def same_jpeg(sent: bytes, original: bytes) -> bool:
 
 
 @pytest.fixture(scope="module")
-def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def daemon(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     path = tmp_path_factory.mktemp("old") / "streamd.toml"
     port = free_port()
     cameras: list[dict[str, Any]] = [
@@ -74,7 +66,7 @@ def daemon(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         {"id": "legacy", "source": "external:"},
         {"id": "pushed", "source": "external:"},
     ]
-    write_config(path, redis_url=redis_srv.url, port=port, cameras=cameras)
+    write_config(path, redis_url=module_redis.url, port=port, cameras=cameras)
     started = Daemon(path, port, env={"VIDEO_PUSH_TOKEN": PUSH_TOKEN})
     started.wait_healthy()
     yield started
@@ -186,12 +178,12 @@ def test_errors_and_unsupported_in_the_old_shape(daemon: Daemon) -> None:
 
 
 async def test_old_detection_process_reaches_viewers_and_late_joiners(
-    daemon: Daemon, redis_srv: RedisServer
+    daemon: Daemon, module_redis: RedisServer
 ) -> None:
     url = f"ws://{daemon.base}/api/v1/video-stream/ws/legacy"
     async with connect(url) as ws:
         process = subprocess.Popen(
-            [sys.executable, "-c", OLD_DETECTION_PROCESS, redis_srv.url, "video:legacy", "20"]
+            [sys.executable, "-c", OLD_DETECTION_PROCESS, module_redis.url, "video:legacy", "20"]
         )
         got = await asyncio.wait_for(ws.recv(), 15)
         assert isinstance(got, bytes) and got[:2] == b"\xff\xd8"
@@ -213,7 +205,7 @@ async def test_old_detection_process_reaches_viewers_and_late_joiners(
 
 
 async def test_http_frame_push_reaches_viewers_redis_and_late_joiners(
-    daemon: Daemon, redis_srv: RedisServer
+    daemon: Daemon, module_redis: RedisServer
 ) -> None:
     push = "/api/v1/video-stream/frame/pushed"
     frame = jpeg_bytes(77)
@@ -223,7 +215,7 @@ async def test_http_frame_push_reaches_viewers_redis_and_late_joiners(
     assert call(daemon, push, "POST", b"", token)[0] == 400
     assert call(daemon, push, "POST", b"not a jpeg", token)[0] == 400
     assert call(daemon, push, "POST", frame, {**token, "Origin": "http://evil.example"})[0] == 403
-    pubsub = redis_srv.client().pubsub()
+    pubsub = module_redis.client().pubsub()
     pubsub.subscribe("video:pushed")
     async with connect(f"ws://{daemon.base}/ws/pushed") as ws:
         status, body = call(daemon, push, "POST", frame, token)
@@ -243,8 +235,8 @@ async def test_http_frame_push_reaches_viewers_redis_and_late_joiners(
         assert isinstance(cached, bytes) and same_jpeg(cached, frame)
 
 
-def published_per_second(redis_srv: RedisServer, channel: str, seconds: float) -> float:
-    pubsub = redis_srv.client().pubsub()
+def published_per_second(module_redis: RedisServer, channel: str, seconds: float) -> float:
+    pubsub = module_redis.client().pubsub()
     pubsub.subscribe(channel)
     deadline = time.monotonic() + 1.0  # let demand reach the child first
     while time.monotonic() < deadline:
@@ -260,7 +252,7 @@ def published_per_second(redis_srv: RedisServer, channel: str, seconds: float) -
 
 
 def test_stream_interval_cuts_the_published_rate_live(
-    daemon: Daemon, redis_srv: RedisServer
+    daemon: Daemon, module_redis: RedisServer
 ) -> None:
     path = "/api/v1/video-stream/config/door"
     status, body = call(daemon, path)
@@ -271,19 +263,19 @@ def test_stream_interval_cuts_the_published_rate_live(
         "frame_by_frame": False,
     }
     pid = call(daemon, "/api/v1/cameras/door/status")[1]["pid"]
-    before = published_per_second(redis_srv, "video:door", 3.0)
+    before = published_per_second(module_redis, "video:door", 3.0)
     status, body = post_json(daemon, path, {"stream_interval": 3})
     assert status == 200 and body["stream_interval"] == 3 and "message" in body
-    after = published_per_second(redis_srv, "video:door", 3.0)
+    after = published_per_second(module_redis, "video:door", 3.0)
     assert 0.2 < after / before < 0.45, (before, after)
     assert call(daemon, "/api/v1/cameras/door/status")[1]["pid"] == pid  # no restart
-    stored = redis_srv.client().hgetall("video_stream:config:door")
+    stored = module_redis.client().hgetall("video_stream:config:door")
     assert stored[b"stream_interval"] == b"3"
-    assert 0 < redis_srv.client().ttl("video_stream:config:door") <= 3600
+    assert 0 < module_redis.client().ttl("video_stream:config:door") <= 3600
     assert call(daemon, path)[1]["stream_interval"] == 3
     status, body = post_json(daemon, path, {"frame_by_frame": True})
     assert status == 200 and body["frame_by_frame"] is True
-    restored = published_per_second(redis_srv, "video:door", 2.0)
+    restored = published_per_second(module_redis, "video:door", 2.0)
     assert restored / before > 0.8
 
 
