@@ -21,6 +21,8 @@ class RouteKind(enum.Enum):
     SNAPSHOT = "snapshot"  # /snapshot/{id}.jpg
     CAMERA_CONTROL = "camera_control"  # POST /api/v1/cameras/{id}/start|stop
     RELOAD = "reload"  # POST /api/v1/reload
+    EVENTS = "events"  # /api/events (gateway/events_api.py)
+    EVENT_SNAPSHOT = "event_snapshot"  # /api/events/{id}/snapshot.jpg
     NOT_FOUND = "not_found"
 
     @property
@@ -51,7 +53,10 @@ _SIMPLE = {
     "/api/cameras": RouteKind.CAMERAS,
     "/api/v1/reload": RouteKind.RELOAD,
     "/ws": RouteKind.MULTIPLEX,
+    "/api/events": RouteKind.EVENTS,
 }
+EVENTS_PREFIX = "/api/events/"
+EVENT_SNAPSHOT_SUFFIX = "/snapshot.jpg"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Route:
     kind: RouteKind
     camera_id: str = ""  # not yet validated: callers check is_valid_camera_id
     action: str = ""
+    event_id: str = ""  # not yet validated: events_api checks it
 
 
 NOT_FOUND = Route(RouteKind.NOT_FOUND)
@@ -74,6 +80,9 @@ def route(path: str) -> Route:
             return Route(RouteKind.STREAM, path[len(prefix) :])
     if path.startswith("/snapshot/") and path.endswith(".jpg"):
         return Route(RouteKind.SNAPSHOT, path[len("/snapshot/") : -len(".jpg")])
+    if path.startswith(EVENTS_PREFIX) and path.endswith(EVENT_SNAPSHOT_SUFFIX):
+        event_id = path[len(EVENTS_PREFIX) : -len(EVENT_SNAPSHOT_SUFFIX)]
+        return Route(RouteKind.EVENT_SNAPSHOT, event_id=event_id)
     if path.startswith(CONTROL_PREFIX):
         camera_id, _, action = path[len(CONTROL_PREFIX) :].partition("/")
         if action in CONTROL_ACTIONS:
