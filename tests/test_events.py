@@ -17,6 +17,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
 from streamd.config import EventsConfig
 from streamd.eventlog.records import EventQuery, QueryError, decode_entry, parse_query
@@ -84,8 +85,12 @@ def _up(daemon: Daemon) -> bool:
         return False
 
 
-def stream_ids(client: Any) -> list[str]:
-    return [bytes(i).decode() for i, _ in client.xrange("streamd:events")]
+def stream_ids(client: Any, camera: str | None = None) -> list[str]:
+    return [
+        bytes(i).decode()
+        for i, fields in client.xrange("streamd:events")
+        if camera is None or fields.get(b"camera") == camera.encode()
+    ]
 
 
 def assert_no_traceback(daemon: Daemon) -> None:
@@ -350,3 +355,106 @@ def test_hostile_stream_writer_is_counted_and_skipped(
         assert get(scoped, path, TOKEN_MOVING)[0] == 404
     logged = [e for e in scoped.log_events() if e["event"].startswith("junk entries")]
     assert logged and logged[-1]["skipped_total"] >= 5
+
+
+# --- replay across a gateway restart, caps under an event storm -------------------------
+
+
+async def _live_event_ids(url: str, count: int, since: str | None) -> tuple[list[str], list[str]]:
+    """(replayed ids, live ids) from one /ws session subscribed to the storm camera."""
+    replayed: list[str] = []
+    live: list[str] = []
+    subscribe: dict[str, Any] = {"op": "subscribe", "cameras": ["storm"]}
+    if since is not None:
+        subscribe["events_since"] = since
+    async with connect(url, max_size=None, open_timeout=5) as ws:
+        await ws.send(json.dumps(subscribe))
+        async with asyncio.timeout(15):
+            while len(live) < count:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    continue
+                data = json.loads(message)
+                if data["type"] == "events":
+                    assert not live, "replayed events come before live ones"
+                    replayed += [e["id"] for e in data["events"]]
+                elif data["type"] == "event":
+                    live.append(data["event"]["id"])
+    return replayed, live
+
+
+def key(event_id: str) -> tuple[int, int]:
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
+
+
+def test_viewer_misses_nothing_across_a_gateway_restart(
+    redis_srv: RedisServer, tmp_path: Path
+) -> None:
+    storm = {**STORM, "fps": 5}
+    path = tmp_path / "streamd.toml"
+    caps = "\n[events]\nmax_events = 50\nmax_snapshots = 5\n"
+    daemon = start(path, redis_srv.url, [storm], caps)
+    url = f"ws://{daemon.base}/ws"
+    _, live = asyncio.run(_live_event_ids(url, 3, None))
+    last_seen = live[-1]
+    daemon.stop()
+    assert_no_traceback(daemon)
+    restarted = start(path, redis_srv.url, [storm], caps)  # events go on while we are away
+    try:
+        wait_for(
+            lambda: len(events(restarted, f"camera=storm&cursor={last_seen}")) >= 5,
+            15,
+            "events while the viewer was away",
+        )
+        url = f"ws://{restarted.base}/ws"
+        replayed, live_after = asyncio.run(_live_event_ids(url, 2, last_seen))
+        kept = [i for i in stream_ids(redis_srv.client(), "storm") if key(i) > key(last_seen)]
+        assert len(replayed) >= 5
+        assert replayed == kept[: len(replayed)]  # every event since the last one seen
+        assert key(live_after[0]) > key(replayed[-1])  # then live ones, none twice
+        assert set(replayed).isdisjoint(live_after)
+        client = redis_srv.client()  # the storm stays within its caps
+        assert client.xlen("streamd:events") <= 50
+        assert len(client.keys("streamd:snapshot:*")) <= 5
+    finally:
+        restarted.stop()
+    assert_no_traceback(restarted)
+
+
+def test_embedded_events_are_bounded_and_survive_a_restart(tmp_path: Path) -> None:
+    directory = tmp_path / "events"
+    extra = (
+        f'\n[events]\nmax_events = 30\nmax_snapshots = 5\nsnapshot_max_bytes = "64K"\n'
+        f'directory = "{directory}"\n'
+    )
+    storm = {**STORM, "fps": 20}
+    path = tmp_path / "streamd.toml"
+    daemon = start(path, None, [storm, MOVING], extra)
+    wait_for(lambda: len(list(directory.glob("*.jpg"))) >= 5, 15, "snapshots on disk")
+    time.sleep(2.0)  # ~40 more storm events: every cap is reached
+    kept = events(daemon, "limit=500")
+    assert 25 <= len(kept) <= 30
+    assert [key(e["id"]) for e in kept] == sorted(key(e["id"]) for e in kept)
+    snapshots = sorted(directory.glob("*.jpg"))
+    assert len(snapshots) <= 5 and all(p.stat().st_size <= 64 * 1024 for p in snapshots)
+    segment_lines = sum(len(p.read_text().splitlines()) for p in directory.glob("events*.jsonl"))
+    assert segment_lines <= 30
+    newest = kept[-1]
+    status, jpeg = get(daemon, newest["snapshot"]) if newest["snapshot"] else (404, b"")
+    assert status == 200 and jpeg[:2] == b"\xff\xd8"
+    assert get(daemon, kept[0]["snapshot"] or "/api/events/1-0/snapshot.jpg")[0] == 404
+    page = json.loads(get(daemon, "/api/events?limit=10")[1])
+    assert len(page["events"]) == 10 and page["cursor"] == page["events"][-1]["id"]
+    daemon.stop()
+    assert_no_traceback(daemon)
+    restarted = start(path, None, [MOVING], extra)  # the storm camera is gone
+    try:
+        after = events(restarted, "camera=storm&limit=500")
+        assert (after and after[-1]["id"] == kept[-1]["id"]) or key(after[-1]["id"]) > key(
+            kept[-1]["id"]
+        )
+        assert get(restarted, after[-1]["snapshot"])[0] == 200
+    finally:
+        restarted.stop()
+    assert_no_traceback(restarted)
