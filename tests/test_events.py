@@ -23,6 +23,7 @@ from streamd.config import EventsConfig
 from streamd.eventlog.records import EventQuery, QueryError, decode_entry, parse_query
 from streamd.eventlog.redis_log import RedisEventStore, RedisEventWriter
 from streamd.gateway.auth import Decision
+from streamd.gateway.routes import RouteKind, route
 from streamd.gateway.session import MultiplexSession, Replay, Reply
 from streamd.transport.publisher import make_redis_client
 
@@ -195,6 +196,14 @@ def test_session_replay_failure_flushes_held_events_and_bad_ids_are_refused() ->
         assert _texts(session.on_text(text))[0]["type"] == "error"
 
 
+def test_event_routes() -> None:
+    assert route("/api/events").kind is RouteKind.EVENTS
+    snapshot = route("/api/events/1795939864476-0/snapshot.jpg")
+    assert (snapshot.kind, snapshot.event_id) == (RouteKind.EVENT_SNAPSHOT, "1795939864476-0")
+    assert route("/api/events/1-0").kind is RouteKind.NOT_FOUND
+    assert route("/api/events/").kind is RouteKind.NOT_FOUND
+
+
 # --- real Redis, no daemon: trimming by count and by age -------------------------------
 
 
@@ -355,6 +364,28 @@ def test_hostile_stream_writer_is_counted_and_skipped(
         assert get(scoped, path, TOKEN_MOVING)[0] == 404
     logged = [e for e in scoped.log_events() if e["event"].startswith("junk entries")]
     assert logged and logged[-1]["skipped_total"] >= 5
+    # A live event with a forged id would break clients' ordering: dropped, counted.
+    seen = asyncio.run(_live_ids_after(scoped, client))
+    assert seen[-1] == "1-0" and "9-*" not in seen
+
+
+async def _live_ids_after(daemon: Daemon, client: Any) -> list[str]:
+    ids: list[str] = []
+    url = f"ws://{daemon.base}/ws"
+    async with connect(url, subprotocols=["streamd", f"token.{TOKEN_MOVING}"]) as ws:  # type: ignore[list-item]
+        await ws.send(json.dumps({"op": "subscribe", "cameras": ["moving"]}))
+        async with asyncio.timeout(10):
+            while json.loads(await ws.recv())["type"] != "subscribed":
+                pass
+            for ident in ("9-*", "1-0"):  # forged, then a well-formed sentinel
+                client.publish(
+                    "streamd:events:moving", json.dumps({"camera_id": "moving", "id": ident})
+                )
+            while not ids or ids[-1] != "1-0":
+                message = await ws.recv()
+                if isinstance(message, str) and json.loads(message)["type"] == "event":
+                    ids.append(json.loads(message)["event"]["id"])
+    return ids
 
 
 # --- replay across a gateway restart, caps under an event storm -------------------------

@@ -26,6 +26,7 @@ from aiohttp import web
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
 from streamd.eventlog.local_log import LocalEventLog
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
@@ -105,6 +106,9 @@ class Gateway:
             event = protocol.loads_bounded(payload)
             if not isinstance(event, dict) or event.get("camera_id") != camera_id:
                 raise ValueError("not an event for this camera")
+            ident = event.get("id")  # clients order and replay by it
+            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
+                raise ValueError("not an event id")
         except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
             self._reject(camera_id, "bad_event")
             return
