@@ -17,6 +17,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 import pytest
+from redis.exceptions import RedisError
 from websockets.asyncio.client import connect
 
 from streamd.config import EventsConfig
@@ -237,6 +238,14 @@ async def _trim(redis_server: RedisServer) -> None:
     store = RedisEventStore(client)
     page = await store.query(EventQuery(), lambda _c: True)
     assert [r.id for r in page.events] == [last] and page.cursor is None
+    # Someone replaced the stream with a string: a Redis error for the caller to
+    # handle (the child logs it and still publishes live; the API answers 503).
+    sync.delete("streamd:events")
+    sync.set("streamd:events", "junk")
+    with pytest.raises(RedisError, match="WRONGTYPE"):
+        await aged.append(client, dict(event), None)
+    with pytest.raises(RedisError, match="WRONGTYPE"):
+        await store.query(EventQuery(), lambda _c: True)
     await client.aclose()
 
 
