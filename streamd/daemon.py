@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
+from streamd.eventlog.local_log import LocalEventLog, default_directory
+from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.metrics import StreamdCollector
@@ -36,6 +38,7 @@ from streamd.reporting import CameraSample, StatsReporter
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
+from streamd.transport.publisher import make_redis_client
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
@@ -62,7 +65,7 @@ class Daemon:
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
         self.supervisor = Supervisor(
-            config, on_frame=self._ingest, on_event=self._ingest_event, parent_env=os.environ
+            config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
         )
         self.gateway = Gateway(
             config,
@@ -72,6 +75,7 @@ class Daemon:
             fallback_active=self.supervisor.fallback_active,
             env=os.environ,
         )
+        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -92,6 +96,20 @@ class Daemon:
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)
+
+    def _ingest_child_event(self, camera_id: str, body: bytes) -> None:
+        """Without Redis a child sends the event's JSON, a NUL byte, its snapshot."""
+        payload, _, snapshot = body.partition(b"\0")
+        self.gateway.ingest_event(camera_id, payload, snapshot or None)
+
+    @staticmethod
+    def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
+        """Kept events: read from Redis' stream, or kept here without Redis."""
+        if config.redis.enabled:
+            return RedisEventStore(make_redis_client(config.redis.url, max_connections=4))
+        events = config.events
+        directory = Path(events.directory) if events.directory else default_directory(os.environ)
+        return LocalEventLog(events, directory)
 
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:

@@ -362,6 +362,7 @@ class Supervisor:
                 redis_url=redis.url if redis.enabled else None,
                 channel=redis.channel_prefix + camera.id,
                 log_level=config.log_level,
+                events=config.events,
             )
             for camera in config.cameras
             if not camera.external  # another program publishes it: no child here

@@ -156,10 +156,26 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Detection events that are kept (``[events]``): the Redis stream
+    ``streamd:events`` and its snapshots, or, without Redis, a ring in the daemon
+    and a bounded directory."""
+
+    retention: float = 7 * 86400.0  # seconds an event (and its snapshot) is kept
+    max_events: int = 100_000  # stream length (approximate trim) / local ring size
+    snapshot_max_bytes: int = 512 * 1024  # a bigger snapshot is re-encoded smaller or left out
+    max_snapshots: int = 2000  # snapshots kept (the newest); bounds memory or disk
+    # Embedded mode's directory; None: $STATE_DIRECTORY/events (systemd), else
+    # ~/.local/state/streamd/events.
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
     stats_interval: float = 10.0  # seconds between per-camera stats lines
@@ -199,6 +215,7 @@ class Config:
                 ],
             },
             "supervisor": _without_none(asdict(self.supervisor)),
+            "events": _without_none(asdict(self.events)),
             "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
         }
 
@@ -215,6 +232,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DetectorConfig",
+    "EventsConfig",
     "RedisConfig",
     "ServerConfig",
     "SupervisorConfig",

@@ -25,10 +25,13 @@ from aiohttp import web
 
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
+from streamd.eventlog.local_log import LocalEventLog
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
+from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
 from streamd.gateway.listener import Connection, GatedServer, http_error_logger
@@ -68,6 +71,7 @@ class Gateway:
         self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
         self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
+        self.events: EventStore | None = None  # kept events (set by the daemon)
         self.websockets: set[web.WebSocketResponse] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
@@ -111,17 +115,28 @@ class Gateway:
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
         return True
 
-    def ingest_event(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it."""
+    def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
+        """Validate an untrusted detection event, keep the newest, forward it. An
+        event from our own child without Redis (``snapshot`` given, or None) is
+        also kept in the embedded log, which gives it its id."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
             event = protocol.loads_bounded(payload)
             if not isinstance(event, dict) or event.get("camera_id") != camera_id:
                 raise ValueError("not an event for this camera")
+            ident = event.get("id")  # clients order and replay by it
+            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
+                raise ValueError("not an event id")
         except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
             self._reject(camera_id, "bad_event")
             return
+        if isinstance(self.events, LocalEventLog) and "id" not in event:
+            record = self.events.append(event, snapshot)
+            if record is None:
+                self._reject(camera_id, "bad_event")
+                return
+            event = record.to_json()
         self._keep_event(camera_id, event)
         for viewer in self.multiplexed:
             viewer.carry_out(viewer.session.on_event(camera_id, event))
