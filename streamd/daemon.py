@@ -40,6 +40,7 @@ from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
+from streamd.transport.sharded import ShardedFrameSubscriber
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
@@ -56,7 +57,17 @@ class Daemon:
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
         self.subscriber: FrameSubscriber | None = None
-        if config.redis.enabled:
+        topology = Topology(
+            config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
+        )
+        if config.redis.enabled and config.redis.cluster:
+            self.subscriber = ShardedFrameSubscriber(
+                topology,
+                config.redis.channel_prefix,
+                on_frame=self._ingest,
+                on_event=self._ingest_event,
+            )
+        elif config.redis.enabled:
             self.subscriber = FrameSubscriber(
                 config.redis.url,
                 config.redis.channel_prefix,
@@ -72,12 +83,10 @@ class Daemon:
         self.node_registry: NodeRegistry | None = None
         self.directory: CameraDirectory | None = None
         if config.redis.enabled:
-            redis = config.redis
-            topology = Topology(redis.url, cluster=redis.cluster, seeds=redis.seeds)
             self.node_registry = NodeRegistry(
                 RegistryConnection(topology),
-                redis.node_name or default_node_name(),
-                redis.lease,
+                config.redis.node_name or default_node_name(),
+                config.redis.lease,
                 self.supervisor,
                 cameras=lambda: self.config.cameras,
                 statuses=self.supervisor.statuses,
@@ -320,7 +329,7 @@ class Daemon:
             background.append(asyncio.create_task(self.node_registry.run(), name="registry"))
         if self.directory is not None:
             background.append(asyncio.create_task(self.directory.run(), name="directory"))
-        if self.subscriber is not None:
+        if self.subscriber is not None and config.server.enabled:
             background.append(asyncio.create_task(self.subscriber.run(), name="subscriber"))
         if self.watchdog_every is not None:
             background.append(asyncio.create_task(self._watchdog_loop(self.watchdog_every)))

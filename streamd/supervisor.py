@@ -353,6 +353,8 @@ class Supervisor:
                 redis_url=redis.url if redis.enabled else None,
                 channel=redis.channel_prefix + camera.id,
                 log_level=config.log_level,
+                redis_cluster=redis.cluster,
+                redis_seeds=redis.seeds if redis.cluster else (),
             )
             for camera in config.cameras
         }

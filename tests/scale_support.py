@@ -5,11 +5,15 @@ Redis subscriber that reads frames' metadata."""
 from __future__ import annotations
 
 import json
+import random
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from streamd.transport.frame import parse_frame
 
@@ -106,3 +110,125 @@ class FrameTap:
 
     def close(self) -> None:
         self.pubsub.close()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A throwaway Redis Cluster: ``masters`` masters with one replica each, on
+    free loopback ports, a short node timeout so a failover takes ~2 s."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+        self.workdir = workdir
+        self.ports = [cluster_port() for _ in range(masters * (1 + replicas))]
+        self.replicas = replicas
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._start_node(port)
+        wait_for(lambda: all(self._ping(p) for p in self.ports), 10, "every cluster node up")
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for(self.healthy, 30, "cluster_state:ok on every node")
+        wait_for(self.replicas_synced, 30, "every replica in sync (so it can be promoted)")
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.workdir / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "1000",
+                "--repl-diskless-sync-delay", "0",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(node_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=5)
+
+    def _ping(self, port: int) -> bool:
+        try:
+            return bool(self.client(port).ping())
+        except redis.RedisError:
+            return False
+
+    def healthy(self) -> bool:
+        live = [p for p, proc in self.processes.items() if proc.poll() is None]
+        try:
+            infos = [self.client(p).execute_command("CLUSTER", "INFO") for p in live]
+            return all(b"cluster_state:ok" in info for info in infos)
+        except redis.RedisError:
+            return False
+
+    def replicas_synced(self) -> bool:
+        roles = [self.client(p).info("replication") for p in self.ports]
+        replicas = [r for r in roles if r["role"] == "slave"]
+        return len(replicas) == len(self.ports) - len(self.ports) // (1 + self.replicas) and all(
+            r["master_link_status"] == "up" for r in replicas
+        )
+
+    def master_port_for(self, name: str) -> int:
+        """The port of the master serving ``name`` now (asked of a live node)."""
+        slot = key_slot(name.encode())
+        for port, process in self.processes.items():
+            if process.poll() is not None:
+                continue
+            for start, end, master, *_ in self.client(port).execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise AssertionError(f"no master for {name}")
+
+    def master_ports(self) -> list[int]:
+        live = next(p for p, proc in self.processes.items() if proc.poll() is None)
+        return sorted(
+            {int(row[2][1]) for row in self.client(live).execute_command("CLUSTER SLOTS")}
+        )
+
+    def kill(self, port: int) -> None:
+        process = self.processes[port]
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
