@@ -83,6 +83,7 @@ class Daemon:
         self.node_registry: NodeRegistry | None = None
         self.directory: CameraDirectory | None = None
         if config.redis.enabled:
+            self.supervisor.wait_for_ownership = True
             self.node_registry = NodeRegistry(
                 RegistryConnection(topology),
                 config.redis.node_name or default_node_name(),

@@ -343,7 +343,11 @@ class Supervisor:
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
         self.held: dict[str, str] = {}  # camera id → the node that owns it (registry)
-        self._stopping: set[asyncio.Task[None]] = set()
+        # With a registry, a camera's child starts only once this node owns it
+        # (``release``); ``owned`` are those it was told it owns.
+        self.wait_for_ownership = False
+        self.owned: set[str] = set()
+        self._holding: dict[str, asyncio.Task[None]] = {}  # children being stopped
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
         redis = config.redis
@@ -369,32 +373,41 @@ class Supervisor:
         self.children[camera_id] = child
         if camera_id in self.held:
             child.status.held_by = self.held[camera_id]
-        else:
+        elif camera_id in self.owned or not self.wait_for_ownership:
             child.start()
 
     # --- ownership (the camera registry decides, see registry/node.py) -------------------
     def hold(self, camera_id: str, owner: str) -> None:
         """Another node owns the camera: stop our child and say so in its state."""
         self.held[camera_id] = owner
+        self.owned.discard(camera_id)
         child = self.children.get(camera_id)
         if child is None:
             return
         child.status.held_by = owner
         child.status.last_error = f"camera id also configured on node {owner}, which publishes it"
-        if child.running:
+        if child.running and camera_id not in self._holding:
             task = asyncio.create_task(child.stop(), name=f"hold-{camera_id}")
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
+            self._holding[camera_id] = task
+            task.add_done_callback(lambda _task: self._held_stopped(camera_id))
 
-    def release(self, camera_id: str) -> None:
+    def _held_stopped(self, camera_id: str) -> None:
+        del self._holding[camera_id]
+        if camera_id in self.owned:  # released while its child was stopping
+            self.release(camera_id, again=True)
+
+    def release(self, camera_id: str, *, again: bool = False) -> None:
         """This node owns the camera now: run its child (a takeover, or the start)."""
-        if self.held.pop(camera_id, None) is None:
+        if camera_id in self.owned and not again:
             return
+        self.owned.add(camera_id)
+        self.held.pop(camera_id, None)
         child = self.children.get(camera_id)
-        if child is not None:
-            child.status.held_by = None
-            child.status.last_error = None
-            child.start()
+        if child is None or camera_id in self._holding:
+            return  # started by start(), or once the stopping child is gone
+        child.status.held_by = None
+        child.status.last_error = None
+        child.start()
 
     def set_conflict(self, camera_id: str, nodes: tuple[str, ...]) -> None:
         child = self.children.get(camera_id)
@@ -418,6 +431,9 @@ class Supervisor:
         diff = diff_specs(old, new)
         self.config = config
         stopping = [self.children.pop(cid) for cid in (*diff.removed, *diff.changed)]
+        for camera_id in diff.removed:
+            self.owned.discard(camera_id)
+            self.held.pop(camera_id, None)
         await asyncio.gather(*(child.stop() for child in stopping))
         for camera_id in (*diff.added, *diff.changed):
             self._start_child(camera_id, new[camera_id])

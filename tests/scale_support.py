@@ -161,6 +161,14 @@ class RedisCluster:
         wait_for(self.healthy, 30, "cluster_state:ok on every node")
         wait_for(self.replicas_synced, 30, "every replica in sync (so it can be promoted)")
 
+    def start_single_master(self) -> None:
+        """One master holding every slot (``redis-cli --cluster create`` needs 3)."""
+        assert len(self.ports) == 1
+        self._start_node(self.ports[0])
+        wait_for(lambda: self._ping(self.ports[0]), 10, "the cluster node up")
+        self.client(self.ports[0]).execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(self.healthy, 30, "cluster_state:ok")
+
     def _start_node(self, port: int) -> None:
         node_dir = self.workdir / str(port)
         node_dir.mkdir(exist_ok=True)
