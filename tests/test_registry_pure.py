@@ -85,6 +85,8 @@ def test_slot_map_finds_masters_and_knows_when_it_is_incomplete() -> None:
     assert slots.master_for("video:cam") == slots.master_of_slot(key_slot(b"video:cam"))
     assert len(slots.all_masters()) == 3
     assert not SlotMap.from_reply(reply[:2]).complete
+    alone = SlotMap.from_reply([[0, 16383, [b"", 7000, b"id0"]]], asked_host="10.1.2.3")
+    assert alone.master_of_slot(42) == ("10.1.2.3", 7000)
 
 
 def test_node_url_keeps_credentials_and_scheme() -> None:

@@ -44,12 +44,15 @@ class SlotMap:
     masters: tuple[tuple[str, int], ...]
 
     @classmethod
-    def from_reply(cls, reply: Sequence[Sequence[object]]) -> SlotMap:
+    def from_reply(cls, reply: Sequence[Sequence[object]], asked_host: str = "") -> SlotMap:
+        """``asked_host``: the node we asked, for masters it lists without a host
+        (a node that never learned its own address says "")."""
         rows = []
         for entry in reply:
             start, end, master = int(str(entry[0])), int(str(entry[1])), entry[2]
             assert isinstance(master, list | tuple)
             host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+            host = host or asked_host
             rows.append((start, end, (host, int(str(master[1])))))
         rows.sort()
         return cls(tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
@@ -132,7 +135,7 @@ class Topology:
             client = plain_client(url, max_connections=1)
             try:
                 reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
-                slots = SlotMap.from_reply(reply)
+                slots = SlotMap.from_reply(reply, urlsplit(url).hostname or "")
             except (RedisError, OSError, ValueError, AssertionError, IndexError) as exc:
                 last = f"{redact_url(url)}: {exc or type(exc).__name__}"
                 continue
