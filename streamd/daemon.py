@@ -40,7 +40,7 @@ from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
-from streamd.transport.sharded import ShardedFrameSubscriber
+from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
@@ -116,6 +116,8 @@ class Daemon:
         )
         if self.node_registry is not None:
             self.registry.register(RegistryCollector(self.node_registry))
+        if isinstance(self.subscriber, ShardedFrameSubscriber):
+            self.registry.register(ShardMovesCollector(self.subscriber))
         self._reload_lock = asyncio.Lock()
         self.signals = SignalRequests()
         self._reload_task: asyncio.Task[None] | None = None

@@ -102,3 +102,11 @@ async def test_sharded_frames_across_nodes_survive_a_master_failover(
         if e.get("event") == "shard channel moved to another master; resubscribing"
     ]
     assert any(e["channel"] == CHANNEL for e in moved)
+    metrics = gateway.http("/metrics")[1].decode()
+    assert "streamd_redis_shard_moves_total" in metrics
+    moves = next(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("streamd_redis_shard_moves_total ")
+    )
+    assert moves >= 1

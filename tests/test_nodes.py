@@ -86,7 +86,8 @@ async def test_gateway_node_serves_a_camera_node(
             lambda: state_of(gateway, "far") == "offline", LEASE_S + 4, "far offline after kill"
         )
         took = time.monotonic() - killed
-    assert took <= LEASE_S + 2.5, took
+    print(f"offline {took:.2f} s after the kill (lease {LEASE_S} s)")
+    assert took <= LEASE_S + 1.5, took
     assert "far" in api_cameras(gateway)  # listed as offline, not dropped or a live ghost
 
 

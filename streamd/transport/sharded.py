@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, Metric
 from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
@@ -138,3 +139,22 @@ class ShardedFrameSubscriber(FrameSubscriber):
         for channel in list(self.wanted):
             with contextlib.suppress(KeyError):
                 self._assign(channel)
+
+
+class ShardMovesCollector:
+    """Prometheus: shard channels moved to another master, and shard sessions."""
+
+    def __init__(self, subscriber: ShardedFrameSubscriber) -> None:
+        self.subscriber = subscriber
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "streamd_redis_shard_moves",
+            "Channels the gateway resubscribed on another master (failovers, migrations)",
+            value=self.subscriber.moves,
+        )
+        yield CounterMetricFamily(
+            "streamd_redis_shard_sessions",
+            "Sharded subscriber sessions started (one per master, plus one per reconnect)",
+            value=sum(node.sessions for node in self.subscriber.nodes.values()),
+        )
