@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
+from streamd.eventlog.local_log import LocalEventLog, default_directory
+from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.metrics import StreamdCollector
@@ -40,6 +42,7 @@ from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
+from streamd.transport.publisher import make_redis_client
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 from streamd.transport.subscriber import FrameSubscriber
 
@@ -77,7 +80,7 @@ class Daemon:
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
         self.supervisor = Supervisor(
-            config, on_frame=self._ingest, on_event=self._ingest_event, parent_env=os.environ
+            config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
         )
         # The camera registry (Redis): this node's cameras and leases; every node's cameras.
         self.node_registry: NodeRegistry | None = None
@@ -89,7 +92,8 @@ class Daemon:
                 config.redis.node_name or default_node_name(),
                 config.redis.lease,
                 self.supervisor,
-                cameras=lambda: self.config.cameras,
+                # External cameras have no child here: another program publishes them.
+                cameras=lambda: [c for c in self.config.cameras if not c.external],
                 statuses=self.supervisor.statuses,
                 frame_seqs=self.supervisor.frame_seqs,
             )
@@ -102,7 +106,9 @@ class Daemon:
             control=self,
             fallback_active=self.supervisor.fallback_active,
             directory=self.directory,
+            env=os.environ,
         )
+        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -127,6 +133,20 @@ class Daemon:
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)
+
+    def _ingest_child_event(self, camera_id: str, body: bytes) -> None:
+        """Without Redis a child sends the event's JSON, a NUL byte, its snapshot."""
+        payload, _, snapshot = body.partition(b"\0")
+        self.gateway.ingest_event(camera_id, payload, snapshot or None)
+
+    @staticmethod
+    def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
+        """Kept events: read from Redis' stream, or kept here without Redis."""
+        if config.redis.enabled:
+            return RedisEventStore(make_redis_client(config.redis.url, max_connections=4))
+        events = config.events
+        directory = Path(events.directory) if events.directory else default_directory(os.environ)
+        return LocalEventLog(events, directory)
 
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:
@@ -165,6 +185,9 @@ class Daemon:
     def viewers_changed(self, camera_id: str) -> None:
         """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
         self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
+
+    def set_publish_interval(self, camera_id: str, every: int) -> bool:
+        return self.supervisor.set_publish_every(camera_id, every)
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
         """Prometheus text; ``cameras`` limits it to those cameras' series (a

@@ -121,6 +121,7 @@ class CameraChild:
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.demand = False  # viewers of this daemon's gateway watch the camera
+        self.publish_every = 1  # [old API] stream_interval: every Nth paced frame
         self._stopping = asyncio.Event()
         self._heartbeat = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -197,6 +198,8 @@ class CameraChild:
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
         writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
+        if self.publish_every != 1:
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": self.publish_every}))
         self._writer = writer
         helpers = [
             asyncio.create_task(self._read_control(reader)),
@@ -295,6 +298,15 @@ class CameraChild:
                 process.kill()
             await process.wait()
 
+    def set_publish_every(self, every: int) -> None:
+        """Kept across restarts of the child (sent with its spec)."""
+        if every == self.publish_every:
+            return
+        self.publish_every = every
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": every}))
+
     def set_demand(self, watched: bool) -> None:
         if watched == self.demand:
             return
@@ -359,8 +371,10 @@ class Supervisor:
                 log_level=config.log_level,
                 redis_cluster=redis.cluster,
                 redis_seeds=redis.seeds if redis.cluster else (),
+                events=config.events,
             )
             for camera in config.cameras
+            if not camera.external  # another program publishes it: no child here
         }
 
     def start(self) -> None:
@@ -456,6 +470,13 @@ class Supervisor:
         if child is None or camera_id in self.held:  # another node publishes it
             return False
         child.start()
+        return True
+
+    def set_publish_every(self, camera_id: str, every: int) -> bool:
+        child = self.children.get(camera_id)
+        if child is None:
+            return False
+        child.set_publish_every(every)
         return True
 
     def set_demand(self, camera_id: str, watched: bool) -> None:

@@ -40,14 +40,6 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
 def _start(path: Path, redis_url: str, server_extra: str, cameras: list[dict[str, Any]]) -> Daemon:
     port = free_port()
     write_config(path, redis_url=redis_url, port=port, cameras=cameras)
@@ -58,22 +50,24 @@ def _start(path: Path, redis_url: str, server_extra: str, cameras: list[dict[str
 
 
 @pytest.fixture(scope="module")
-def daemon(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A default install (loopback, no tokens) with two names allowed."""
     path = tmp_path_factory.mktemp("open") / "streamd.toml"
-    started = _start(path, redis_srv.url, SERVER_EXTRA, [{"id": "door", **SYNTH}])
+    started = _start(path, module_redis.url, SERVER_EXTRA, [{"id": "door", **SYNTH}])
     yield started
     started.stop()
     assert_no_traceback(started)
 
 
 @pytest.fixture(scope="module")
-def secured(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def secured(
+    module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
     """Viewer tokens scoped per camera, and a control-only token."""
     path = tmp_path_factory.mktemp("secured") / "streamd.toml"
     cameras = [{"id": "sa", **SYNTH}, {"id": "sb", **SYNTH}]
     port = free_port()
-    write_config(path, redis_url=redis_srv.url, port=port, cameras=cameras)
+    write_config(path, redis_url=module_redis.url, port=port, cameras=cameras)
     control = f'admin_token_sha256 = "{sha(ADMIN_TOKEN)}"\n'
     tokens = f'\n[[server.tokens]]\nname = "a"\nsha256 = "{sha(VIEW_A)}"\ncameras = ["sa"]\n'
     path.write_text(path.read_text().replace("[server]\n", "[server]\n" + control) + tokens)
@@ -302,11 +296,11 @@ def test_bodies_chunked_and_odd_methods_get_definite_answers(daemon: Daemon) -> 
 
 
 def test_implausible_capture_times_stay_out_of_latency(
-    daemon: Daemon, redis_srv: RedisServer
+    daemon: Daemon, module_redis: RedisServer
 ) -> None:
     async def watch_and_publish() -> bytes:
         async with connect(f"ws://{daemon.base}/ws/visitor") as ws:
-            client = redis_srv.client()
+            client = module_redis.client()
             wait_for(lambda: client.pubsub_numsub("video:visitor")[0][1] > 0, 5, "subscribed")
             jpeg = b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9"
             for seq, capture_ns in enumerate((1, time.time_ns() + 3600 * 10**9), start=1):
@@ -325,10 +319,10 @@ def test_implausible_capture_times_stay_out_of_latency(
 
 
 def test_handshakes_in_progress_count_toward_the_address_limit(
-    redis_srv: RedisServer, tmp_path: Path
+    module_redis: RedisServer, tmp_path: Path
 ) -> None:
     limits = "max_viewers_per_address = 3\nhandshake_timeout = 5.0\n"
-    limited = _start(tmp_path / "l.toml", redis_srv.url, limits, [{"id": "l", **SYNTH}])
+    limited = _start(tmp_path / "l.toml", module_redis.url, limits, [{"id": "l", **SYNTH}])
     try:
         slow = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(3)]
         for sock in slow:

@@ -142,7 +142,11 @@ async def test_wall_in_headless_chromium(
 ) -> None:
     daemon = start_daemon(
         redis_url=redis_server.url,
-        cameras=[{"id": "lobby", **SYNTH}, {"id": "garage", **SYNTH}, {"id": "yard", **SYNTH}],
+        cameras=[
+            {"id": "lobby", "name": "Lobby", "location": "Ground floor", **SYNTH},
+            {"id": "garage", **SYNTH},
+            {"id": "yard", **SYNTH},
+        ],
     )
     await browser.call("Page.enable")
     await browser.call("Page.navigate", url=f"http://{daemon.base}/")
@@ -159,6 +163,10 @@ async def test_wall_in_headless_chromium(
         "frames that change over time",
     )
     assert [t["id"] for t in later] == ["lobby", "garage", "yard"]
+    names = await browser.evaluate(
+        "JSON.stringify([...document.querySelectorAll('.tile .name')].map(e => e.textContent))"
+    )
+    assert json.loads(names) == ["Lobby · Ground floor", "garage", "yard"]
 
     shot = await browser.call("Page.captureScreenshot", format="png")
     path = tmp_path / "wall.png"

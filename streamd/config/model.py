@@ -13,6 +13,7 @@ from streamd.errors import StreamdError
 from streamd.redact import MASK, redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/streamd.toml")
+EXTERNAL_SOURCE = "external:"
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -98,7 +99,9 @@ class DetectorConfig:
 
     kind: str = "motion"  # motion | none | onnx | module:attribute
     detect_fps: float | None = None  # None: every published frame
-    overlay: bool = True
+    # Boxes drawn into published frames. Unset: on for object detectors (onnx,
+    # plugins), off for motion, whose boxes are noise for most sites (clock digits).
+    overlay: bool | None = None
     overlay_timestamp: bool = False
     motion_min_area: int = 400  # px² in frame coordinates
     motion_warmup: float = 2.0  # seconds to learn the background
@@ -109,6 +112,12 @@ class DetectorConfig:
     score_threshold: float = 0.5
     nms_threshold: float = 0.45
     event_clear_after: float = 2.0  # a label must be gone this long before "left"
+
+    @property
+    def draws_overlay(self) -> bool:
+        if self.overlay is not None:
+            return self.overlay
+        return self.kind not in ("motion", "none")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detector": self.kind}
@@ -135,6 +144,12 @@ class CameraConfig:
     location: str | None = None
     detection: DetectorConfig = field(default_factory=DetectorConfig)
 
+    @property
+    def external(self) -> bool:
+        """``source = "external:"``: another program publishes the frames on Redis
+        (an old detection process); streamd lists it, caches and serves it."""
+        return self.source == EXTERNAL_SOURCE
+
     def to_dict(self) -> dict[str, Any]:
         """Flat TOML-shaped table (parse_camera reads it back)."""
         out = {k: v for k, v in asdict(self).items() if v is not None and k != "detection"}
@@ -155,10 +170,26 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Detection events that are kept (``[events]``): the Redis stream
+    ``streamd:events`` and its snapshots, or, without Redis, a ring in the daemon
+    and a bounded directory."""
+
+    retention: float = 7 * 86400.0  # seconds an event (and its snapshot) is kept
+    max_events: int = 100_000  # stream length (approximate trim) / local ring size
+    snapshot_max_bytes: int = 512 * 1024  # a bigger snapshot is re-encoded smaller or left out
+    max_snapshots: int = 2000  # snapshots kept (the newest); bounds memory or disk
+    # Embedded mode's directory; None: $STATE_DIRECTORY/events (systemd), else
+    # ~/.local/state/streamd/events.
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
     stats_interval: float = 10.0  # seconds between per-camera stats lines
@@ -203,6 +234,7 @@ class Config:
                 ],
             },
             "supervisor": _without_none(asdict(self.supervisor)),
+            "events": _without_none(asdict(self.events)),
             "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
         }
 
@@ -219,6 +251,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DetectorConfig",
+    "EventsConfig",
     "RedisConfig",
     "ServerConfig",
     "SupervisorConfig",

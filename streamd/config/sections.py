@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.config.environment import env_flag, redis_url_from_env
+from streamd.config.events import parse_events
 from streamd.config.model import (
     CAMERA_ID_PATTERN,
     CameraConfig,
@@ -278,6 +279,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     redis = _parse_redis(top.table_of("redis"), env)
     server = parse_server(top.table_of("server"))
     supervisor = _parse_supervisor(top.table_of("supervisor"))
+    events = parse_events(top.table_of("events"))
     cap = supervisor.max_cameras
     cameras = parse_cameras(top, env, room=cap, cap=cap)
     check_unique([(c, source, i) for i, c in enumerate(cameras)])
@@ -293,6 +295,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
         redis=redis,
         server=server,
         supervisor=supervisor,
+        events=events,
         cameras=tuple(cameras),
         source=source,
         **present(log_level=log_level, stats_interval=stats_interval),

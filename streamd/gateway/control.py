@@ -23,6 +23,11 @@ class Control(Protocol):
 
     def viewers_changed(self, camera_id: str) -> None: ...
 
+    def set_publish_interval(self, camera_id: str, every: int) -> bool:
+        """Publish every ``every``-th paced frame (live, no restart); False if
+        the camera is not run here."""
+        ...
+
 
 class NoControl:
     """A gateway without a supervisor (benchmarks, other tools): nothing to control."""
@@ -44,3 +49,6 @@ class NoControl:
 
     def viewers_changed(self, camera_id: str) -> None:
         pass
+
+    def set_publish_interval(self, camera_id: str, every: int) -> bool:
+        return False

@@ -10,10 +10,16 @@ import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import protocol
+from streamd.gateway import events_api, protocol
 from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
 from streamd.gateway.guards import cross_site_refusal, listed_origin, viewer_origin_allowed
-from streamd.gateway.responses import PROMETHEUS_CONTENT_TYPE, error, json_response, response
+from streamd.gateway.responses import (
+    PROMETHEUS_CONTENT_TYPE,
+    error,
+    json_response,
+    read_body,
+    response,
+)
 from streamd.gateway.routes import Route, RouteKind
 from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
 
@@ -37,19 +43,29 @@ def token_of(request: web.BaseRequest) -> str | None:
 
 
 def _denied(
-    gateway: Gateway, need: Need, request: web.BaseRequest, peer: str, camera_id: str | None = None
+    gateway: Gateway,
+    need: Need,
+    request: web.BaseRequest,
+    peer: str,
+    camera_id: str | None = None,
+    *,
+    old_api: bool = False,
 ) -> web.Response | None:
     decision = gateway.decide(need, token_of(request), peer, camera_id)
     if decision.allowed:
         return None
     reason = "unauthorized" if decision.status == 401 else "forbidden"
-    return gateway.refuse(reason, decision.status, decision.reason, path=request.path, peer=peer)
+    return gateway.refuse(
+        reason, decision.status, decision.reason, old_api=old_api, path=request.path, peer=peer
+    )
 
 
 async def handle(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
 ) -> web.Response:
     kind = target.kind
+    if kind in events_api.ROUTE_KINDS:
+        return await events_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
         return response(200, wall_page(), "text/html; charset=utf-8")
     if kind is RouteKind.HEALTHZ:
@@ -75,6 +91,8 @@ async def handle(
         return response(200, gateway.control.metrics(scope), PROMETHEUS_CONTENT_TYPE)
     if kind is RouteKind.SNAPSHOT:
         return _snapshot(gateway, request, target.camera_id, peer)
+    if kind.value.startswith("v1_"):
+        return await gateway.old_api.handle(request, target, token_of(request), peer)
     return await _control(gateway, request, target, peer)
 
 
@@ -101,23 +119,10 @@ def wall_page() -> bytes:
     return _page
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (chunked ones too)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    data = bytearray()
-    while True:
-        chunk = await request.content.read(limit + 1 - len(data))
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            return None
-
-
 async def _control(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
 ) -> web.Response:
+    old_api = target.kind.old_api
     refusal = cross_site_refusal(
         origin=request.headers.get("Origin"),
         sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
@@ -127,35 +132,47 @@ async def _control(
     )
     if refusal is not None:
         status = 415 if refusal.startswith("control requests need") else 403
+        origin = request.headers.get("Origin")
         return gateway.refuse(
-            "cross_site", status, refusal, peer=peer, origin=request.headers.get("Origin")
+            "cross_site", status, refusal, old_api=old_api, peer=peer, origin=origin
         )
-    denied = _denied(gateway, Need.ADMIN, request, peer)
+    denied = _denied(gateway, Need.ADMIN, request, peer, old_api=old_api)
     if denied is not None:
         return denied
     body = await read_body(request, MAX_CONTROL_BODY)
     if body is None:
-        return gateway.refuse(
-            "body_too_large", 413, f"control bodies are at most {MAX_CONTROL_BODY} bytes"
-        )
+        limit = f"control bodies are at most {MAX_CONTROL_BODY} bytes"
+        return gateway.refuse("body_too_large", 413, limit, old_api=old_api)
     if body.strip():
         try:
             parsed = protocol.loads_bounded(body)
         except ValueError:
-            return gateway.refuse("bad_request", 400, "the body must be a JSON object")
+            parsed = None
         if not isinstance(parsed, dict):
-            return gateway.refuse("bad_request", 400, "the body must be a JSON object")
+            return gateway.refuse(
+                "bad_request", 400, "the body must be a JSON object", old_api=old_api
+            )
     control = gateway.control
     if target.kind is RouteKind.RELOAD:
         ok, detail = await control.reload()
         return json_response(200 if ok else 422, {"reloaded": ok, "detail": detail})
-    if not is_valid_camera_id(target.camera_id):
-        return gateway.refuse("not_found", 400, "invalid camera id")
-    act = control.start_camera if target.action == "start" else control.stop_camera
-    if not await act(target.camera_id):
-        return error(404, "unknown camera")
-    log.info("camera control", camera_id=target.camera_id, action=target.action, peer=peer)
-    return json_response(200, {"camera_id": target.camera_id, "action": target.action})
+    camera_id, action = target.camera_id, target.action
+    if not is_valid_camera_id(camera_id):
+        return gateway.refuse("not_found", 400, "invalid camera id", old_api=True)
+    if action in ("stop", "restart") and not await control.stop_camera(camera_id):
+        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
+    if action in ("start", "restart") and not await control.start_camera(camera_id):
+        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
+    log.info("camera control", camera_id=camera_id, action=action, peer=peer)
+    now = control.camera_statuses().get(camera_id)
+    answer = {
+        "ok": True,
+        "camera_id": camera_id,
+        "action": action,
+        "running": action != "stop",
+        "pid": now.pid if now is not None and action != "stop" else None,
+    }
+    return json_response(200, answer)
 
 
 def preflight(gateway: Gateway, request: web.BaseRequest, target: Route) -> web.Response:

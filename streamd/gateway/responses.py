@@ -1,4 +1,5 @@
-"""HTTP response helpers: every answer carries the same safety headers."""
+"""HTTP plumbing: answers that all carry the same safety headers, and request
+bodies read with a bound."""
 
 from __future__ import annotations
 
@@ -31,5 +32,27 @@ def json_response(
     return response(status, data, "application/json", close=close, **headers)
 
 
-def error(status: int, message: str, *, close: bool = False, **headers: str) -> web.Response:
-    return json_response(status, {"error": message}, close=close, **headers)
+def error(
+    status: int, message: str, *, close: bool = False, old_api: str | None = None
+) -> web.Response:
+    """streamd's ``{"error": message}``, or with ``old_api`` (the error's short
+    name) the old API server's ``{"detail": {"error", "message"}}``."""
+    if old_api is not None:
+        body: dict[str, Any] = {"detail": {"error": old_api, "message": message}}
+    else:
+        body = {"error": message}
+    return json_response(status, body, close=close)
+
+
+async def read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (chunked ones too)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    data = bytearray()
+    while True:
+        chunk = await request.content.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            return None

@@ -25,15 +25,19 @@ from aiohttp import web
 
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
+from streamd.eventlog.local_log import LocalEventLog
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
+from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
 from streamd.gateway.listener import Connection, GatedServer, http_error_logger
+from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
-from streamd.gateway.routes import RouteKind, route
+from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.registry.directory import CameraDirectory
 from streamd.states import CameraState
@@ -57,6 +61,7 @@ class Gateway:
         control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
         directory: CameraDirectory | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.directory = directory  # every node's cameras, from the Redis registry
@@ -69,43 +74,72 @@ class Gateway:
         self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
         self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
+        self.events: EventStore | None = None  # kept events (set by the daemon)
         self.websockets: set[web.WebSocketResponse] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
         self._closing: asyncio.Task[None] | None = None
         self._state_task: asyncio.Task[None] | None = None
         hub.pin(c.id for c in config.cameras)
+        self.old_api = OldApi(self, env or {})
 
     def apply_config(self, config: Config) -> None:
         """A reload: cameras and token/limit settings apply at once; listen waits."""
+        self._follow_external(self.config, config)
         self.config = config
         self.hub.pin(c.id for c in config.cameras)
         self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
 
+    def _follow_external(self, old: Config | None, new: Config) -> None:
+        """Cameras another program publishes are subscribed to all the time, so
+        their newest frame is cached for snapshots and late joiners (as the old
+        server's ``PSUBSCRIBE video:*`` did)."""
+        if self.subscriber is None:
+            return
+        before = {c.id for c in old.cameras if c.external} if old else set()
+        after = {c.id for c in new.cameras if c.external}
+        for camera_id in sorted(after - before):
+            self.subscriber.want(camera_id)
+        for camera_id in sorted(before - after):
+            self.subscriber.unwant(camera_id)
+
     # --- frames and events in ---------------------------------------------------------
-    def ingest(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted frame (Redis or a child) and hand it to the hub."""
+    def ingest(self, camera_id: str, payload: bytes) -> bool:
+        """Validate an untrusted frame (Redis, a child, an HTTP push) and hand it
+        to the hub; False when it was rejected (counted by reason)."""
         try:
             parsed = parse_frame(payload, self.config.server.max_frame_bytes)
         except FrameError as exc:
             self._reject(camera_id, exc.reason)
-            return
+            return False
         if parsed.meta is not None and parsed.meta.camera_id != camera_id:
             self._reject(camera_id, "camera_mismatch")
-            return
+            return False
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
+        return True
 
-    def ingest_event(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it."""
+    def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
+        """Validate an untrusted detection event, keep the newest, forward it. An
+        event from our own child without Redis (``snapshot`` given, or None) is
+        also kept in the embedded log, which gives it its id."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
             event = protocol.loads_bounded(payload)
             if not isinstance(event, dict) or event.get("camera_id") != camera_id:
                 raise ValueError("not an event for this camera")
+            ident = event.get("id")  # clients order and replay by it
+            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
+                raise ValueError("not an event id")
         except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
             self._reject(camera_id, "bad_event")
             return
+        if isinstance(self.events, LocalEventLog) and "id" not in event:
+            record = self.events.append(event, snapshot)
+            if record is None:
+                self._reject(camera_id, "bad_event")
+                return
+            event = record.to_json()
         self._keep_event(camera_id, event)
         for viewer in self.multiplexed:
             viewer.carry_out(viewer.session.on_event(camera_id, event))
@@ -134,12 +168,16 @@ class Gateway:
         if count & (count - 1) == 0:
             log.info("request refused", reason=reason, refused_total=count, **fields)
 
-    def refuse(self, reason: str, status: int, message: str, **fields: Any) -> web.Response:
+    def refuse(
+        self, reason: str, status: int, message: str, *, old_api: bool = False, **fields: Any
+    ) -> web.Response:
+        """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
         self.refused[reason] += 1
         count = self.refused[reason]
         if count & (count - 1) == 0:
             log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
-        return error(status, message, close=status >= 500 or reason in _CLOSING_REASONS)
+        close = status >= 500 or reason in _CLOSING_REASONS
+        return error(status, message, close=close, old_api=reason if old_api else None)
 
     # --- state --------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -201,6 +239,9 @@ class Gateway:
             info = status.to_json() if status else {}
             if status is None and self.directory is not None:
                 info = self.directory.info(camera_id) or {}
+            camera = self.config.camera(camera_id)
+            if camera is not None:
+                info["name"], info["location"] = camera.name, camera.location
             latest = self.hub.latest(camera_id)
             info["state"] = self.camera_state(camera_id, statuses).value
             info["viewers"] = self.hub.viewers(camera_id)
@@ -271,13 +312,14 @@ class Gateway:
         target = route(request.path)
         if target.kind is RouteKind.NOT_FOUND:
             return self.refuse("not_found", 404, "not found")
+        old_api = target.kind.old_api
         if request.method == "OPTIONS":
             return http_api.preflight(self, request, target)
         if request.method not in target.kind.methods:
-            allow = ", ".join(sorted(target.kind.methods))
-            return self.refuse("method", 405, f"method not allowed (use {allow})")
-        if request.body_exists and not target.kind.changes_state:
-            return self.refuse("bad_request", 400, "this endpoint takes no request body")
+            return self.refuse("method", 405, method_refusal(target), old_api=old_api)
+        if request.body_exists and not target.kind.takes_body:
+            message = "this endpoint takes no request body"
+            return self.refuse("bad_request", 400, message, old_api=old_api)
         if target.kind.is_websocket:
             return await http_api.open_viewer(self, request, target, connection)
         return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
@@ -306,6 +348,8 @@ class Gateway:
             reuse_address=True,
         )
         self._state_task = asyncio.create_task(self._state_loop(), name="viewer-states")
+        self._follow_external(None, self.config)
+        self.old_api.start_intervals()
         return self._server
 
     def bound_port(self) -> int:
@@ -335,6 +379,18 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
+        await self.old_api.close()
+
+
+def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERAS or (
+        target.kind is RouteKind.V1_CAMERA and not target.action
+    ):
+        return (
+            "cameras are created and deleted in /etc/streamd.toml (or /etc/streamd.d/) "
+            "or with `streamd camera add|remove`, then `systemctl reload streamd`"
+        )
+    return f"method not allowed (use {', '.join(sorted(target.kind.methods))})"
 
 
 # Refusals after which the connection is closed (the client misbehaves or may

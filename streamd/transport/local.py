@@ -36,6 +36,7 @@ class MessageType(enum.IntEnum):
     FRAME = 3
     EVENT = 4
     DEMAND = 5
+    TUNE = 6  # down: {"publish_every": N}, applied live by the child
 
 
 class ControlSocketError(StreamdError, ValueError):

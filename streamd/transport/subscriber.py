@@ -44,7 +44,7 @@ class FrameSubscriber:
         self,
         url: str,
         prefix: str,
-        on_frame: Callable[[str, bytes], None],
+        on_frame: Callable[[str, bytes], object],
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
         on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
         *,

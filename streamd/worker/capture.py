@@ -57,6 +57,9 @@ class CaptureLoop:
         self.stop_event = threading.Event()
         self.captured = 0
         self.encoded = 0
+        self.paced = 0
+        self.skipped_interval = 0
+        self.publish_every = 1  # set live from the event loop (the old API's stream_interval)
         self.encode_errors = 0
         self.skipped_idle = 0
         self.seq = 0
@@ -117,14 +120,18 @@ class CaptureLoop:
                 self.on_state(SourceState.LIVE)
             if not pacer.take(time.monotonic()):
                 continue  # a live source delivering faster than the configured fps
-            self._publish(image)
+            self.paced += 1
+            self._publish(image, self.paced % self.publish_every == 0)
         return got_any
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, image: np.ndarray, on_interval: bool) -> None:
         capture_ns = time.time_ns()
         settings = self.camera.detection
         if self.detection is not None:
             self.detection.offer(image)  # the detector thread takes the newest frame
+        if not on_interval:
+            self.skipped_interval += 1  # the old API's stream_interval: detected, not sent
+            return
         deliver = self.on_frame
         if not self.wanted():
             now = time.monotonic()
@@ -134,7 +141,7 @@ class CaptureLoop:
                 return
             self._last_idle_frame = now
             deliver = self.on_idle_frame
-        if settings.overlay:
+        if settings.draws_overlay:
             detections = self.detection.latest if self.detection is not None else ()
             stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
             image = draw_overlay(image, detections, timestamp=stamp)
