@@ -58,6 +58,10 @@ async def test_gateway_node_serves_a_camera_node(
     wait_for(lambda: state_of(gateway, "far") == "live", 15, "far listed live on the gateway")
     info = api_cameras(gateway)["far"]
     assert info["node"] == "cams" and info["name"] == "Yard"
+    status, body = gateway.http("/api/v1/cameras")  # the old server's list too
+    assert status == 200, body
+    old = {c["id"]: c for c in json.loads(body)["cameras"]}
+    assert old["far"]["node"] == "cams" and old["far"]["state"] == "live"
 
     # The multiplexed wall: hello lists it, subscribing gives frames and a live state.
     async with connect(f"ws://{gateway.base}/ws", max_size=None) as ws:
