@@ -39,6 +39,7 @@ from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
+from streamd.registry.directory import CameraDirectory
 from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
 from streamd.transport.subscriber import FrameSubscriber
@@ -59,9 +60,11 @@ class Gateway:
         subscriber: FrameSubscriber | None,
         control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
+        directory: CameraDirectory | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.directory = directory  # every node's cameras, from the Redis registry
         self.hub = hub
         self.subscriber = subscriber
         self.control = control
@@ -189,11 +192,15 @@ class Gateway:
         return False, "redis subscription down"
 
     def known_cameras(self) -> list[str]:
-        """Configured cameras, then others being watched here (idle cached feeds
-        of removed or foreign cameras are not listed: no ghosts)."""
+        """Configured cameras, then other nodes' (the registry), then others being
+        watched here (idle cached feeds of removed or foreign cameras are not
+        listed: no ghosts)."""
         configured = [c.id for c in self.config.cameras]
-        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in configured]
-        return configured + sorted(others)
+        listed = set(configured)
+        registered = [c for c in self.directory.ids() if c not in listed] if self.directory else []
+        listed.update(registered)
+        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in listed]
+        return configured + registered + sorted(others)
 
     def visible_cameras(self, token: str | None) -> list[str]:
         return visible_cameras(self.known_cameras(), self.config.server.tokens, token)
@@ -220,6 +227,8 @@ class Gateway:
         latest = self.hub.latest(camera_id)
         age = (time.time_ns() - latest.received_ns) / 1e9 if latest else None
         status = statuses.get(camera_id)
+        if status is None and self.directory is not None:
+            return protocol.camera_state(self.directory.state(camera_id), age, STALE_AFTER_S)
         return protocol.camera_state(status.state if status else None, age, STALE_AFTER_S)
 
     def cameras(self, presented: str | None) -> dict[str, Any]:
@@ -228,6 +237,8 @@ class Gateway:
         for camera_id in self.visible_cameras(presented):
             status = statuses.get(camera_id)
             info = status.to_json() if status else {}
+            if status is None and self.directory is not None:
+                info = self.directory.info(camera_id) or {}
             camera = self.config.camera(camera_id)
             if camera is not None:
                 info["name"], info["location"] = camera.name, camera.location

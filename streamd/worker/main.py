@@ -78,6 +78,8 @@ class CameraWorker:
             channel=spec.channel,
             fallback=self._send_to_supervisor,
             stats=self.stats,
+            cluster=spec.redis_cluster,
+            seeds=spec.redis_seeds,
         )
         self.detector_state, self.detection = self._build_detection()
         self.demand = DemandPolicy(frame_interval=1.0 / spec.camera.fps)
