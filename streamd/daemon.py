@@ -19,7 +19,7 @@ import signal
 import ssl
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from streamd.registry.connection import RegistryConnection
 from streamd.registry.directory import CameraDirectory
 from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
 from streamd.reporting import CameraSample, StatsReporter
+from streamd.signals import SignalRequests
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
@@ -398,30 +399,6 @@ class Daemon:
             await self.node_registry.release_all()  # a standby takes over at once
         if self.directory is not None:
             await self.directory.close()
-
-
-@dataclass
-class SignalRequests:
-    """What the signals asked for. The handlers only record it (uvicorn's habit);
-    ``Daemon`` acts on it from its run loop."""
-
-    stop: signal.Signals | None = None
-    force: signal.Signals | None = None
-    reload: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    forced: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def on_stop(self, signum: signal.Signals) -> None:
-        if self.stop is None:
-            self.stop = signum
-        else:
-            self.force = signum
-            self.forced.set()
-        self.changed.set()
-
-    def on_reload(self) -> None:
-        self.reload = True
-        self.changed.set()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

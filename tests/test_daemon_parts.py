@@ -11,7 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from streamd.config import load_config, parse_config
-from streamd.daemon import Daemon, SignalRequests
+from streamd.daemon import Daemon
+from streamd.signals import SignalRequests
 from streamd.supervisor import child_environment
 
 from .conftest import free_port, write_config

@@ -1,0 +1,336 @@
+"""One camera's child process, kept alive: spawn it by exec in its own session,
+hand it its spec over a ``socketpair``, read its heartbeats and fallback frames,
+and replace it when it exits, stalls (no heartbeat for ``stall_timeout``) or
+grows past ``child_memory_max``. ``lifecycle.Lifecycle`` decides; this carries
+out its decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from streamd.backoff import Backoff
+from streamd.camera_status import CameraStatus, Heartbeat
+from streamd.config import SupervisorConfig
+from streamd.lifecycle import Lifecycle
+from streamd.memory import over_memory, read_rss
+from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
+from streamd.stats import CameraCounters
+from streamd.systemd import SERVICE_ONLY_ENV
+from streamd.transport.local import (
+    ControlSocketError,
+    MessageType,
+    decode_json,
+    encode_json,
+    read_message,
+)
+from streamd.worker.spec import WorkerSpec
+
+log = structlog.get_logger("streamd.supervisor")  # one logger name for both layers
+FrameSink = Callable[[str, bytes], None]
+MEMORY_CHECK_INTERVAL_S = 1.0
+
+
+@dataclass
+class ChildStatus:
+    """What the supervisor knows about one camera, for health, logs and APIs."""
+
+    lifecycle: Lifecycle
+    pid: int | None = None
+    heartbeat: Heartbeat | None = None  # the current child's latest
+    stalls: int = 0
+    memory_restarts: int = 0  # replaced for passing child_memory_max
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    # Figures of earlier runs of this camera's child, so totals never go backwards.
+    figures_base: CameraCounters = field(default_factory=CameraCounters)
+    figures: CameraCounters = field(default_factory=CameraCounters)
+    held_by: str | None = None  # the node that owns (publishes) this camera instead
+
+    def totals(self) -> CameraCounters:
+        return self.figures_base + self.figures
+
+    def on_new_child(self) -> None:
+        self.figures_base = self.totals()
+        self.figures = CameraCounters()
+        self.heartbeat = None
+
+    @property
+    def source_state(self) -> CameraState:
+        """The source's state, or the child's own while none runs or reports."""
+        if self.pid is None:
+            return ChildState.CONFLICT if self.held_by else self.lifecycle.state
+        if self.heartbeat is None:
+            return ChildState.STARTING
+        return self.heartbeat.state
+
+    @property
+    def redis_state(self) -> RedisState:
+        return RedisState.UNKNOWN if self.heartbeat is None else self.heartbeat.redis
+
+    def camera_status(self) -> CameraStatus:
+        heartbeat = self.heartbeat
+        return CameraStatus(
+            state=self.source_state,
+            child=self.lifecycle.state,
+            pid=self.pid,
+            redis=self.redis_state,
+            restarts=self.lifecycle.restarts,
+            stalls=self.stalls,
+            memory_restarts=self.memory_restarts,
+            last_exit_code=self.last_exit_code,
+            last_error=self.last_error,
+            detector=heartbeat.detector if heartbeat else None,
+            watched=heartbeat.watched if heartbeat else None,
+            active_labels=heartbeat.active_labels if heartbeat else (),
+        )
+
+
+class CameraChild:
+    """One camera's child process, restarted by ``keep_alive`` until stopped."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        settings: SupervisorConfig,
+        on_frame: FrameSink,
+        on_event: FrameSink = lambda _camera, _body: None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.env = env
+        self.on_event = on_event
+        self.settings = settings
+        self.on_frame = on_frame
+        backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
+        self.status = ChildStatus(Lifecycle(backoff, stable_after=settings.stable_after))
+        self.log = log.bind(camera_id=spec.camera.id)
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.demand = False  # viewers of this daemon's gateway watch the camera
+        self.publish_every = 1  # [old API] stream_interval: every Nth paced frame
+        self._stopping = asyncio.Event()
+        self._heartbeat = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def camera_id(self) -> str:
+        return self.spec.camera.id
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self.keep_alive(), name=f"child-{self.camera_id}")
+
+    async def keep_alive(self) -> None:
+        lifecycle = self.status.lifecycle
+        while not self._stopping.is_set():
+            exit_code = await self._run_once()
+            self.status.last_exit_code = exit_code
+            if self._stopping.is_set():
+                break
+            delay = lifecycle.on_exit(time.monotonic(), exit_code)
+            if delay is None:
+                self.status.last_error = f"unusable camera config (exit {ExitCode.CONFIG:d})"
+                self.log.error(
+                    "camera child has an unusable config; not restarting until it changes",
+                    exit_code=exit_code,
+                )
+                await self._stopping.wait()
+                break
+            self.status.last_error = f"child exited with code {exit_code}"
+            self.log.warning(
+                "camera child exited; restarting",
+                exit_code=exit_code,
+                restart_in_s=round(delay, 2),
+                failures=lifecycle.failures,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        lifecycle.on_stopped()
+
+    async def _run_once(self) -> int | None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streamd.worker",
+                "--camera",
+                self.camera_id,
+                "--control-fd",
+                str(child_end.fileno()),
+                "--log-level",
+                self.spec.log_level,
+                pass_fds=(child_end.fileno(),),
+                start_new_session=True,
+                env=self.env,
+            )
+        except OSError as exc:
+            parent_end.close()
+            self.log.error("cannot start camera child", error=str(exc))
+            return None
+        finally:
+            child_end.close()
+        self._process = process
+        self.status.pid = process.pid
+        self.status.on_new_child()
+        self.status.lifecycle.on_spawned(time.monotonic())
+        self.log.info("camera child started", pid=process.pid)
+        reader, writer = await asyncio.open_unix_connection(sock=parent_end)
+        writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
+        writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
+        if self.publish_every != 1:
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": self.publish_every}))
+        self._writer = writer
+        helpers = [
+            asyncio.create_task(self._read_control(reader)),
+            asyncio.create_task(self._watch_heartbeats(process)),
+            asyncio.create_task(self._watch_memory(process)),
+        ]
+        try:
+            exit_code = await process.wait()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            writer.close()
+            self._writer = None
+            self._process = None
+            self.status.pid = None
+        return exit_code
+
+    async def _read_control(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                message = await read_message(reader)
+            except (ControlSocketError, ConnectionError) as exc:
+                self.log.warning("bad control message; closing channel", error=str(exc))
+                return
+            if message is None:
+                return
+            kind, body = message
+            if kind is MessageType.FRAME:
+                self.on_frame(self.camera_id, body)
+            elif kind is MessageType.EVENT:
+                self.on_event(self.camera_id, body)
+            elif kind is MessageType.STATUS:
+                self._on_status(body)
+
+    def _on_status(self, body: bytes) -> None:
+        try:
+            heartbeat = Heartbeat.from_wire(decode_json(body))
+        except ControlSocketError:
+            return
+        except ValueError as exc:
+            self.log.warning("bad heartbeat", error=str(exc))
+            return
+        now = time.monotonic()
+        previous = self.status.heartbeat
+        self.status.heartbeat = heartbeat
+        self.status.figures = heartbeat.figures
+        self._heartbeat.set()
+        if heartbeat.state is SourceState.LIVE:
+            self.status.lifecycle.on_frames(now)
+        if previous is not None and heartbeat.state != previous.state:
+            self.log.info("camera state", state=heartbeat.state, previous=previous.state)
+
+    async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
+        """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
+        while True:
+            self._heartbeat.clear()
+            try:
+                await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
+            except TimeoutError:
+                self.status.stalls += 1
+                self.status.last_error = "child stalled (no heartbeat)"
+                self.log.error(
+                    "camera child stalled: no heartbeat; replacing it",
+                    pid=process.pid,
+                    stall_timeout_s=self.settings.stall_timeout,
+                )
+                await self._terminate(process)
+                return
+
+    async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
+        """Replace a child whose RSS passes ``child_memory_max``; it restarts through
+        the normal lifecycle, with backoff. The cap is read each tick (reloads)."""
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL_S)
+            cap = self.settings.child_memory_max
+            rss = read_rss(process.pid) if cap is not None else None
+            if over_memory(rss, cap):
+                self.status.memory_restarts += 1
+                self.status.last_error = "child over memory cap"
+                self.log.error("child over memory cap", pid=process.pid, rss=rss, cap=cap)
+                await self._terminate(process)
+                return
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM, wait ``stop_grace``, then SIGKILL."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.stop_grace)
+        except TimeoutError:
+            self.log.warning("camera child ignored SIGTERM; killing", pid=process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    def set_publish_every(self, every: int) -> None:
+        """Kept across restarts of the child (sent with its spec)."""
+        if every == self.publish_every:
+            return
+        self.publish_every = every
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": every}))
+
+    def set_demand(self, watched: bool) -> None:
+        if watched == self.demand:
+            return
+        self.demand = watched
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(encode_json(MessageType.DEMAND, {"watched": watched}))
+
+    def kill(self) -> None:
+        """SIGKILL now: the last resort when the shutdown deadline has passed."""
+        self._stopping.set()
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    async def stop(self) -> None:
+        """Stop the child and do not restart it; idempotent."""
+        self._stopping.set()
+        if self._process is not None:
+            await self._terminate(self._process)
+        if self._task is not None:
+            await self._task
+
+
+def child_environment(parent: Mapping[str, str], source: str) -> dict[str, str]:
+    """The environment a camera child is started with (the daemon's own is not
+    edited): the parent's, without systemd's service-only variables."""
+    env = {k: v for k, v in parent.items() if k not in SERVICE_ONLY_ENV}
+    if source.startswith(("rtsp://", "rtsps://")):
+        # TCP interleaving survives NAT and packet loss far better than UDP for video.
+        env.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    return env
