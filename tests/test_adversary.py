@@ -11,11 +11,13 @@ import contextlib
 import json
 import os
 import re
+import resource
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -325,6 +327,46 @@ def test_wall_page_cannot_be_framed_by_another_site(daemon: Daemon) -> None:
         frame_options = response.headers.get("X-Frame-Options", "")
         policy = response.headers.get("Content-Security-Policy", "")
     assert frame_options.upper() in ("DENY", "SAMEORIGIN") or "frame-ancestors" in policy
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the connection gate's hard limit (2 * max_viewers + 64) is not checked against "
+    "RLIMIT_NOFILE, nor is the soft limit raised: a connection flood runs the daemon out "
+    "of descriptors (EMFILE for accept, and for Redis and children), and asyncio logs a "
+    "traceback per failed accept, unsampled",
+)
+def test_connection_flood_stops_at_the_gate_not_at_the_fd_limit(
+    module_redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    path = write_config(
+        tmp_path / "streamd.toml",
+        redis_url=module_redis.url,
+        port=port,
+        cameras=[{"id": "door", "source": "synthetic:", "fps": 5, "detector": "none"}],
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))  # inherited by the daemon only
+    try:
+        flooded = Daemon(path, port)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    socks: list[socket.socket] = []
+    try:
+        flooded.wait_healthy()
+        for _ in range(300):  # fewer than the gate's 464, more than 128 descriptors
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+            except OSError:
+                break
+        time.sleep(1)
+    finally:
+        for sock in socks:
+            sock.close()
+        flooded.stop()
+    text = flooded.log_text()
+    assert "Too many open files" not in text and "Traceback" not in text, text[-2000:]
 
 
 # --- attacks that hold (coverage beyond tests/test_attacks.py) ------------------------------
