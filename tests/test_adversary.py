@@ -1,8 +1,8 @@
 """An adversary's pass over the gateway (a hostile web page, a rebound DNS name,
 an abusive client, a hostile Redis publisher) against a real daemon and its own
-redis-server. Tests marked ``xfail(strict=True)`` are weaknesses confirmed on
-this code: each says what happens and what should; the plain tests are attacks
-that hold and that tests/test_attacks.py does not already cover."""
+redis-server. The eleven weaknesses it confirmed were first committed as strict
+xfails, then fixed (the comment above each test says what used to happen); the
+other tests are attacks that held and that tests/test_attacks.py does not cover."""
 
 from __future__ import annotations
 
@@ -149,12 +149,9 @@ async def honest_frames(daemon: Daemon, seconds: float) -> int:
 # --- confirmed weaknesses (ranked in the report) ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request body is never timed: a client that sends headers and trickles its body "
-    "holds its connection (and a max_viewers_per_address slot) forever, past "
-    "handshake_timeout; on loopback that locks every honest viewer out with 429",
-)
+# Found by the adversary, fixed since: a request body is never timed: a client that sends
+# headers and trickles its body holds its connection (and a max_viewers_per_address slot)
+# forever, past handshake_timeout; on loopback that locks every honest viewer out with 429
 def test_trickled_body_is_dropped_after_handshake_timeout(daemon: Daemon) -> None:
     head = (
         b"POST /api/v1/cameras/batch-status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -177,12 +174,10 @@ def test_trickled_body_is_dropped_after_handshake_timeout(daemon: Daemon) -> Non
     assert honest == 200  # today: 429, every slot of 127.0.0.1 held by the tricklers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="junk in the Redis hash video_stream:config:{id} (stream_interval '²': isdigit() "
-    "but not int()) makes GET /api/v1/video-stream/config/{id} answer aiohttp's plain-text "
-    "500 with a traceback in the log, and POST answer 422 blaming the client's body",
-)
+# Found by the adversary, fixed since: junk in the Redis hash video_stream:config:{id}
+# (stream_interval '²': isdigit() but not int()) makes GET /api/v1/video-stream/config/{id}
+# answer aiohttp's plain-text 500 with a traceback in the log, and POST answer 422 blaming the
+# client's body
 def test_junk_stream_config_in_redis_falls_back_to_defaults(
     daemon: Daemon, module_redis: RedisServer
 ) -> None:
@@ -197,12 +192,9 @@ def test_junk_stream_config_in_redis_falls_back_to_defaults(
     log.assert_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the old API's frame push (the push token, or anyone admin on loopback) is "
-    "accepted for a camera streamd captures itself: viewers of that camera see the "
-    "pushed picture; pushes should be refused (409) for non-external cameras",
-)
+# Found by the adversary, fixed since: the old API's frame push (the push token, or anyone admin
+# on loopback) is accepted for a camera streamd captures itself: viewers of that camera see the
+# pushed picture; pushes should be refused (409) for non-external cameras
 async def test_push_cannot_overwrite_a_camera_streamd_captures(daemon: Daemon) -> None:
     forged = jpeg(7, width=32, height=24)
     seen_forged = False
@@ -218,12 +210,9 @@ async def test_push_cannot_overwrite_a_camera_streamd_captures(daemon: Daemon) -
     assert status in (403, 409) and not seen_forged, (status, seen_forged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="POST /api/v1/video-stream/config/{id} keeps a StreamConfig in memory for every "
-    "camera id ever named (OldApi.configs), configured or not: unbounded, unlike the hub's "
-    "256-entry LRU for invented ids",
-)
+# Found by the adversary, fixed since: POST /api/v1/video-stream/config/{id} keeps a
+# StreamConfig in memory for every camera id ever named (OldApi.configs), configured or not:
+# unbounded, unlike the hub's 256-entry LRU for invented ids
 def test_stream_configs_for_invented_ids_are_bounded(
     daemon: Daemon, module_redis: RedisServer
 ) -> None:
@@ -244,12 +233,9 @@ def test_stream_configs_for_invented_ids_are_bounded(
     assert statuses[0] == 404 or first["stream_interval"] == 1, (statuses[0], first)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Expect: 100-continue is never answered once a request is accepted (aiohttp's "
-    "low-level server has no expect handler): an authorized pusher waits for its own "
-    "timeout before every frame (curl: 1 s, for bodies over 1 MiB)",
-)
+# Found by the adversary, fixed since: Expect: 100-continue is never answered once a request is
+# accepted (aiohttp's low-level server has no expect handler): an authorized pusher waits for
+# its own timeout before every frame (curl: 1 s, for bodies over 1 MiB)
 def test_expect_100_continue_gets_an_interim_answer(daemon: Daemon) -> None:
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=1.5) as sock:
         sock.sendall(
@@ -264,13 +250,10 @@ def test_expect_100_continue_gets_an_interim_answer(daemon: Daemon) -> None:
     assert first_status(answer) == 100, answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="snapshots and previews are served to cross-site subresource loads "
-    "(<img src=http://127.0.0.1:8765/snapshot/door.jpg> on any page, Sec-Fetch-Site: "
-    "cross-site): the page cannot read pixels, but learns which cameras exist and their "
-    "size, and shows the operator's cameras inside its own page",
-)
+# Found by the adversary, fixed since: snapshots and previews are served to cross-site
+# subresource loads (<img src=http://127.0.0.1:8765/snapshot/door.jpg> on any page, Sec-Fetch-
+# Site: cross-site): the page cannot read pixels, but learns which cameras exist and their size,
+# and shows the operator's cameras inside its own page
 def test_cross_site_image_loads_are_refused(daemon: Daemon) -> None:
     cross_site_img = {
         "Sec-Fetch-Site": "cross-site",
@@ -283,12 +266,9 @@ def test_cross_site_image_loads_are_refused(daemon: Daemon) -> None:
         assert request(daemon, path, headers=cross_site_img)[0] == 403, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an absolute-form request target (GET http://evil.example/... HTTP/1.1) is "
-    "judged by the Host header, which RFC 9112 3.2.2 says to ignore for it: the "
-    "allowlist checks one authority, the request names another",
-)
+# Found by the adversary, fixed since: an absolute-form request target (GET
+# http://evil.example/... HTTP/1.1) is judged by the Host header, which RFC 9112 3.2.2 says to
+# ignore for it: the allowlist checks one authority, the request names another
 def test_absolute_form_target_naming_another_host_is_refused(daemon: Daemon) -> None:
     answer = raw(
         daemon,
@@ -298,12 +278,9 @@ def test_absolute_form_target_naming_another_host_is_refused(daemon: Daemon) -> 
     assert first_status(answer) == 400, answer[:200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a malformed or over-long request line is logged with aiohttp's message, which "
-    "quotes the raw target: a viewer token presented as ?token= (a supported way) lands "
-    "in the journal verbatim (docs/security.md: tokens are never logged)",
-)
+# Found by the adversary, fixed since: a malformed or over-long request line is logged with
+# aiohttp's message, which quotes the raw target: a viewer token presented as ?token= (a
+# supported way) lands in the journal verbatim (docs/security.md: tokens are never logged)
 def test_tokens_in_a_malformed_request_line_are_not_logged(daemon: Daemon) -> None:
     log = LogSlice(daemon)
     secret = "tok3n-in-the-query-string"
@@ -317,11 +294,9 @@ def test_tokens_in_a_malformed_request_line_are_not_logged(daemon: Daemon) -> No
     assert secret not in log.text(), log.text()[-600:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wall page has no X-Frame-Options / CSP frame-ancestors: any site can frame "
-    "the operator's wall (and its token form) inside its own page (clickjacking)",
-)
+# Found by the adversary, fixed since: the wall page has no X-Frame-Options / CSP frame-
+# ancestors: any site can frame the operator's wall (and its token form) inside its own page
+# (clickjacking)
 def test_wall_page_cannot_be_framed_by_another_site(daemon: Daemon) -> None:
     req = urllib.request.Request(f"http://{daemon.base}/")
     with urllib.request.urlopen(req, timeout=5) as response:
@@ -330,13 +305,10 @@ def test_wall_page_cannot_be_framed_by_another_site(daemon: Daemon) -> None:
     assert frame_options.upper() in ("DENY", "SAMEORIGIN") or "frame-ancestors" in policy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the connection gate's hard limit (2 * max_viewers + 64) is not checked against "
-    "RLIMIT_NOFILE, nor is the soft limit raised: a connection flood runs the daemon out "
-    "of descriptors (EMFILE for accept, and for Redis and children), and asyncio logs a "
-    "traceback per failed accept, unsampled",
-)
+# Found by the adversary, fixed since: the connection gate's hard limit (2 * max_viewers + 64)
+# is not checked against RLIMIT_NOFILE, nor is the soft limit raised: a connection flood runs
+# the daemon out of descriptors (EMFILE for accept, and for Redis and children), and asyncio
+# logs a traceback per failed accept, unsampled
 def test_connection_flood_stops_at_the_gate_not_at_the_fd_limit(
     module_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -383,12 +355,9 @@ def _masked(opcode: int, payload: bytes) -> bytes:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a multiplexed viewer's text backlog is bounded in messages (64), not bytes: a "
-    "Redis publisher's 60 KiB events make each /ws viewer that does not read hold ~4 MiB "
-    "(800 MiB at max_viewers = 200); expected at most ~1 MiB per viewer",
-)
+# Found by the adversary, fixed since: a multiplexed viewer's text backlog is bounded in
+# messages (64), not bytes: a Redis publisher's 60 KiB events make each /ws viewer that does not
+# read hold ~4 MiB (800 MiB at max_viewers = 200); expected at most ~1 MiB per viewer
 def test_event_backlog_of_a_viewer_that_never_reads_is_bounded_in_bytes(
     daemon: Daemon, module_redis: RedisServer
 ) -> None:

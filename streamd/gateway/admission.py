@@ -25,9 +25,10 @@ class Refusal(Enum):
 
 
 class ConnectionGate:
-    def __init__(self, max_total: int, max_per_address: int) -> None:
+    def __init__(self, max_total: int, max_per_address: int, fd_budget: int = 1 << 20) -> None:
         self.max_total = max_total
         self.max_per_address = max_per_address
+        self.fd_budget = fd_budget  # descriptors connections may use (RLIMIT_NOFILE less a reserve)
         self.per_address: Counter[str] = Counter()
         self.refused_open = 0  # refused but not yet closed (bounded by hard_limit)
 
@@ -37,8 +38,9 @@ class ConnectionGate:
 
     @property
     def hard_limit(self) -> int:
-        """Open connections, admitted or refused, past which we drop at once."""
-        return 2 * self.max_total + 64
+        """Open connections, admitted or refused, past which we drop at once:
+        never so many that the process runs out of file descriptors."""
+        return min(2 * self.max_total + 64, self.fd_budget)
 
     def flooded(self) -> bool:
         return self.admitted + self.refused_open >= self.hard_limit

@@ -135,6 +135,15 @@ def cross_site_refusal(
     return None
 
 
+def embeddable(sec_fetch_site: str | None, allowed_origins: Sequence[str]) -> bool:
+    """May a picture go to this request? Not to another site's ``<img>``
+    (``Sec-Fetch-Site: cross-site``/``same-site``) unless the operator listed
+    origins that use streamd from elsewhere; tools send no such header."""
+    if sec_fetch_site is None or sec_fetch_site.lower() in ("same-origin", "none"):
+        return True
+    return bool(allowed_origins)
+
+
 def viewer_origin_allowed(
     origin: str | None, host_header: str | None, allowed_origins: Sequence[str]
 ) -> bool:

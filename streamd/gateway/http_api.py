@@ -15,6 +15,7 @@ from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
 from streamd.gateway.guards import cross_site_refusal, listed_origin, viewer_origin_allowed
 from streamd.gateway.responses import (
     PROMETHEUS_CONTENT_TYPE,
+    BodyRefusal,
     error,
     json_response,
     read_body,
@@ -139,10 +140,9 @@ async def _control(
     denied = _denied(gateway, Need.ADMIN, request, peer, old_api=old_api)
     if denied is not None:
         return denied
-    body = await read_body(request, MAX_CONTROL_BODY)
-    if body is None:
-        limit = f"control bodies are at most {MAX_CONTROL_BODY} bytes"
-        return gateway.refuse("body_too_large", 413, limit, old_api=old_api)
+    body = await read_body(request, MAX_CONTROL_BODY, gateway.config.server.handshake_timeout)
+    if isinstance(body, BodyRefusal):
+        return gateway.refuse(body.reason, body.status, body.message, old_api=old_api)
     if body.strip():
         try:
             parsed = protocol.loads_bounded(body)

@@ -5,7 +5,9 @@ HTTP turned into counted one-line refusals instead of tracebacks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -80,6 +82,39 @@ class GatedServer(web.Server):
             self.gateway.gate.release(connection.peer, connection.refusal)
 
 
+FD_RESERVE = 256  # descriptors kept for children's sockets, Redis, files
+
+
+def fd_budget() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (systemd's default soft
+    limit is 1024) and say how many descriptors connections may take."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return max(16, soft - FD_RESERVE)
+
+
+def sample_accept_errors(gateway: Gateway) -> None:
+    """asyncio logs a traceback for every failed ``accept()`` (EMFILE under a
+    flood); count them and log sparsely instead, leave other errors alone."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            gateway.refuse_quietly("accept_failed")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 class _HttpErrors(logging.Handler):
     """aiohttp reports malformed requests as exceptions with a traceback: for
     untrusted input that is a counted, sampled one-line refusal instead. Anything
@@ -91,9 +126,13 @@ class _HttpErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None or isinstance(exc, HttpProcessingError | ConnectionError):
-            reason = getattr(exc, "message", None) or str(exc or record.getMessage())
-            self.gateway.refuse_quietly("bad_http", detail=reason.strip()[:200])
+        if isinstance(exc, ConnectionError):
+            self.gateway.refuse_quietly("client_gone")  # it left while we answered
+        elif exc is None or isinstance(exc, HttpProcessingError):
+            # Only the kind of error: aiohttp's message quotes the request line,
+            # which may carry a ?token=.
+            code = getattr(exc, "code", None)
+            self.gateway.refuse_quietly("bad_http", error=type(exc).__name__, status=code)
         else:
             log.error("request failed", exc_info=record.exc_info)
 

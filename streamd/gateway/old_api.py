@@ -6,6 +6,7 @@ the old ``{"detail": {"error", "message"}}`` shape; every guard of the gateway
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from streamd.gateway import old_shapes, protocol
 from streamd.gateway.auth import Need
 from streamd.gateway.guards import cross_site_refusal
 from streamd.gateway.old_shapes import StreamConfig
-from streamd.gateway.responses import json_response, read_body, response
+from streamd.gateway.responses import BodyRefusal, json_response, read_body, response
 from streamd.gateway.routes import Route, RouteKind
 from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from streamd.gateway.server import Gateway
 
 log = structlog.get_logger("streamd.gateway")
+MAX_FOREIGN_CONFIGS = 256  # stream configs kept in memory for ids not configured here
 MAX_JSON_BODY = 64 * 1024  # batch-status lists camera ids
 REDIS_TIMEOUT_S = 2.0
 
@@ -36,7 +38,9 @@ class OldApi:
         self.gateway = gateway
         self.push_token = env.get("VIDEO_PUSH_TOKEN") or None
         self.default_config = StreamConfig("", stream_interval=old_shapes.default_interval(env))
-        self.configs: dict[str, StreamConfig] = {}
+        # Configs set through the old API, newest last; ids not configured here are
+        # kept only as a bounded LRU (and in Redis, where they expire).
+        self.configs: OrderedDict[str, StreamConfig] = OrderedDict()
         self._redis: aioredis.Redis | None = None
 
     @property
@@ -86,9 +90,9 @@ class OldApi:
     async def _json_body(
         self, request: web.BaseRequest, limit: int
     ) -> dict[str, Any] | web.Response:
-        body = await read_body(request, limit)
-        if body is None:
-            return self._refuse("body_too_large", 413, f"the body is at most {limit} bytes")
+        body = await read_body(request, limit, self.gateway.config.server.handshake_timeout)
+        if isinstance(body, BodyRefusal):
+            return self._refuse(body.reason, body.status, body.message)
         if not body.strip():
             return {}
         try:
@@ -159,6 +163,12 @@ class OldApi:
         )
         if refusal is not None:
             return self._refuse("cross_site", 403, refusal, peer=peer)
+        camera = self.gateway.config.camera(camera_id)
+        if camera is not None and not camera.external:
+            # streamd captures this camera itself: a push would overwrite its feed.
+            return self._refuse(
+                "push_conflict", 409, f"camera {camera_id} is captured by streamd itself"
+            )
         presented = request.headers.get("X-Video-Token") or token
         if not (self.push_token and old_shapes.push_token_matches(presented, self.push_token)):
             if self.push_token and not self.gateway.config.server.tokens:
@@ -167,9 +177,9 @@ class OldApi:
             if denied is not None:
                 return denied
         limit = self.gateway.config.server.max_frame_bytes
-        body = await read_body(request, limit)
-        if body is None:
-            return self._refuse("body_too_large", 413, f"frames are at most {limit} bytes")
+        body = await read_body(request, limit, self.gateway.config.server.handshake_timeout)
+        if isinstance(body, BodyRefusal):
+            return self._refuse(body.reason, body.status, body.message)
         if not body:
             return self._refuse("bad_request", 400, "empty frame")
         wire = _with_metadata(camera_id, body, limit)
@@ -226,7 +236,7 @@ class OldApi:
             config = old_shapes.apply_update(await self.config_of(camera_id), body)
         except ValueError as exc:
             return self._refuse("bad_request", 422, str(exc))
-        self.configs[camera_id] = config
+        self._remember(camera_id, config)
         applied = self.gateway.control.set_publish_interval(camera_id, config.publish_every)
         client = self.redis
         if client is not None:
@@ -249,6 +259,14 @@ class OldApi:
             "" if applied else " (stored for the camera's publisher)"
         )
         return json_response(200, {**config.to_json(), "message": message})
+
+    def _remember(self, camera_id: str, config: StreamConfig) -> None:
+        self.configs[camera_id] = config
+        self.configs.move_to_end(camera_id)
+        configured = {c.id for c in self.gateway.config.cameras}
+        foreign = [c for c in self.configs if c not in configured]
+        for stale in foreign[: max(0, len(foreign) - MAX_FOREIGN_CONFIGS)]:
+            del self.configs[stale]
 
     # --- /api/v1/cameras -------------------------------------------------------------------
     def _size(self, camera_id: str) -> tuple[int, int] | None:

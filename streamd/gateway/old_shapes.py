@@ -89,7 +89,8 @@ def from_hash(camera_id: str, fields: Mapping[bytes, bytes], default: StreamConf
     decoded = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
     body: dict[str, Any] = {}
     for key in ("stream_interval", "log_interval"):
-        if decoded.get(key, "").isdigit():
+        text = decoded.get(key, "")
+        if text.isascii() and text.isdigit() and len(text) <= 6:  # "²" is a digit to isdigit
             body[key] = int(decoded[key])
     if decoded.get("frame_by_frame") in ("true", "false", "1", "0"):
         body["frame_by_frame"] = decoded["frame_by_frame"] in ("true", "1")

@@ -3,7 +3,9 @@ bodies read with a bound."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +14,9 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SAFETY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
+    # No other site may frame the wall (clickjacking its token form).
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
 }
 
 
@@ -44,15 +49,36 @@ def error(
     return json_response(status, body, close=close)
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (chunked ones too)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
+MIN_BODY_RATE = 256 * 1024  # bytes/s a body may take beyond the handshake timeout
+
+
+@dataclass(frozen=True)
+class BodyRefusal:
+    reason: str
+    status: int
+    message: str
+
+
+async def read_body(request: web.BaseRequest, limit: int, patience: float) -> bytes | BodyRefusal:
+    """The body, at most ``limit`` bytes (chunked ones too), read within
+    ``patience`` seconds plus what ``MIN_BODY_RATE`` allows: a client trickling its body
+    cannot hold a connection (and a viewer slot) open. ``Expect: 100-continue``
+    is answered here, once the request has been let through."""
+    length = request.content_length
+    if length is not None and length > limit:
+        return BodyRefusal("body_too_large", 413, f"the body is at most {limit} bytes")
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started
     data = bytearray()
-    while True:
-        chunk = await request.content.read(limit + 1 - len(data))
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            return None
+    try:
+        async with asyncio.timeout(patience + (length or limit) / MIN_BODY_RATE):
+            while True:
+                chunk = await request.content.read(limit + 1 - len(data))
+                if not chunk:
+                    return bytes(data)
+                data += chunk
+                if len(data) > limit:
+                    return BodyRefusal("body_too_large", 413, f"the body is at most {limit} bytes")
+    except TimeoutError:
+        return BodyRefusal("body_timeout", 408, "the request body came too slowly")

@@ -101,6 +101,13 @@ class Route:
     action: str = ""
     event_id: str = ""  # not yet validated: events_api checks it
 
+    @property
+    def shows_picture(self) -> bool:
+        """A JPEG of a camera: another site must not embed it with ``<img>``."""
+        return self.kind in (RouteKind.SNAPSHOT, RouteKind.EVENT_SNAPSHOT) or (
+            self.kind is RouteKind.V1_CAMERA and self.action == "preview"
+        )
+
 
 NOT_FOUND = Route(RouteKind.NOT_FOUND)
 

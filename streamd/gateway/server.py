@@ -32,9 +32,15 @@ from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
-from streamd.gateway.guards import duplicated, host_allowed
+from streamd.gateway.guards import duplicated, embeddable, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
-from streamd.gateway.listener import Connection, GatedServer, http_error_logger
+from streamd.gateway.listener import (
+    Connection,
+    GatedServer,
+    fd_budget,
+    http_error_logger,
+    sample_accept_errors,
+)
 from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
 from streamd.gateway.routes import Route, RouteKind, route
@@ -305,11 +311,20 @@ class Gateway:
         if twice is not None:
             return self.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
         server = self.config.server
+        if not request.raw_path.startswith("/"):
+            # Absolute-form (or asterisk-form) targets are for proxies; we are not one,
+            # and RFC 9112 would have us ignore the Host we check below.
+            return self.refuse("bad_request", 400, "request target must be a path", peer=peer)
         if not host_allowed(request.headers.get("Host"), server.host, server.server_names):
             return self.refuse(
                 "host", 400, "Host not allowed (add the name to [server] server_names)", peer=peer
             )
         target = route(request.path)
+        if target.shows_picture and not embeddable(
+            request.headers.get("Sec-Fetch-Site"), server.allowed_origins
+        ):
+            message = "pictures are not served to other sites (list them in allowed_origins)"
+            return self.refuse("cross_site", 403, message, old_api=target.kind.old_api, peer=peer)
         if target.kind is RouteKind.NOT_FOUND:
             return self.refuse("not_found", 404, "not found")
         old_api = target.kind.old_api
@@ -338,6 +353,14 @@ class Gateway:
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             handler_cancellation=True,  # a client that leaves cancels its request
         )
+        self.gate.fd_budget = fd_budget()
+        if self.gate.fd_budget < server_config.max_viewers + 64:
+            log.warning(
+                "file descriptor limit below max_viewers",
+                fd_budget=self.gate.fd_budget,
+                max_viewers=server_config.max_viewers,
+            )
+        sample_accept_errors(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._web,
@@ -395,4 +418,6 @@ def method_refusal(target: Route) -> str:
 
 # Refusals after which the connection is closed (the client misbehaves or may
 # have sent a body we did not read).
-_CLOSING_REASONS = frozenset({"bad_request", "host", "max_viewers_per_address", "body_too_large"})
+_CLOSING_REASONS = frozenset(
+    {"bad_request", "host", "max_viewers_per_address", "body_too_large", "body_timeout"}
+)

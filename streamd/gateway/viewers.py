@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streamd.gateway")
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
-MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer
+MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer…
+MAX_TEXT_BACKLOG_BYTES = 256 * 1024  # …and their size (events may be 64 KiB each)
 CLOSE_TIMEOUT_S = 2.0
 _ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
@@ -130,17 +131,15 @@ class MultiplexedViewer:
             last_event_of=gateway.last_event,
         )
         self.mailboxes: dict[str, Mailbox] = {}
-        self._texts: deque[str] = deque(maxlen=MAX_TEXT_BACKLOG)
+        self._texts: deque[str] = deque()
+        self._text_bytes = 0
         self._wake = asyncio.Event()
         self._replay_task: asyncio.Task[None] | None = None
 
     def carry_out(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Reply):
-                if len(self._texts) == self._texts.maxlen:
-                    self.gateway.refuse_quietly("text_backlog")  # the oldest is dropped
-                self._texts.append(action.text)
-                self._wake.set()
+                self._queue_text(action.text)
             elif isinstance(action, Watch):
                 self.mailboxes[action.camera_id] = self.gateway.watch(action.camera_id, self._wake)
             elif isinstance(action, Unwatch):
@@ -189,12 +188,26 @@ class MultiplexedViewer:
             else:
                 self.carry_out(self.session.on_binary())
 
+    def _queue_text(self, text: str) -> None:
+        """Bounded by count and bytes: a viewer that does not read loses the
+        oldest messages (counted), never makes the daemon hold more."""
+        self._texts.append(text)
+        self._text_bytes += len(text)
+        while len(self._texts) > MAX_TEXT_BACKLOG or (
+            self._text_bytes > MAX_TEXT_BACKLOG_BYTES and len(self._texts) > 1
+        ):
+            self._text_bytes -= len(self._texts.popleft())
+            self.gateway.refuse_quietly("text_backlog")
+        self._wake.set()
+
     async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._texts:
-                await self.ws.send_str(self._texts.popleft())
+                text = self._texts.popleft()
+                self._text_bytes -= len(text)
+                await self.ws.send_str(text)
             for mailbox in list(self.mailboxes.values()):
                 frame = mailbox.take()
                 if frame is not None:
