@@ -4,8 +4,13 @@ while serving, like a real IP camera. Used by the source tests and benchmarks.""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import itertools
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +123,56 @@ class RtspServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+class MjpegHttpServer:
+    """An HTTP MJPEG camera (multipart/x-mixed-replace) serving the given JPEGs in
+    turn at ``fps``, to any number of clients, from a background thread."""
+
+    BOUNDARY = "streamdframe"
+
+    def __init__(self, jpegs: list[bytes], fps: float = 10.0) -> None:
+        self.jpegs = jpegs
+        self.fps = fps
+        self.port = free_port()
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def __enter__(self) -> MjpegHttpServer:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header(
+                    "Content-Type", f"multipart/x-mixed-replace; boundary={owner.BOUNDARY}"
+                )
+                self.end_headers()
+                started = time.monotonic()
+                with contextlib.suppress(OSError):
+                    for index in itertools.count():
+                        jpeg = owner.jpegs[index % len(owner.jpegs)]
+                        self.wfile.write(
+                            f"--{owner.BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                            f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+                            + jpeg
+                            + b"\r\n"
+                        )
+                        self.wfile.flush()
+                        time.sleep(max(0.0, started + (index + 1) / owner.fps - time.monotonic()))
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -104,8 +104,7 @@ def clip_factory(path: Path, fps: float) -> GstRtspServer.RTSPMediaFactory:
     units, unit_caps = load_units(path, parser, caps)
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
-        f"( appsrc name=src is-live=true do-timestamp=true format=time "
-        f'caps="{unit_caps}" ! {pay} )'
+        f'( appsrc name=src is-live=true do-timestamp=true format=time caps="{unit_caps}" ! {pay} )'
     )
     factory.set_shared(True)
 
