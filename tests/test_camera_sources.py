@@ -116,7 +116,7 @@ def test_rtsp_h26x_frames_arrive_at_size_and_thinned_frames_are_never_converted(
     assert stats.decoded >= 2.5 * stats.converted
 
 
-def test_unwatched_h264_camera_decodes_keyframes_only_and_resumes_at_once(
+def test_unwatched_h264_camera_decodes_nothing_it_need_not_and_resumes_at_once(
     cameras: RtspServer,
 ) -> None:
     with Run(cameras.clip_url(H264_720), fps=15) as run:
@@ -126,9 +126,9 @@ def test_unwatched_h264_camera_decodes_keyframes_only_and_resumes_at_once(
         time.sleep(0.5)
         decoded, converted = run.source.stats.decoded, run.source.stats.converted
         time.sleep(4.0)  # two keyframes at 15 fps, GOP 30
-        idle_decoded = run.source.stats.decoded - decoded
-        assert run.source.stats.converted == converted  # nothing converted for nobody
-        assert 1 <= idle_decoded <= 3, idle_decoded
+        # Nobody needs a picture: not even the keyframes are decoded, only read.
+        assert run.source.stats.decoded == decoded
+        assert run.source.stats.converted == converted
         run.watched.set()
         asked = time.monotonic()
         run.wait_published(1, timeout=5)

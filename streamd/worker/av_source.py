@@ -6,9 +6,10 @@ full decoding costs the same, but PyAV lets us
 
 - decode every frame (later frames refer to it) yet convert to BGR only the
   frames we use: the pacer's thinned frames cost a decode, never a conversion;
-- decode keyframes only while nobody needs more (``decode_keyframes_only``):
-  other packets are still read, kept since the last keyframe, and decoded in
-  one go when full decoding resumes, so the picture is right at once;
+- decode keyframes only while nobody needs more (``keyframes_only_when``), and
+  those only when a frame is used: the packets since the last keyframe are
+  kept and decoded in one go when full decoding resumes, so the picture is
+  right at once;
 - keep MJPEG frames as the camera's own JPEG bytes, decoded only when used;
 - use slice threads, not frame threads (which hold frames back: latency).
 """
@@ -131,42 +132,53 @@ class AvSource:
         context = self._stream.codec_context
         if context.name in INTRA_ONLY_CODECS:
             return self._jpeg_frame(packet)
+        keyframes_only = self._keyframes_only(self.keyframe_interval)
         if packet.is_keyframe:
             self._note_keyframe(packet)
-            self._backlog.clear()
+            self._backlog = [packet]
             self._need_keyframe = False
+            if keyframes_only:
+                # Even the keyframe is decoded only if someone uses this frame.
+                return Frame(context.width, context.height, self._convert_backlog, self.stats)
         elif self._need_keyframe:
             return None  # references lost: nothing decodes right until a keyframe
-        elif self._keyframes_only(self.keyframe_interval):
+        else:
             self._backlog.append(packet)
-            if len(self._backlog) > MAX_KEYFRAME_BACKLOG:
-                self._backlog.clear()
-                self._need_keyframe = True
+            if keyframes_only:
+                if len(self._backlog) > MAX_KEYFRAME_BACKLOG:
+                    self._backlog.clear()
+                    self._need_keyframe = True
+                return None
+        # Full decoding (after keyframes only: first what was skipped, unconverted).
+        picture = self._decode_backlog()
+        if picture is None:
             return None
-        elif self._backlog:
-            # Full decoding resumes mid-GOP: catch up on what was skipped, unconverted.
-            backlog, self._backlog = self._backlog, []
-            for skipped in backlog:
-                self._decode(skipped)
-        return self._decode(packet)
-
-    def _decode(self, packet: VideoPacket) -> Frame | None:
-        assert self._stream is not None
-        try:
-            pictures = self._stream.codec_context.decode(packet)
-        except av.FFmpegError:
-            return None  # one corrupt packet: skip it, the stream goes on
-        self.stats.decoded += len(pictures)
-        if not pictures:
-            return None
-        picture = pictures[-1]  # a low-delay decoder gives one picture per packet
 
         def convert(picture: VideoFrame = picture) -> Image:
             return picture.to_ndarray(format="bgr24")
 
-        return Frame(
-            picture.width, picture.height, convert, self.stats, keyframe=bool(picture.key_frame)
-        )
+        return Frame(picture.width, picture.height, convert, self.stats)
+
+    def _decode_backlog(self) -> VideoFrame | None:
+        """Give the decoder every packet it has not had yet; the newest picture."""
+        assert self._stream is not None
+        backlog, self._backlog = self._backlog, []
+        latest: VideoFrame | None = None
+        for packet in backlog:
+            try:
+                pictures = self._stream.codec_context.decode(packet)
+            except av.FFmpegError:
+                continue  # one corrupt packet: skip it, the stream goes on
+            self.stats.decoded += len(pictures)
+            if pictures:
+                latest = pictures[-1]  # a low-delay decoder gives one per packet
+        return latest
+
+    def _convert_backlog(self) -> Image:
+        picture = self._decode_backlog()
+        if picture is None:
+            raise SourceError(f"a keyframe from {self._describe()} would not decode")
+        return picture.to_ndarray(format="bgr24")
 
     def _jpeg_frame(self, packet: VideoPacket) -> Frame | None:
         jpeg = bytes(packet)
