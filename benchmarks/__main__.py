@@ -200,23 +200,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sources, shorter runs")
     parser.add_argument("--cameras", help="end-to-end camera counts, e.g. 1,2,4,8,12")
+    parser.add_argument("--sections", default="1,2,3,4", help="which parts to run, e.g. 2,4")
     args = parser.parse_args()
     quick = args.quick
     clips = QUICK_CLIPS if quick else FULL_CLIPS
     seconds = 4.0 if quick else 8.0
     counts = [int(n) for n in args.cameras.split(",")] if args.cameras else None
     counts = counts or ([1, 2] if quick else [1, 2, 4, 6, 8, 10, 12, 14, 16])
+    sections = set(args.sections.split(","))
     table = Table()
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_port:
         folder = Path(tmp)
         with test_cameras(folder, clips) as (rtsp, http_url):
             h264 = rtsp.clip_url(H264_720)
-            camera_rows(
-                table, redis_port, rtsp, http_url, clips, folder, seconds, 90 if quick else 300
-            )
-            idle_rows(table, redis_port, h264, seconds)
-            gateway_rows(table, redis_port, seconds)
-            end_to_end_rows(table, redis_port, h264, counts, 6.0 if quick else 10.0)
+            if "1" in sections:
+                floor_frames = 90 if quick else 300
+                camera_rows(table, redis_port, rtsp, http_url, clips, folder, seconds, floor_frames)
+            if "2" in sections:
+                idle_rows(table, redis_port, h264, seconds)
+            if "3" in sections:
+                gateway_rows(table, redis_port, seconds)
+            if "4" in sections:
+                end_to_end_rows(table, redis_port, h264, counts, 6.0 if quick else 10.0)
     print()
     print(table.render())
 
