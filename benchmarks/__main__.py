@@ -179,8 +179,9 @@ def end_to_end_rows(
         )
         table.add(
             Row(
-                f"N={count}: CPU, daemon + children / whole machine",
-                f"{step.daemon_cores:.2f} / {step.machine_cores:.2f} cores",
+                f"N={count}: CPU, daemon + children / viewers / whole machine",
+                f"{step.daemon_cores:.2f} / {step.viewer_cores:.2f} / "
+                f"{step.machine_cores:.2f} cores",
                 f"{os.cpu_count()} cores",
                 step.machine_cores / (os.cpu_count() or 1),
                 "",

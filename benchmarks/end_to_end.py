@@ -35,6 +35,7 @@ class Step:
     p99: float
     daemon_cores: float  # daemon + camera children
     machine_cores: float  # everything on the box: cameras' server, Redis, viewers too
+    viewer_cores: float  # the viewers' own process
 
     @property
     def holds(self) -> bool:
@@ -74,11 +75,14 @@ def run_step(redis_port: int, camera_url: str, cameras: int, seconds: float) -> 
                 time.sleep(warm)
                 pids = [daemon.process.pid, *descendants(daemon.process.pid)]
                 cpu0 = sum(cpu_seconds(pid) for pid in pids)
+                assert watching.process.pid is not None
+                viewer0 = cpu_seconds(watching.process.pid)
                 busy0, total0 = machine_busy()
                 start = time.monotonic()
                 time.sleep(seconds)
                 end = time.monotonic()
                 cpu1 = sum(cpu_seconds(pid) for pid in pids)
+                viewer1 = cpu_seconds(watching.process.pid)
                 busy1, total1 = machine_busy()
                 logs = watching.logs()
         finally:
@@ -94,4 +98,5 @@ def run_step(redis_port: int, camera_url: str, cameras: int, seconds: float) -> 
         p99=percentile(latencies, 0.99),
         daemon_cores=(cpu1 - cpu0) / elapsed,
         machine_cores=(busy1 - busy0) / cores * ncpu if cores else math.nan,
+        viewer_cores=(viewer1 - viewer0) / elapsed,
     )
