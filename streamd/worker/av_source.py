@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import av
@@ -95,9 +96,9 @@ class AvSource:
         self._keyframes_only = policy
 
     def _note_keyframe(self, packet: VideoPacket) -> None:
-        if packet.pts is None or packet.time_base is None:
+        pts = _seconds(packet.pts, packet.time_base)
+        if pts is None:
             return
-        pts = float(packet.pts * packet.time_base)
         if self._last_key_pts is not None and pts > self._last_key_pts:
             self.keyframe_interval = pts - self._last_key_pts
         self._last_key_pts = pts
@@ -139,7 +140,13 @@ class AvSource:
             self._need_keyframe = False
             if keyframes_only:
                 # Even the keyframe is decoded only if someone uses this frame.
-                return Frame(context.width, context.height, self._convert_backlog, self.stats)
+                return Frame(
+                    context.width,
+                    context.height,
+                    self._convert_backlog,
+                    self.stats,
+                    media_time=_seconds(packet.pts, packet.time_base),
+                )
         elif self._need_keyframe:
             return None  # references lost: nothing decodes right until a keyframe
         else:
@@ -157,7 +164,13 @@ class AvSource:
         def convert(picture: VideoFrame = picture) -> Image:
             return picture.to_ndarray(format="bgr24")
 
-        return Frame(picture.width, picture.height, convert, self.stats)
+        return Frame(
+            picture.width,
+            picture.height,
+            convert,
+            self.stats,
+            media_time=_seconds(picture.pts, picture.time_base),
+        )
 
     def _decode_backlog(self) -> VideoFrame | None:
         """Give the decoder every packet it has not had yet; the newest picture."""
@@ -196,4 +209,10 @@ class AvSource:
         # A JPEG without its own Huffman tables (AVI-style MJPEG) only decodes with
         # FFmpeg's defaults; browsers need them, so such frames are re-encoded.
         own = jpeg if is_self_contained_jpeg(jpeg) else None
-        return Frame(size[0], size[1], convert, self.stats, jpeg=own)
+        media_time = _seconds(packet.pts, packet.time_base)
+        return Frame(size[0], size[1], convert, self.stats, jpeg=own, media_time=media_time)
+
+
+def _seconds(pts: int | None, time_base: Fraction | None) -> float | None:
+    """A stream timestamp in seconds (the camera's clock), if the stream has one."""
+    return None if pts is None or time_base is None else float(pts * time_base)

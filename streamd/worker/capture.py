@@ -132,7 +132,7 @@ class CaptureLoop:
                 self.on_state(SourceState.LIVE)
             watched = self.wanted()
             now = time.monotonic()
-            if not pacer.take(now):
+            if not pacer.take(self._pace_clock(source, frame, now)):
                 continue  # a live source delivering faster than the configured fps
             try:
                 if detect_pacer is not None and detect_pacer.take(now):
@@ -142,6 +142,14 @@ class CaptureLoop:
                 self.encode_errors += 1
                 log.warning("frame dropped: decode failed", error=str(exc))
         return got_any
+
+    @staticmethod
+    def _pace_clock(source: Source, frame: Frame, now: float) -> float:
+        # A live stream is thinned on its own timestamps: frames that arrive in a
+        # burst after a network hiccup are still a steady 15 fps of the scene.
+        if source.live and frame.media_time is not None:
+            return frame.media_time
+        return now
 
     def _keyframes_suffice(self, keyframe_interval: float | None) -> bool:
         return keyframes_suffice(

@@ -42,9 +42,10 @@ class DecodeStats:
 class Frame:
     """One frame from a source. ``image()`` converts to BGR on first call (counted
     in ``stats.converted``) and must be called before the source's next ``read()``;
-    ``jpeg`` is the camera's own complete JPEG when the source is MJPEG."""
+    ``jpeg`` is the camera's own complete JPEG when the source is MJPEG;
+    ``media_time`` the stream's own timestamp in seconds, when it has one."""
 
-    __slots__ = ("_convert", "_image", "height", "jpeg", "keyframe", "stats", "width")
+    __slots__ = ("_convert", "_image", "height", "jpeg", "keyframe", "media_time", "stats", "width")
 
     def __init__(
         self,
@@ -55,7 +56,9 @@ class Frame:
         *,
         jpeg: bytes | None = None,
         keyframe: bool = True,
+        media_time: float | None = None,
     ) -> None:
+        self.media_time = media_time
         self.width = width
         self.height = height
         self.jpeg = jpeg
@@ -277,6 +280,9 @@ class Pacer:
 
     def take(self, now: float) -> bool:
         """True if a frame arriving at ``now`` should be published."""
+        if now < self.next_due - max(1.0, 4 * self.interval):
+            self.next_due = now + self.interval  # the clock jumped back: start afresh
+            return True
         if now < self.next_due - self.early:
             return False
         # Schedule from the due time, not from now, so the average rate is exact;

@@ -92,8 +92,11 @@ class ClipFeeder:
             if self.appsrc.emit("push-buffer", buffer) != Gst.FlowReturn.OK:
                 return False  # the media was torn down: stop feeding it
             self.next_due += self.interval
-            if self.next_due < now:
-                self.next_due = now + self.interval  # no catch-up burst after a stall
+            if self.next_due < now - 1.0:
+                # A camera's clock runs on while this server is starved of CPU: late
+                # frames go out back to back, as from a camera behind a congested
+                # link; only after a long stall does it start afresh.
+                self.next_due = now
         delay = max(1, int((self.next_due - time.monotonic()) * 1000))
         GLib.timeout_add(delay, self.tick)
         return False
