@@ -13,7 +13,9 @@ machine, at the same time, so a loaded or slow machine moves both alike:
 4. end to end, N H.264 720p15 cameras with motion detection and 2 viewers
    each, N growing: worst viewer's fps vs the camera's, capture → viewer
    latency p50/p99, CPU; and the largest N with every viewer >= 95 % of frames
-   and p99 <= 100 ms.
+   and p99 <= 100 ms;
+5. how cost grows (full run only): camera CPU per frame with resolution,
+   gateway CPU with viewers, daemon CPU with cameras (from 4), with the slope.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from tests.cameras import Clip, MjpegHttpServer, RtspServer, make_clip
 
 H264_720 = Clip("h264", 1280, 720)
 MJPEG_720 = Clip("mjpeg", 1280, 720)
+H264_360 = Clip("h264", 640, 360)
 FULL_CLIPS = (
+    H264_360,
     H264_720,
     Clip("h264", 1920, 1080),
     Clip("h265", 1280, 720),
@@ -157,16 +161,54 @@ def gateway_rows(table: Table, redis_port: int, seconds: float) -> None:
     )
 
 
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else math.nan
+
+
+def growth_rows(
+    table: Table, redis_port: int, rtsp: RtspServer, steps: list[Step], seconds: float
+) -> None:
+    table.section("5. how cost grows")
+    by_size = []
+    for clip in (c for c in FULL_CLIPS if c.codec == "h264"):
+        cost = child_cost(redis_port, rtsp.clip_url(clip), seconds, watched=True)
+        megapixels = clip.width * clip.height / 1e6
+        by_size.append((megapixels, cost.per_frame * 1e3))
+        table.add(Row(f"H.264 {clip.width}x{clip.height}: camera CPU per frame",
+                      ms(cost.per_frame), "", None))  # fmt: skip
+    table.add(Row("slope with resolution", f"{slope(by_size):.2f} ms per megapixel", "", None))
+    by_viewers = []
+    for viewers in (1, 2, 4, 8):
+        per_frame, _ = gateway_per_frame(redis_port, viewers=viewers, rate=50, seconds=seconds)
+        published = per_frame * viewers  # CPU per frame the camera published
+        by_viewers.append((float(viewers), published * 1e6))
+        table.add(Row(f"{viewers} viewer(s) of one 50 fps camera: gateway CPU per frame",
+                      f"{published * 1e6:.0f} µs", "", None))  # fmt: skip
+    table.add(Row("slope with viewers", f"{slope(by_viewers):.0f} µs per viewer", "", None))
+    if len(steps) >= 2:
+        points = [(float(s.cameras), s.daemon_cores) for s in steps]
+        table.add(
+            Row("slope with cameras (from 4)", f"{slope(points):.3f} cores per camera", "", None)
+        )
+
+
 def end_to_end_rows(
     table: Table, redis_port: int, url: str, counts: list[int], seconds: float
-) -> None:
+) -> list[Step]:
     table.section(
         f"4. end to end: N H.264 720p{FPS} RTSP cameras, motion detection, "
         f"{VIEWERS_PER_CAMERA} viewers each"
     )
     best: Step | None = None
+    steps = []
     for count in counts:
         step = run_step(redis_port, url, count, seconds)
+        steps.append(step)
         table.add(
             Row(
                 f"N={count}: worst viewer fps; p50 / p99 latency",
@@ -195,13 +237,14 @@ def end_to_end_rows(
     table.add(
         Row("largest N held", str(largest), "target 12", largest / 12, ">= 12", largest >= 12)
     )
+    return steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sources, shorter runs")
     parser.add_argument("--cameras", help="end-to-end camera counts, e.g. 1,2,4,8,12")
-    parser.add_argument("--sections", default="1,2,3,4", help="which parts to run, e.g. 2,4")
+    parser.add_argument("--sections", default="1,2,3,4,5", help="which parts to run, e.g. 2,4")
     args = parser.parse_args()
     quick = args.quick
     clips = QUICK_CLIPS if quick else FULL_CLIPS
@@ -221,8 +264,11 @@ def main() -> None:
                 idle_rows(table, redis_port, h264, seconds)
             if "3" in sections:
                 gateway_rows(table, redis_port, seconds)
+            steps = []
             if "4" in sections:
-                end_to_end_rows(table, redis_port, h264, counts, 6.0 if quick else 10.0)
+                steps = end_to_end_rows(table, redis_port, h264, counts, 6.0 if quick else 10.0)
+            if "5" in sections and not quick:
+                growth_rows(table, redis_port, rtsp, steps, seconds)
     print()
     print(table.render())
 
