@@ -49,6 +49,9 @@ class AvSource:
         self.live = live
         self.loop = loop
         self.stats = DecodeStats()
+        # RTP timestamps are the camera's clock; HTTP MJPEG has none (FFmpeg invents
+        # a 25 fps one), so only RTSP frames carry a media time for pacing.
+        self._timed = target.startswith(("rtsp://", "rtsps://"))
         self._container: av.container.InputContainer | None = None
         self._stream: VideoStream | None = None
         self._packets: Iterator[VideoPacket] | None = None
@@ -103,13 +106,19 @@ class AvSource:
             self.keyframe_interval = pts - self._last_key_pts
         self._last_key_pts = pts
 
+    def _media_time(self, pts: int | None, time_base: Fraction | None) -> float | None:
+        return _seconds(pts, time_base) if self._timed else None
+
     # --- reading --------------------------------------------------------------------
     def read(self) -> Frame | None:
         while True:
             packet = self._next_packet()
             if packet is None:
                 if self.loop and not self.live and self._container is not None:
-                    self.open()  # end of file: start over (an endless test camera)
+                    try:
+                        self.open()  # end of file: start over (an endless test camera)
+                    except SourceError:
+                        return None  # gone meanwhile: lost, the capture loop retries
                     packet = self._next_packet()
                 if packet is None:
                     return None
@@ -145,7 +154,7 @@ class AvSource:
                     context.height,
                     self._convert_backlog,
                     self.stats,
-                    media_time=_seconds(packet.pts, packet.time_base),
+                    media_time=self._media_time(packet.pts, packet.time_base),
                 )
         elif self._need_keyframe:
             return None  # references lost: nothing decodes right until a keyframe
@@ -169,7 +178,7 @@ class AvSource:
             picture.height,
             convert,
             self.stats,
-            media_time=_seconds(picture.pts, picture.time_base),
+            media_time=self._media_time(picture.pts, picture.time_base),
         )
 
     def _decode_backlog(self) -> VideoFrame | None:
@@ -209,7 +218,7 @@ class AvSource:
         # A JPEG without its own Huffman tables (AVI-style MJPEG) only decodes with
         # FFmpeg's defaults; browsers need them, so such frames are re-encoded.
         own = jpeg if is_self_contained_jpeg(jpeg) else None
-        media_time = _seconds(packet.pts, packet.time_base)
+        media_time = self._media_time(packet.pts, packet.time_base)
         return Frame(size[0], size[1], convert, self.stats, jpeg=own, media_time=media_time)
 
 
