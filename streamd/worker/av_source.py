@@ -11,7 +11,8 @@ full decoding costs the same, but PyAV lets us
   kept and decoded in one go when full decoding resumes, so the picture is
   right at once;
 - keep MJPEG frames as the camera's own JPEG bytes, decoded only when used;
-- use slice threads, not frame threads (which hold frames back: latency).
+- decode on one thread up to 1080p, slice threads above; never frame threads
+  (which hold frames back: latency).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ if TYPE_CHECKING:  # generic in the stubs only
 OPEN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
 # TCP interleaving survives NAT and packet loss far better than UDP for video.
-RTSP_OPTIONS = {"rtsp_transport": "tcp"}
+# A short probe: the SDP already names the codec and size, and every frame read
+# while probing comes out later in a burst of stale pictures (1.5 s of them with
+# FFmpeg's default 5 s analysis, against 0.1 s here).
+RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "100000", "probesize": "32768"}
+MAX_SINGLE_THREAD_PIXELS = 1920 * 1088
 INTRA_ONLY_CODECS = frozenset({"mjpeg", "jpeg2000"})
 
 
@@ -82,7 +87,15 @@ class AvSource:
             raise SourceError(f"no video stream in {self._describe()}")
         stream = container.streams.video[0]
         context = stream.codec_context
-        context.thread_type = "SLICE"  # frame threads would hold frames back
+        # One thread up to 1080p: cheapest in CPU (benchmarks/decoders.py: slice
+        # threads cost 5-20 % more, frame threads also hold 2 frames back), and a
+        # box with many cameras gets its parallelism from them. Bigger pictures
+        # get slice threads to keep up with the frame rate.
+        if context.width * context.height > MAX_SINGLE_THREAD_PIXELS:
+            context.thread_type = "SLICE"
+        else:
+            context.thread_type = "NONE"
+            context.thread_count = 1
         self._container, self._stream = container, stream
         self._packets = container.demux(stream)
         self._backlog.clear()
