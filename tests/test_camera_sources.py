@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from streamd.config import CameraConfig, DetectorConfig
-from streamd.transport.frame import parse_frame
-from streamd.transport.publisher import EncodedFrame, pack_for_sending
+from streamd.transport.frame import EncodedFrame, parse_frame
+from streamd.transport.publisher import pack_for_sending
 from streamd.worker.capture import CaptureLoop
-from streamd.worker.detect import build_detector
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
+from streamd.worker.detectors import build_detector
 from streamd.worker.sources import Source, open_source
 
 from .cameras import Clip, MjpegHttpServer, RtspServer, make_clip
@@ -62,7 +62,7 @@ class Run:
         self.watched.set()
         detector_impl = build_detector(settings)
         self.detection = (
-            DetectionRunner(detector_impl, settings, "cam", fps, lambda _e: None)
+            DetectionRunner(detector_impl, settings, "cam", fps, lambda _e, _image: None)
             if detector_impl is not None
             else None
         )

@@ -59,3 +59,14 @@ def test_jpeg_headers() -> None:
     assert jpeg_size(b"not a jpeg") is None
     assert jpeg_size(jpeg[:6]) is None
     assert not is_self_contained_jpeg(jpeg[:20])
+
+
+def test_rtsp_transport_follows_the_supervisors_setting() -> None:
+    from streamd.worker.av_source import rtsp_options
+
+    assert rtsp_options({})["rtsp_transport"] == "tcp"
+    env = {"OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;udp"}
+    assert rtsp_options(env)["rtsp_transport"] == "udp"
+    assert rtsp_options({"OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;bogus"}) == rtsp_options(
+        {}
+    )

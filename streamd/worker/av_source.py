@@ -44,6 +44,20 @@ READ_TIMEOUT_S = 5.0
 # while probing comes out later in a burst of stale pictures (1.5 s of them with
 # FFmpeg's default 5 s analysis, against 0.1 s here).
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "100000", "probesize": "32768"}
+# The supervisor passes the RTSP transport the way OpenCV reads it ("key;value|...");
+# an operator's choice there (say UDP) applies here too.
+TRANSPORT_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+def rtsp_options(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    options = dict(RTSP_OPTIONS)
+    for pair in environ.get(TRANSPORT_ENV, "").split("|"):
+        key, _, value = pair.partition(";")
+        if key.strip() == "rtsp_transport" and value.strip() in ("tcp", "udp", "http"):
+            options["rtsp_transport"] = value.strip()
+    return options
+
+
 MAX_SINGLE_THREAD_PIXELS = 1920 * 1088
 INTRA_ONLY_CODECS = frozenset({"mjpeg", "jpeg2000"})
 
@@ -73,7 +87,7 @@ class AvSource:
         self.close()
         if not self.live and not os.path.exists(self.target):
             raise SourceError(f"file not found: {self._describe()}")
-        options = RTSP_OPTIONS if self.target.startswith(("rtsp://", "rtsps://")) else {}
+        options = rtsp_options() if self.target.startswith(("rtsp://", "rtsps://")) else {}
         try:
             container = av.open(
                 self.target, options=options, timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S)

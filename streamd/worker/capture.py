@@ -14,7 +14,6 @@ thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
@@ -23,11 +22,12 @@ import structlog
 
 from streamd.backoff import Backoff
 from streamd.config import CameraConfig
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame
+from streamd.retry import Retry
+from streamd.states import SourceState
+from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.decoding import can_pass_through, keyframes_suffice
 from streamd.worker.demand import IDLE_REFRESH_S
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Frame, Pacer, Source, SourceError
@@ -35,10 +35,8 @@ from streamd.worker.sources import Frame, Pacer, Source, SourceError
 log = structlog.get_logger("streamd.capture")
 
 
-class SourceState(enum.Enum):
-    CONNECTING = "connecting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
+class _SourceLost(Exception):
+    """The source stopped delivering (end of file, camera gone): reopen it."""
 
 
 class CaptureLoop:
@@ -65,6 +63,9 @@ class CaptureLoop:
         self.stop_event = threading.Event()
         self.captured = 0
         self.encoded = 0
+        self.paced = 0
+        self.skipped_interval = 0
+        self.publish_every = 1  # set live from the event loop (the old API's stream_interval)
         self.encode_errors = 0
         self.skipped_idle = 0
         self.passed_through = 0  # published as the camera's own JPEG bytes
@@ -80,34 +81,32 @@ class CaptureLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        source = self.source
-        failures = 0
-        state = SourceState.CONNECTING
-        while not self.stop_event.is_set():
-            self.on_state(state)
-            try:
-                source.open()
-            except SourceError as exc:
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning(
-                    "source open failed",
-                    error=str(exc),
-                    retry_in_s=round(delay, 2),
-                    attempt=failures,
-                )
-                self.stop_event.wait(delay)
-                state = SourceState.RECONNECTING
-                continue
-            if self._stream(source):
-                failures = 0
-            source.close()
-            state = SourceState.RECONNECTING
-            if not self.stop_event.is_set():
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning("source lost; reopening", retry_in_s=round(delay, 2))
-                self.stop_event.wait(delay)
+        retry = Retry(self.reopen, (SourceError, _SourceLost), sleep=self.stop_event.wait)
+        self._state = SourceState.CONNECTING
+        retry.call_with_retry(lambda: self._session(retry), self._on_session_failed)
+
+    def _session(self, retry: Retry) -> None:
+        """Open the source and stream until it is lost (raises) or we are stopped."""
+        if self.stop_event.is_set():
+            return
+        self.on_state(self._state)
+        self._state = SourceState.RECONNECTING
+        self.source.open()
+        try:
+            if self._stream(self.source):
+                retry.succeeded()  # frames came: a later loss starts the backoff over
+        finally:
+            self.source.close()
+        if not self.stop_event.is_set():
+            raise _SourceLost
+
+    def _on_session_failed(self, exc: Exception, failures: int, delay: float) -> None:
+        if isinstance(exc, _SourceLost):
+            log.warning("source lost; reopening", retry_in_s=round(delay, 2))
+        else:
+            log.warning(
+                "source open failed", error=str(exc), retry_in_s=round(delay, 2), attempt=failures
+            )
 
     def _stream(self, source: Source) -> bool:
         """Read until the source is lost or we are stopped; True if any frame came."""
@@ -134,10 +133,11 @@ class CaptureLoop:
             now = time.monotonic()
             if not pacer.take(self._pace_clock(source, frame, now)):
                 continue  # a live source delivering faster than the configured fps
+            self.paced += 1
             try:
                 if detect_pacer is not None and detect_pacer.take(now):
                     self._offer_to_detector(frame)
-                self._publish(frame, watched)
+                self._publish(frame, watched, self.paced % self.publish_every == 0)
             except SourceError as exc:  # a frame that would not decode
                 self.encode_errors += 1
                 log.warning("frame dropped: decode failed", error=str(exc))
@@ -163,9 +163,12 @@ class CaptureLoop:
         assert self.detection is not None
         self.detection.offer(frame.image())  # the detector thread takes the newest frame
 
-    def _publish(self, frame: Frame, watched: bool) -> None:
+    def _publish(self, frame: Frame, watched: bool, on_interval: bool) -> None:
         capture_ns = time.time_ns()
         settings = self.camera.detection
+        if not on_interval:
+            self.skipped_interval += 1  # the old API's stream_interval: detected, not sent
+            return
         deliver = self.on_frame
         if not watched:
             now = time.monotonic()
@@ -177,7 +180,7 @@ class CaptureLoop:
             deliver = self.on_idle_frame
         detections = self.detection.latest if self.detection is not None else ()
         stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
-        drawing = settings.overlay and (bool(detections) or stamp is not None)
+        drawing = settings.draws_overlay and (bool(detections) or stamp is not None)
         if can_pass_through(frame.jpeg, frame.width, self.camera.width, drawing):
             assert frame.jpeg is not None
             jpeg, width, height = frame.jpeg, frame.width, frame.height

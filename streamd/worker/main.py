@@ -20,30 +20,36 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import structlog
+from redis.exceptions import RedisError
 
+from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
+from streamd.eventlog.redis_log import RedisEventWriter
 from streamd.observability import configure_logging
+from streamd.states import ExitCode, SourceState, event_channel
 from streamd.stats import CameraCounters
+from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     encode_message,
     read_message,
 )
-from streamd.transport.publisher import EncodedFrame, FramePublisher, pack_for_sending
-from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.transport.publisher import FramePublisher, pack_for_sending
+from streamd.worker.capture import CaptureLoop
 from streamd.worker.demand import DemandPolicy
-from streamd.worker.detect import DetectorError, build_detector
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
+from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
+from streamd.worker.snapshot import event_snapshot
 from streamd.worker.sources import Source, SourceError, open_source
-from streamd.worker.spec import EX_CONFIG, WorkerSpec
+from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
-EVENT_CHANNEL_PREFIX = "streamd:events:"
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -87,6 +93,9 @@ class CameraWorker:
         )
         self.started = time.monotonic()
         self._event_tasks: set[asyncio.Task[None]] = set()
+        self.event_writer = RedisEventWriter(spec.events)
+        self._event_order = asyncio.Lock()  # stream ids in the order events happened
+        self.events_not_kept = 0
 
     def _build_detection(self) -> tuple[str, DetectionRunner | None]:
         settings = self.spec.camera.detection
@@ -107,11 +116,18 @@ class CameraWorker:
         )
         return settings.kind, runner
 
-    def _from_thread_event(self, event: DetectionEvent) -> None:
+    def _from_thread_event(self, event: DetectionEvent, image: np.ndarray) -> None:
+        """In the detection thread: encode the snapshot here, off the event loop."""
+        snapshot = event_snapshot(
+            image,
+            event.detections,
+            self.spec.camera.jpeg_quality,
+            self.spec.events.snapshot_max_bytes,
+        )
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._on_event, event)
+            self.loop.call_soon_threadsafe(self._on_event, event, snapshot)
 
-    def _on_event(self, event: DetectionEvent) -> None:
+    def _on_event(self, event: DetectionEvent, snapshot: bytes | None) -> None:
         """One log line per event (never per frame), then out to Redis or the gateway."""
         self.stats.counters["events"] += 1
         log.info(
@@ -120,17 +136,35 @@ class CameraWorker:
             left=list(event.left),
             labels=sorted({d.label for d in event.detections}),
         )
-        payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
-        task = asyncio.create_task(self._deliver_event(payload))
+        task = asyncio.create_task(self._deliver_event(event.to_json(), snapshot))
         self._event_tasks.add(task)
         task.add_done_callback(self._event_tasks.discard)
 
-    async def _deliver_event(self, payload: bytes) -> None:
-        channel = f"{EVENT_CHANNEL_PREFIX}{self.spec.camera.id}"
-        if not await self.publisher.publish_event(channel, payload):
-            transport = self.writer.transport
-            if not transport.is_closing():
-                self.writer.write(encode_message(MessageType.EVENT, payload))
+    async def _deliver_event(self, event: dict[str, Any], snapshot: bytes | None) -> None:
+        """Kept in the stream (with its snapshot) and published live; without Redis,
+        to the supervisor with the snapshot after a NUL byte (JSON never has one)."""
+        async with self._event_order:
+            client = self.publisher.client_if_up()
+            if client is not None:
+                try:
+                    event_id = await self.event_writer.append(client, event, snapshot)
+                    event["id"] = event_id
+                    event["snapshot"] = f"/api/events/{event_id}/snapshot.jpg" if snapshot else None
+                except (RedisError, OSError) as exc:
+                    self.events_not_kept += 1
+                    if self.events_not_kept & (self.events_not_kept - 1) == 0:
+                        log.warning(
+                            "event not kept in the stream",
+                            error=str(exc) or type(exc).__name__,
+                            not_kept=self.events_not_kept,
+                        )
+            payload = json.dumps(event, separators=(",", ":")).encode()
+            if await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
+                return
+        transport = self.writer.transport
+        if not transport.is_closing():
+            body = payload + b"\0" + snapshot if snapshot and "id" not in event else payload
+            self.writer.write(encode_message(MessageType.EVENT, body))
 
     # --- called from the capture thread -------------------------------------------
     def _from_thread_frame(self, frame: EncodedFrame) -> None:
@@ -154,7 +188,7 @@ class CameraWorker:
         self.state = state
         self._send_status()
 
-    def source_state(self) -> str:
+    def source_state(self) -> SourceState:
         """The capture state, or ``stalled`` when a live source stopped delivering."""
         last = self.capture.last_frame_at
         stall_after = max(3.0, 5.0 / self.spec.camera.fps)
@@ -163,8 +197,8 @@ class CameraWorker:
             and last is not None
             and time.monotonic() - last > stall_after
         ):
-            return "stalled"
-        return self.state.value
+            return SourceState.STALLED
+        return self.state
 
     def _send_to_supervisor(self, payload: bytes) -> bool:
         transport = self.writer.transport
@@ -173,7 +207,7 @@ class CameraWorker:
         self.writer.write(encode_message(MessageType.FRAME, payload))
         return True
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Heartbeat:
         capture = self.capture
         counters = self.stats.counters
         counters["captured"] = capture.captured
@@ -183,20 +217,20 @@ class CameraWorker:
         if self.detection is not None:
             counters["detect_runs"] = self.detection.runs
             self.stats.detect_latency = self.detection.latency.copy()
-        return {
-            "state": self.source_state(),
-            "redis": self.publisher.redis_state,
-            "seq": capture.seq,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "detector": self.detector_state,
-            "watched": self._watched,
-            "active_labels": self.detection.tracker.active if self.detection else [],
-            "figures": self.stats.to_wire(),
-        }
+        return Heartbeat(
+            state=self.source_state(),
+            redis=self.publisher.redis_state,
+            seq=capture.seq,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            detector=self.detector_state,
+            watched=self._watched,
+            active_labels=tuple(self.detection.tracker.active) if self.detection else (),
+            figures=self.stats,
+        )
 
     def _send_status(self) -> None:
         if not self.writer.transport.is_closing():
-            self.writer.write(encode_json(MessageType.STATUS, self.status()))
+            self.writer.write(encode_json(MessageType.STATUS, self.status().to_wire()))
 
     def set_local_demand(self, watched: bool) -> None:
         self.demand.local = watched
@@ -225,13 +259,21 @@ class CameraWorker:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
+MAX_PUBLISH_EVERY = 1000
+
+
 async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) -> None:
-    """Apply DEMAND messages; return when the supervisor closes the socket (or dies)."""
-    with contextlib.suppress(ProtocolError, ConnectionError):
+    """Apply DEMAND and TUNE messages; return when the supervisor closes the socket."""
+    with contextlib.suppress(ControlSocketError, ConnectionError):
         while (message := await read_message(reader)) is not None:
             kind, body = message
             if kind is MessageType.DEMAND:
                 worker.set_local_demand(bool(decode_json(body).get("watched")))
+            elif kind is MessageType.TUNE:
+                every = decode_json(body).get("publish_every")
+                if isinstance(every, int) and 1 <= every <= MAX_PUBLISH_EVERY:
+                    worker.capture.publish_every = every
+                    log.info("publish interval", publish_every=every)
 
 
 async def run_worker(control_fd: int) -> int:
@@ -241,17 +283,17 @@ async def run_worker(control_fd: int) -> int:
         message = await asyncio.wait_for(read_message(reader), SPEC_TIMEOUT_S)
         if message is None or message[0] is not MessageType.SPEC:
             log.error("no camera spec from the supervisor")
-            return EX_CONFIG
+            return ExitCode.CONFIG
         spec = WorkerSpec.from_json(decode_json(message[1]))
-    except (ConfigError, ProtocolError, TimeoutError) as exc:
+    except (ConfigError, ControlSocketError, TimeoutError) as exc:
         log.error("unusable camera spec", error=str(exc))
-        return EX_CONFIG
+        return ExitCode.CONFIG
     configure_logging(spec.log_level, context=_log_context(spec.camera.id))
     try:
         source = open_source(spec.camera.source, loop=spec.camera.loop)
     except SourceError as exc:
         log.error("unusable camera source", error=str(exc))
-        return EX_CONFIG
+        return ExitCode.CONFIG
 
     worker = CameraWorker(spec, source, writer)
     stop = asyncio.Event()

@@ -3,12 +3,11 @@ credentials in camera URLs never appear on a command line)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from streamd.config import CameraConfig, ConfigError, parse_camera
-
-EX_CONFIG = 78  # sysexits.h: the child cannot run with this configuration
+from streamd.config import CameraConfig, ConfigError, EventsConfig, TableReader, parse_camera
+from streamd.config.events import parse_events
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class WorkerSpec:
     channel: str
     log_level: str = "info"
     heartbeat_interval: float = 1.0
-    stats_interval: float = 10.0
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -27,7 +26,12 @@ class WorkerSpec:
             "channel": self.channel,
             "log_level": self.log_level,
             "heartbeat_interval": self.heartbeat_interval,
-            "stats_interval": self.stats_interval,
+            "events": {
+                "retention": self.events.retention,
+                "max_events": self.events.max_events,
+                "snapshot_max_bytes": self.events.snapshot_max_bytes,
+                "max_snapshots": self.events.max_snapshots,
+            },
         }
 
     @classmethod
@@ -46,7 +50,7 @@ class WorkerSpec:
                 channel=channel,
                 log_level=str(data.get("log_level", "info")),
                 heartbeat_interval=float(data.get("heartbeat_interval", 1.0)),
-                stats_interval=float(data.get("stats_interval", 10.0)),
+                events=parse_events(TableReader("<spec>", "events", data.get("events", {}))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
