@@ -16,41 +16,14 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import TOOLS, Daemon, RedisServer, free_port, wait_for
+from .cameras import RtspServer
+from .conftest import Daemon, RedisServer, free_port, wait_for
 from .viewers import Watcher, decodes, frames
-
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, where python3-gi lives
-
-
-class RtspServer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://viewer:s3cret-pw@127.0.0.1:{self.port}/live"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(TOOLS / "rtsp_server.py"), str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "ready"
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 @pytest.fixture
 def rtsp_server() -> Iterator[RtspServer]:
-    server = RtspServer(free_port())
+    server = RtspServer()
     server.start()
     yield server
     server.stop()

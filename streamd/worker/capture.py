@@ -1,6 +1,12 @@
 """The capture thread: source → pace → (detections overlaid) → resize → JPEG
 (once) → hand to the loop.
 
+Only what is used is decoded: frames the pacer drops are never converted to BGR,
+the detector's frames are converted at the detector's rate, an MJPEG camera's
+own JPEG is published as it came when nothing is drawn on it, and an unwatched
+camera decodes keyframes only when that is all its detector needs
+(``worker/decoding.py`` decides).
+
 Blocking OpenCV calls live here so the child's event loop (publisher, heartbeats)
 never stalls on a camera. A lost source is reopened with capped backoff; the
 thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``.
@@ -12,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 import structlog
 
 from streamd.backoff import Backoff
@@ -20,11 +25,12 @@ from streamd.config import CameraConfig
 from streamd.retry import Retry
 from streamd.states import SourceState
 from streamd.transport.frame import EncodedFrame, FrameMeta
+from streamd.worker.decoding import can_pass_through, keyframes_suffice
 from streamd.worker.demand import IDLE_REFRESH_S
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
-from streamd.worker.sources import Pacer, Source, SourceError
+from streamd.worker.sources import Frame, Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
 
@@ -62,6 +68,7 @@ class CaptureLoop:
         self.publish_every = 1  # set live from the event loop (the old API's stream_interval)
         self.encode_errors = 0
         self.skipped_idle = 0
+        self.passed_through = 0  # published as the camera's own JPEG bytes
         self.seq = 0
         self.last_frame_at: float | None = None  # monotonic, read by heartbeats
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera.id}", daemon=True)
@@ -103,37 +110,67 @@ class CaptureLoop:
 
     def _stream(self, source: Source) -> bool:
         """Read until the source is lost or we are stopped; True if any frame came."""
+        source.keyframes_only_when(self._keyframes_suffice)
         pacer = Pacer(self.camera.fps, time.monotonic())
+        detect_pacer = (
+            Pacer(1.0 / self.detection.interval, time.monotonic()) if self.detection else None
+        )
         got_any = False
         while not self.stop_event.is_set():
             if not source.live:
                 wait = pacer.wait_time(time.monotonic())
                 if wait > 0 and self.stop_event.wait(wait):
                     break
-            image = source.read()
-            if image is None:
+            frame = source.read()
+            if frame is None:
                 return got_any
             self.captured += 1
             self.last_frame_at = time.monotonic()
             if not got_any:
                 got_any = True
                 self.on_state(SourceState.LIVE)
-            if not pacer.take(time.monotonic()):
+            watched = self.wanted()
+            now = time.monotonic()
+            if not pacer.take(self._pace_clock(source, frame, now)):
                 continue  # a live source delivering faster than the configured fps
             self.paced += 1
-            self._publish(image, self.paced % self.publish_every == 0)
+            try:
+                if detect_pacer is not None and detect_pacer.take(now):
+                    self._offer_to_detector(frame)
+                self._publish(frame, watched, self.paced % self.publish_every == 0)
+            except SourceError as exc:  # a frame that would not decode
+                self.encode_errors += 1
+                log.warning("frame dropped: decode failed", error=str(exc))
         return got_any
 
-    def _publish(self, image: np.ndarray, on_interval: bool) -> None:
+    @staticmethod
+    def _pace_clock(source: Source, frame: Frame, now: float) -> float:
+        # A live stream is thinned on its own timestamps: frames that arrive in a
+        # burst after a network hiccup are still a steady 15 fps of the scene.
+        if source.live and frame.media_time is not None:
+            return frame.media_time
+        return now
+
+    def _keyframes_suffice(self, keyframe_interval: float | None) -> bool:
+        return keyframes_suffice(
+            watched=self.wanted(),
+            detect_interval=self.detection.interval if self.detection else None,
+            keyframe_interval=keyframe_interval,
+        )
+
+    def _offer_to_detector(self, frame: Frame) -> None:
+        # Converted at the detector's rate, not the stream's.
+        assert self.detection is not None
+        self.detection.offer(frame.image())  # the detector thread takes the newest frame
+
+    def _publish(self, frame: Frame, watched: bool, on_interval: bool) -> None:
         capture_ns = time.time_ns()
         settings = self.camera.detection
-        if self.detection is not None:
-            self.detection.offer(image)  # the detector thread takes the newest frame
         if not on_interval:
             self.skipped_interval += 1  # the old API's stream_interval: detected, not sent
             return
         deliver = self.on_frame
-        if not self.wanted():
+        if not watched:
             now = time.monotonic()
             due = self._last_idle_frame is None or now - self._last_idle_frame >= IDLE_REFRESH_S
             if self.on_idle_frame is None or not due:
@@ -141,20 +178,26 @@ class CaptureLoop:
                 return
             self._last_idle_frame = now
             deliver = self.on_idle_frame
-        if settings.draws_overlay:
-            detections = self.detection.latest if self.detection is not None else ()
-            stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
-            image = draw_overlay(image, detections, timestamp=stamp)
-        try:
-            resized = resize_to_width(image, self.camera.width)
-            jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
-        except (EncodeError, ValueError) as exc:
-            self.encode_errors += 1
-            log.warning("frame dropped: encode failed", error=str(exc))
-            return
+        detections = self.detection.latest if self.detection is not None else ()
+        stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
+        drawing = settings.draws_overlay and (bool(detections) or stamp is not None)
+        if can_pass_through(frame.jpeg, frame.width, self.camera.width, drawing):
+            assert frame.jpeg is not None
+            jpeg, width, height = frame.jpeg, frame.width, frame.height
+            self.passed_through += 1
+        else:
+            image = frame.image()
+            if drawing:
+                image = draw_overlay(image, detections, timestamp=stamp)
+            try:
+                resized = resize_to_width(image, self.camera.width)
+                jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
+            except (EncodeError, ValueError) as exc:
+                self.encode_errors += 1
+                log.warning("frame dropped: encode failed", error=str(exc))
+                return
+            width, height = int(resized.shape[1]), int(resized.shape[0])
+            self.encoded += 1
         self.seq += 1
-        self.encoded += 1
-        meta = FrameMeta(
-            self.camera.id, self.seq, capture_ns, 0, int(resized.shape[1]), int(resized.shape[0])
-        )
+        meta = FrameMeta(self.camera.id, self.seq, capture_ns, 0, width, height)
         deliver(EncodedFrame(meta, jpeg, time.monotonic()))

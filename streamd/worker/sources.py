@@ -1,5 +1,9 @@
-"""Frame sources for one camera child: synthetic test pattern, video file, RTSP,
-HTTP(S) MJPEG and V4L2 devices (the last four through OpenCV's FFmpeg/V4L2).
+"""Frame sources for one camera child: synthetic test pattern, and V4L2 devices
+(OpenCV); RTSP, HTTP(S) MJPEG and video files go through PyAV (``av_source``).
+
+A source hands out ``Frame`` objects that convert to BGR only when asked: frames
+the pacer thins out are never converted, and MJPEG cameras carry their own JPEG
+bytes so they can be published without a decode and re-encode.
 
 All calls block; they run in the child's capture thread, never in its event loop.
 """
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qs
 
@@ -25,26 +31,94 @@ class SourceError(RuntimeError):
     """The source could not be opened; the message is safe to log (redacted)."""
 
 
+@dataclass
+class DecodeStats:
+    """What a source's frames cost (cumulative; written by the capture thread)."""
+
+    decoded: int = 0  # pictures the decoder produced (inter codecs: every frame)
+    converted: int = 0  # frames converted to a BGR image
+
+
+class Frame:
+    """One frame from a source. ``image()`` converts to BGR on first call (counted
+    in ``stats.converted``) and must be called before the source's next ``read()``;
+    ``jpeg`` is the camera's own complete JPEG when the source is MJPEG;
+    ``media_time`` the stream's own timestamp in seconds, when it has one."""
+
+    __slots__ = ("_convert", "_image", "height", "jpeg", "keyframe", "media_time", "stats", "width")
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        convert: Callable[[], Image],
+        stats: DecodeStats,
+        *,
+        jpeg: bytes | None = None,
+        keyframe: bool = True,
+        media_time: float | None = None,
+    ) -> None:
+        self.media_time = media_time
+        self.width = width
+        self.height = height
+        self.jpeg = jpeg
+        self.keyframe = keyframe
+        self.stats = stats
+        self._convert = convert
+        self._image: Image | None = None
+
+    @classmethod
+    def of_image(cls, image: Image, stats: DecodeStats) -> Frame:
+        """A frame that is already a BGR image (synthetic sources)."""
+        frame = cls(int(image.shape[1]), int(image.shape[0]), lambda: image, stats)
+        frame._image = image
+        return frame
+
+    def image(self) -> Image:
+        if self._image is None:
+            self._image = self._convert()
+            self.stats.converted += 1
+        return self._image
+
+
 class Source(Protocol):
     # Live sources (cameras, streams) are read as fast as they deliver and thinned
     # to the configured fps; paced ones (synthetic, files) are read on schedule.
     live: bool
+    stats: DecodeStats
 
     def open(self) -> None: ...
 
-    def read(self) -> Image | None:
+    def read(self) -> Frame | None:
         """The next frame, or None when the source is lost (then reopen)."""
         ...
 
     def close(self) -> None: ...
 
+    def keyframes_only_when(self, policy: KeyframePolicy) -> None:
+        """Decode keyframes only while ``policy(seconds between keyframes)`` says so;
+        asked at every packet, so a change applies at once (sources that cannot
+        skip frames ignore it)."""
+        ...
 
-class SyntheticSource:
+
+KeyframePolicy = Callable[[float | None], bool]
+
+
+class _NoKeyframes:
+    """For sources where every frame stands alone: nothing to skip."""
+
+    def keyframes_only_when(self, policy: KeyframePolicy) -> None:
+        pass
+
+
+class SyntheticSource(_NoKeyframes):
     """A moving test pattern with a visible wall clock and frame counter."""
 
     live = False
 
     def __init__(self, width: int = 640, height: int = 360, *, moving: bool = True) -> None:
+        self.stats = DecodeStats()
         self.width = width
         self.height = height
         self.moving = moving  # pattern=static: a still image (no clock, no square)
@@ -76,7 +150,10 @@ class SyntheticSource:
     def open(self) -> None:
         pass
 
-    def read(self) -> Image:
+    def read(self) -> Frame:
+        return Frame.of_image(self.draw(), self.stats)
+
+    def draw(self) -> Image:
         self.counter += 1
         img = self._background.copy()
         if not self.moving:
@@ -113,10 +190,12 @@ class SyntheticSource:
         pass
 
 
-class CaptureSource:
-    """Anything OpenCV's VideoCapture opens: files, rtsp://, http(s):// MJPEG, devices."""
+class CaptureSource(_NoKeyframes):
+    """Anything OpenCV's VideoCapture opens; used for V4L2 devices. ``grab`` on
+    every frame, ``retrieve`` (decode to BGR) only for frames that are used."""
 
     def __init__(self, target: str | int, *, live: bool, loop: bool = False) -> None:
+        self.stats = DecodeStats()
         self.target = target
         self.live = live
         self.loop = loop
@@ -144,19 +223,28 @@ class CaptureSource:
             raise SourceError(f"cannot open {self._describe()}")
         self._capture = capture
 
-    def read(self) -> Image | None:
-        if self._capture is None:
+    def read(self) -> Frame | None:
+        capture = self._capture
+        if capture is None:
             return None
-        ok, image = self._capture.read()
-        if ok and image is not None:
-            return image
-        if self.loop and not self.live:
+        grabbed = capture.grab()
+        if not grabbed and self.loop and not self.live:
             # End of file: start over so a file works as an endless test camera.
-            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self._capture.read()
-            if ok and image is not None:
-                return image
-        return None
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            grabbed = capture.grab()
+        if not grabbed:
+            return None
+        self.stats.decoded += 1
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        return Frame(width, height, self._retrieve, self.stats)
+
+    def _retrieve(self) -> Image:
+        assert self._capture is not None
+        ok, image = self._capture.retrieve()
+        if not ok or image is None:
+            raise SourceError(f"cannot decode a frame from {self._describe()}")
+        return image
 
     def close(self) -> None:
         if self._capture is not None:
@@ -166,16 +254,15 @@ class CaptureSource:
 
 def open_source(spec: str, *, loop: bool = True) -> Source:
     """The source for a config ``source`` string; ``SourceError`` if it is unusable."""
+    from streamd.worker.av_source import AvSource  # PyAV loads FFmpeg: only when used
+
     if spec.startswith("synthetic:"):
         return SyntheticSource.from_spec(spec)
     if spec.startswith("device:"):
         return CaptureSource(int(spec.removeprefix("device:")), live=True)
-    if spec.startswith(("rtsp://", "rtsps://")):
-        # RTSP over TCP: the supervisor sets OPENCV_FFMPEG_CAPTURE_OPTIONS in our env.
-        return CaptureSource(spec, live=True)
-    if spec.startswith(("http://", "https://")):
-        return CaptureSource(spec, live=True)
-    return CaptureSource(spec, live=False, loop=loop)
+    if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return AvSource(spec, live=True)
+    return AvSource(spec, live=False, loop=loop)
 
 
 class Pacer:
@@ -183,6 +270,9 @@ class Pacer:
 
     def __init__(self, fps: float, now: float) -> None:
         self.interval = 1.0 / fps
+        # A live camera at exactly our fps delivers with jitter: a frame a little
+        # early is still the one due (dropping it cost viewers 1 frame in 20).
+        self.early = self.interval / 4
         self.next_due = now
 
     def wait_time(self, now: float) -> float:
@@ -190,7 +280,10 @@ class Pacer:
 
     def take(self, now: float) -> bool:
         """True if a frame arriving at ``now`` should be published."""
-        if now < self.next_due:
+        if now < self.next_due - max(1.0, 4 * self.interval):
+            self.next_due = now + self.interval  # the clock jumped back: start afresh
+            return True
+        if now < self.next_due - self.early:
             return False
         # Schedule from the due time, not from now, so the average rate is exact;
         # but after a stall longer than one interval start afresh (no catch-up burst).

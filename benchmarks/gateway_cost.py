@@ -1,0 +1,128 @@
+"""Gateway CPU per delivered 100 KiB frame against a raw socket send of the same
+bytes: the daemon's main process (subscriber + gateway; its camera child is
+not counted) while a publisher sends frames to Redis and viewers in another
+process receive them; the baseline is one process ``sendall``-ing the same
+payloads over TCP to a reader, at the same rate and fan-out.
+
+Usage: part of ``python -m benchmarks``
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from benchmarks._procs import cpu_seconds
+from benchmarks._redis import fake_jpeg
+from benchmarks._viewers import Viewers
+from streamd.transport.frame import FrameMeta, pack_frame
+from tests.conftest import Daemon, write_config
+from tests.support import free_port
+
+FRAME_BYTES = 100 * 1024
+
+
+def _publish(port: int, channel: str, rate: float, seconds: float) -> None:
+    client = redis.Redis(port=port)
+    jpeg = fake_jpeg(FRAME_BYTES)
+    start = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) < start + seconds:
+        meta = FrameMeta("gw", sent + 1, time.time_ns(), time.time_ns(), 1280, 720)
+        client.publish(channel, pack_frame(meta, jpeg))
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - now))
+
+
+def gateway_per_frame(
+    redis_port: int, *, viewers: int, rate: float, seconds: float
+) -> tuple[float, int]:
+    """(CPU seconds per delivered frame, frames delivered in the window); the
+    daemon's background CPU without frames is measured first and taken off."""
+    warm = 3.0
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        config = write_config(
+            Path(tmp) / "streamd.toml",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            port=port,
+            # no such file: the child only retries, frames come from our publisher
+            cameras=[{"id": "gw", "source": str(Path(tmp) / "none.mp4")}],
+            head='log_level = "warning"',
+        )
+        daemon = Daemon(config, port)
+        try:
+            daemon.wait_healthy()
+            urls = [f"ws://{daemon.base}/ws/gw"] * viewers
+            publisher = mp.get_context("fork").Process(
+                target=_publish, args=(redis_port, "video:gw", rate, warm + seconds + 1)
+            )
+            with Viewers(urls, warm + 2 * seconds + 2) as watching:
+                time.sleep(1.0)  # viewers connected, the gateway subscribed
+                # The daemon's own background (supervisor, heartbeats, timers) with
+                # no frames: not a cost of delivering a frame, so it is taken off.
+                quiet0, quiet_start = cpu_seconds(daemon.process.pid), time.monotonic()
+                time.sleep(seconds)
+                background = (cpu_seconds(daemon.process.pid) - quiet0) / (
+                    time.monotonic() - quiet_start
+                )
+                publisher.start()
+                time.sleep(warm)
+                start, cpu0 = time.monotonic(), cpu_seconds(daemon.process.pid)
+                time.sleep(seconds)
+                end, cpu1 = time.monotonic(), cpu_seconds(daemon.process.pid)
+                logs = watching.logs()
+            publisher.join()
+        finally:
+            daemon.stop()
+    delivered = sum(log.count_between(start, end) for log in logs)
+    used = cpu1 - cpu0 - background * (end - start)
+    return max(0.0, used) / max(1, delivered), delivered
+
+
+def _sender(port: int, fanout: int, rate: float, seconds: float, out: mp.Queue[float]) -> None:
+    payload = pack_frame(FrameMeta("gw", 1, 0, 0, 1280, 720), fake_jpeg(FRAME_BYTES))
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(fanout)]
+    start = time.monotonic()
+    cpu0 = time.process_time()
+    sent = 0
+    while (now := time.monotonic()) < start + seconds:
+        for sock in socks:
+            sock.sendall(payload)
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - now))
+    out.put((time.process_time() - cpu0) / (sent * fanout))
+    for sock in socks:
+        sock.close()
+
+
+def raw_send_per_frame(*, fanout: int, rate: float, seconds: float) -> float:
+    """CPU seconds per ``sendall`` of one frame over TCP to a reading peer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def read(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+
+    def accept() -> None:
+        for _ in range(fanout):
+            conn, _ = listener.accept()
+            threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    context = mp.get_context("fork")
+    out: mp.Queue[float] = context.Queue()
+    process = context.Process(target=_sender, args=(port, fanout, rate, seconds, out))
+    process.start()
+    result = out.get(timeout=seconds + 30)
+    process.join()
+    listener.close()
+    return result
