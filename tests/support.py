@@ -41,9 +41,10 @@ def wait_for(
 class RedisServer:
     """A throwaway redis-server: never the machine's own on 6379."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port
         self.workdir = workdir
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--logfile", PATH)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +67,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -70,3 +71,30 @@ class Watcher:
         async with asyncio.timeout(timeout):
             while len(self.arrivals) < target:
                 await asyncio.sleep(0.02)
+
+
+@dataclass
+class MuxWatcher(Watcher):
+    """A multiplexed ``/ws`` viewer subscribed to ``cameras``, recording the arrival
+    time of every frame per camera (``arrivals`` holds them all)."""
+
+    cameras: tuple[str, ...] = ()
+    by_camera: dict[str, list[float]] = field(default_factory=dict)
+
+    async def __aenter__(self) -> MuxWatcher:
+        await super().__aenter__()
+        assert self.ws is not None
+        await self.ws.send(json.dumps({"op": "subscribe", "cameras": list(self.cameras)}))
+        return self
+
+    async def _run(self) -> None:
+        assert self.ws is not None
+        async for message in self.ws:
+            if isinstance(message, bytes):
+                now = time.monotonic()
+                camera = message[2 : 2 + message[1]].decode()
+                self.arrivals.append(now)
+                self.by_camera.setdefault(camera, []).append(now)
+
+    def camera_count_since(self, camera: str, since: float) -> int:
+        return sum(1 for t in self.by_camera.get(camera, []) if t >= since)
