@@ -29,7 +29,7 @@ from streamd.worker.sources import Pacer, Source, SourceError
 log = structlog.get_logger("streamd.capture")
 # A camera that comes back (reboot, network) must stream again within seconds, so
 # the reopen delay stays small; one failed connect every few seconds costs nothing.
-REOPEN_BACKOFF = Backoff(initial=0.5, cap=3.0)
+REOPEN_BACKOFF = Backoff(initial=0.5, cap=2.0)
 
 
 class SourceState(enum.Enum):
