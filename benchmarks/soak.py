@@ -243,6 +243,7 @@ class SoakResult:
     churn_errors: list[str]
     quiet_fds: dict[str, tuple[int, int]]  # label → (after warm-up, at the end), no churn
     daemon_alive: bool
+    tracebacks: int  # in the daemon's log (its children log there too)
 
 
 async def soak(
@@ -302,6 +303,7 @@ async def soak(
                 got = mux.camera_count_since(i, measured_from) / (end - measured_from)
                 viewer_fps[f"/ws [{i}]"] = (got, fps[i])
         alive = daemon.process.poll() is None
+        tracebacks = daemon.log_text().count("Traceback")
     return SoakResult(
         [fit(label, series, warmup_s) for label, series in sorted(samples.items())],
         viewer_fps,
@@ -310,6 +312,7 @@ async def soak(
         churn.errors,
         {label: (fds[0], fds[-1]) for label, fds in quiet.items() if len(fds) == 2},
         alive,
+        tracebacks,
     )
 
 
@@ -328,6 +331,7 @@ def report(result: SoakResult) -> str:
         lines.append(f"steady viewer {viewer:14s} {got:5.1f} fps (configured {configured:.0f})")
     lines.append(f"short-lived viewers: {result.churned} done, {result.churn_failed} failed")
     lines += [f"  {error}" for error in result.churn_errors]
+    lines.append(f"tracebacks in the daemon's log: {result.tracebacks}")
     worst = max(abs(p.slope_mb_per_10_min) for p in result.processes)
     verdict = "met" if worst < TARGET_MB_PER_10_MIN else "MISSED"
     lines.append(
@@ -360,7 +364,7 @@ def main() -> None:
     print(report(result))
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"end: {uptime}")
-    sys.exit(0 if result.daemon_alive else 1)
+    sys.exit(0 if result.daemon_alive and not result.tracebacks else 1)
 
 
 if __name__ == "__main__":

@@ -183,5 +183,6 @@ async def test_rtsp_camera_gone_for_30s_resumes_within_5s_of_its_return(
         )
         assert daemon.process.poll() is None
         assert daemon.child_pids() == children, "the camera's child was replaced"
+        assert "Traceback" not in daemon.log_text()
     finally:
         camera.stop()

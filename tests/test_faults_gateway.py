@@ -59,6 +59,7 @@ async def test_thousand_viewers_come_and_go_fds_rss_return_steady_viewers_keep_f
             fds_after, rss_after = await _settled(pid, fds_base + FD_TOLERANCE)
             assert single.count_since(time.monotonic() - 1.5) > 0, "steady viewer went quiet"
         assert daemon.process.poll() is None
+        assert "Traceback" not in daemon.log_text()
     print(
         f"{CHURN_VIEWERS} viewers in {churn_seconds:.1f}s; fds {fds_base} -> {fds_after}; "
         f"RSS {rss_base / MB:.1f} -> {rss_after / MB:.1f} MB; fps before {before}, during {during}"
@@ -160,6 +161,7 @@ async def test_subscription_over_pubsub_buffer_limit_resubscribes_within_2s(
             assert viewer.count_since(time.monotonic() - 2) >= 0.8 * 2 * 20
         assert daemon.process.poll() is None
         assert any(e["event"] == "redis subscription restored" for e in daemon.log_events())
+        assert "Traceback" not in daemon.log_text()
         wait_for(lambda: len(subscriber_ids(client)) == 1, 5, "one subscriber again")
 
 

@@ -25,6 +25,7 @@ async def test_one_minute_soak(tmp_path: Path) -> None:
     result = await soak(tmp_path, SOAK_SECONDS, cameras=3, interval=2.0, warmup=WARMUP_SECONDS)
     print(report(result))
     assert result.daemon_alive
+    assert result.tracebacks == 0
     assert {p.label for p in result.processes} == {
         "daemon",
         "child:soak0",
