@@ -138,8 +138,12 @@ async def test_subscription_over_pubsub_buffer_limit_resubscribes_within_2s(
         redis_server,
     ):
         client = redis_server.client()
-        async with Watcher(f"ws://{daemon.base}/ws/cam", keep_payloads=True) as viewer:
+        async with (
+            Watcher(f"ws://{daemon.base}/ws/cam", keep_payloads=True) as viewer,
+            MuxWatcher(f"ws://{daemon.base}/ws", cameras=("cam",)) as mux,
+        ):
             await viewer.wait_frames(5, timeout=20)
+            await mux.wait_frames(5, timeout=20)
             gateway = subscriber_ids(client)
             assert len(gateway) == 1, gateway  # the gateway's one subscriber connection
             client.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 1")
@@ -153,12 +157,20 @@ async def test_subscription_over_pubsub_buffer_limit_resubscribes_within_2s(
             finally:
                 daemon.process.send_signal(signal.SIGCONT)
             assert overflow_kills(redis_log) == 1, "dropped, but not for its output buffer"
-            resumed_after = await _first_fresh_frame(viewer, killed_at, killed_ns)
-            print(f"viewer live again {resumed_after:.2f}s after Redis dropped the subscriber")
-            assert resumed_after <= RESUME_WITHIN_S
-            # and it stays live: frames keep arriving at the camera's rate
+            single_after, mux_after = await asyncio.gather(
+                _first_fresh_frame(viewer, killed_at, killed_ns),
+                _first_fresh_mux_frame(mux, killed_at, killed_ns),
+            )
+            print(
+                f"viewers live again {single_after:.2f}s (/ws/cam) and {mux_after:.2f}s (/ws) "
+                "after Redis dropped the subscriber"
+            )
+            assert single_after <= RESUME_WITHIN_S
+            assert mux_after <= RESUME_WITHIN_S
+            # and they stay live: frames keep arriving at the camera's rate
             await asyncio.sleep(2)
             assert viewer.count_since(time.monotonic() - 2) >= 0.8 * 2 * 20
+            assert mux.count_since(time.monotonic() - 2) >= 0.8 * 2 * 20
         assert daemon.process.poll() is None
         assert any(e["event"] == "redis subscription restored" for e in daemon.log_events())
         assert "Traceback" not in daemon.log_text()
@@ -178,4 +190,14 @@ async def _first_fresh_frame(viewer: Watcher, killed_at: float, killed_ns: int) 
                 if meta is not None and meta.capture_ns > killed_ns and meta.seq < 10**9:
                     return arrived - killed_at
             seen = len(viewer.payloads)
+            await asyncio.sleep(0.02)
+
+
+async def _first_fresh_mux_frame(viewer: MuxWatcher, killed_at: float, killed_ns: int) -> float:
+    """The same for a multiplexed viewer, from the frame header (seq, capture time)."""
+    async with asyncio.timeout(10):
+        while True:
+            for arrived, _camera, seq, capture_ns in viewer.headers:
+                if capture_ns > killed_ns and seq < 10**9:
+                    return arrived - killed_at
             await asyncio.sleep(0.02)

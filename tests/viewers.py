@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -80,6 +81,8 @@ class MuxWatcher(Watcher):
 
     cameras: tuple[str, ...] = ()
     by_camera: dict[str, list[float]] = field(default_factory=dict)
+    # (arrival, camera, seq, capture_ns) from each frame's header
+    headers: list[tuple[float, str, int, int]] = field(default_factory=list)
 
     async def __aenter__(self) -> MuxWatcher:
         await super().__aenter__()
@@ -92,9 +95,12 @@ class MuxWatcher(Watcher):
         async for message in self.ws:
             if isinstance(message, bytes):
                 now = time.monotonic()
-                camera = message[2 : 2 + message[1]].decode()
+                cut = 2 + message[1]
+                camera = message[2:cut].decode()
+                seq, capture_ns = struct.unpack_from(">QQ", message, cut)
                 self.arrivals.append(now)
                 self.by_camera.setdefault(camera, []).append(now)
+                self.headers.append((now, camera, seq, capture_ns))
 
     def camera_count_since(self, camera: str, since: float) -> int:
         return sum(1 for t in self.by_camera.get(camera, []) if t >= since)
