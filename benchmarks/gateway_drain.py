@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from benchmarks._redis import fake_jpeg, redis_server
 from streamd.config import Config
+from streamd.gateway.control import NoControl
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.transport.frame import FrameMeta, pack_frame
@@ -54,7 +55,7 @@ async def drain_streamd(port: int, go: MpEvent, frames: int) -> tuple[int, float
     hub = Hub()
     config = Config()
     subscriber: FrameSubscriber
-    gateway = Gateway(config, hub, None)
+    gateway = Gateway(config, hub, None, NoControl())
     subscriber = FrameSubscriber(f"redis://127.0.0.1:{port}/0", "video:", gateway.ingest)
     subscriber.want("bench")
     task = asyncio.create_task(subscriber.run())

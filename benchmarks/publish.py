@@ -19,9 +19,10 @@ import redis
 import redis.asyncio as aioredis
 
 from benchmarks._redis import fake_jpeg, redis_server
+from streamd.states import RedisState
 from streamd.stats import CameraCounters
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame, FramePublisher
+from streamd.transport.frame import EncodedFrame, FrameMeta
+from streamd.transport.publisher import FramePublisher
 
 CHANNEL = "video:bench"
 
@@ -64,7 +65,7 @@ async def streamd_publisher(
         queue_size=32,
     )
     task = asyncio.create_task(publisher.run())
-    while publisher.redis_state != "up":
+    while publisher.redis_state is not RedisState.UP:
         await asyncio.sleep(0.01)
     seq = 0
     start = time.monotonic()

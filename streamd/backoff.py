@@ -1,5 +1,10 @@
-"""Exponential backoff with full jitter and a cap: one policy for every retry
-loop in streamd (source reopen, Redis reconnect, child restart).
+"""Exponential backoff with jitter and a cap: one policy for every retry loop
+in streamd (``retry.Retry`` / ``AsyncRetry`` for source reopen and Redis
+reconnect; ``lifecycle.Lifecycle`` for child restarts).
+
+The default ``jitter=0.5`` is what redis-py calls *equal* jitter: half of the
+delay is fixed and half is random, so the delay lies in [ceiling/2, ceiling].
+``jitter=1`` would be full jitter ([0, ceiling]), ``jitter=0`` none.
 
 Pure: the random draw is injected so tests can pin it.
 """
@@ -16,7 +21,7 @@ class Backoff:
     initial: float
     cap: float
     multiplier: float = 2.0
-    jitter: float = 0.5  # fraction of the delay that is randomised (0 = none, 1 = full)
+    jitter: float = 0.5  # randomised fraction of the delay: 0.5 equal jitter, 1 full, 0 none
 
     def ceiling(self, failures: int) -> float:
         """The un-jittered delay after ``failures`` consecutive failures (≥ 1)."""

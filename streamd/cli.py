@@ -1,4 +1,5 @@
-"""Command line: ``streamd run | check | init | camera add/remove/list | status``.
+"""Command line: ``streamd run | check | init | camera add/remove/list | status |
+install/uninstall --systemd``.
 
 The hand-edited main file is never rewritten (``tomli-w`` would drop its
 comments); ``streamd camera`` manages one drop-in file per camera instead.
@@ -30,10 +31,11 @@ from streamd.config import (
 )
 from streamd.observability import configure_logging
 from streamd.redact import redact_url
+from streamd.states import ExitCode
 
-EXIT_CONFIG = 78
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 69
+EXIT_CONFIG = ExitCode.CONFIG
+EXIT_USAGE = ExitCode.USAGE
+EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
 
 STARTER_CONFIG = """\
 # streamd configuration. Validate with: streamd check -c {path}
@@ -91,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("id")
     remove.add_argument("--reload", action="store_true")
     with_config(cam_sub.add_parser("list", help="list configured cameras"))
+
+    for name, verb in (("install", "install"), ("uninstall", "remove")):
+        target = with_config(sub.add_parser(name, help=f"{verb} the systemd service"))
+        target.add_argument("--systemd", action="store_true", required=True, help="as a unit")
+        target.add_argument("--dry-run", action="store_true", help="print the steps only")
+        if name == "install":
+            target.add_argument("--enable", action="store_true", help="enable --now the unit")
     return parser
 
 
@@ -101,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             return _init(args.config, args.force)
         if args.command == "camera":
             return _camera(args)
+        if args.command in ("install", "uninstall"):
+            from streamd import install  # imports this module; see streamd/install.py
+
+            if args.command == "install":
+                return install.install_systemd(args.config, args.enable, args.dry_run)
+            return install.uninstall_systemd(args.config, args.dry_run)
         config = load_config(args.config, os.environ)
         if args.command == "check":
             sys.stdout.write(tomli_w.dumps(config.redacted()))
@@ -215,6 +230,8 @@ def _daemon_url(config: Config, path: str) -> str:
 
 def _call(config: Config, path: str, method: str = "GET") -> dict[str, Any]:
     request = urllib.request.Request(_daemon_url(config, path), method=method)  # noqa: S310
+    if method == "POST":  # control needs a JSON content type (the daemon's CSRF guard)
+        request.add_header("Content-Type", "application/json")
     token = os.environ.get("STREAMD_ADMIN_TOKEN")
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from streamd.errors import StreamdError
 
-class SecretError(ValueError):
+
+class SecretError(StreamdError, ValueError):
     """The secret could not be read; the message names the path, never the value."""
 
 
@@ -22,11 +24,21 @@ def credential_path(name: str, env: Mapping[str, str]) -> Path:
     return Path(directory) / name
 
 
+MAX_SECRET_BYTES = 64 * 1024  # a password, not /dev/zero
+
+
 def read_secret(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise SecretError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the path
+        raise SecretError(f"invalid path {str(path)!r}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretError(f"{path} is larger than {MAX_SECRET_BYTES} bytes: not a password file")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretError(f"{path} is not UTF-8 text") from None
     secret = text.rstrip("\r\n")  # files written with echo end in a newline

@@ -2,39 +2,43 @@
 reloads on SIGHUP, talks to systemd, and shuts down in a fixed order with a
 deadline.
 
-Signal handlers only set events (uvicorn's habit). Shutdown order: STOPPING=1,
-stop accepting viewers and close them with 1001, stop the children (SIGTERM,
-grace, SIGKILL), stop the subscriber. A second SIGINT/SIGTERM exits at once.
+Signal handlers only record what was asked (``SignalRequests``, uvicorn's
+habit); the run loop acts on it: SIGHUP starts a reload task (kept, one at a
+time), the first SIGINT/SIGTERM starts the shutdown, a second one exits at once
+(130). Shutdown order: STOPPING=1, stop accepting viewers and close them with
+1001, stop the children (SIGTERM, grace, SIGKILL), then cancel the subscriber,
+the status loops and any reload still running. If ``shutdown_timeout`` passes
+first, the children are SIGKILLed, the rest is cancelled, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import ssl
 import time
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.reporting import CameraSample, StatsReporter
+from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
-from streamd.systemd import Notifier, unset_notify_env, watchdog_interval
+from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
-EXIT_FORCED = 130
-EXIT_CANNOT_LISTEN = 71  # sysexits.h EX_OSERR
 STATUS_INTERVAL_S = 5.0
 
 
@@ -46,7 +50,6 @@ class Daemon:
         self.config_path = config_path
         self.notifier = Notifier(os.environ)
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
-        unset_notify_env()  # children are not the service
         self.hub = Hub()
         self.subscriber: FrameSubscriber | None = None
         if config.redis.enabled:
@@ -58,24 +61,31 @@ class Daemon:
             )
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
-        self.supervisor = Supervisor(config, on_frame=self._ingest, on_event=self._ingest_event)
+        self.supervisor = Supervisor(
+            config, on_frame=self._ingest, on_event=self._ingest_event, parent_env=os.environ
+        )
         self.gateway = Gateway(
             config,
             self.hub,
             self.subscriber,
-            fallback_active=self.supervisor.fallback_active,
             control=self,
+            fallback_active=self.supervisor.fallback_active,
+            env=os.environ,
         )
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             StreamdCollector(
-                self.samples, lambda: self.gateway.rejected, lambda: self.gateway.refused
+                self.samples,
+                lambda: self.gateway.rejected,
+                lambda: self.gateway.refused,
+                lambda: self.hub.untimed,
             )
         )
         self._reload_lock = asyncio.Lock()
-        self._stop = asyncio.Event()
+        self.signals = SignalRequests()
+        self._reload_task: asyncio.Task[None] | None = None
 
     def _ingest(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest(camera_id, payload)
@@ -90,20 +100,19 @@ class Daemon:
     async def stop_camera(self, camera_id: str) -> bool:
         return await self.supervisor.stop_camera(camera_id)
 
+    def camera_statuses(self) -> dict[str, CameraStatus]:
+        """Every supervised camera, with the figures of its last stats line."""
+        lines = self.reporter.last_lines
+        return {
+            camera_id: replace(
+                status, recent=RecentFigures.from_stats_line(lines.get(camera_id, {}))
+            )
+            for camera_id, status in self.supervisor.statuses().items()
+        }
+
     def cameras(self) -> dict[str, dict[str, Any]]:
-        cameras = self.supervisor.snapshot()
-        for camera_id, info in cameras.items():
-            line = self.reporter.last_lines.get(camera_id, {})
-            for key in (
-                "fps_out",
-                "success_rate_pct",
-                "publish_p50_ms",
-                "e2e_p50_ms",
-                "detect_fps",
-                "detect_p50_ms",
-            ):
-                info[key] = line.get(key)
-        return cameras
+        """The same as JSON objects (the API's shape)."""
+        return {camera_id: s.to_json() for camera_id, s in self.camera_statuses().items()}
 
     def samples(self) -> dict[str, CameraSample]:
         return {
@@ -122,8 +131,25 @@ class Daemon:
         """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
         self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
 
-    def metrics(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+    def set_publish_interval(self, camera_id: str, every: int) -> bool:
+        return self.supervisor.set_publish_every(camera_id, every)
+
+    def metrics(self, cameras: Collection[str] | None) -> bytes:
+        """Prometheus text; ``cameras`` limits it to those cameras' series (a
+        scoped token), leaving out the daemon-wide ones."""
+        if cameras is None:
+            return bytes(generate_latest(self.registry))
+        allowed = frozenset(cameras)
+        scoped = CollectorRegistry(auto_describe=False)
+        scoped.register(
+            StreamdCollector(
+                lambda: {c: s for c, s in self.samples().items() if c in allowed},
+                dict,
+                dict,
+                lambda: None,
+            )
+        )
+        return bytes(generate_latest(scoped))
 
     async def _stats_loop(self) -> None:
         """One line per camera per ``stats_interval``: never one per frame."""
@@ -174,10 +200,8 @@ class Daemon:
             for camera_id in old_ids - new_ids:
                 self.subscriber.unwant_events(camera_id)
         self.config = applied
-        self.gateway.config = applied
+        self.gateway.apply_config(applied)
         diff = await self.supervisor.apply(applied)
-        for camera_id in diff.removed:
-            self.hub.forget(camera_id)
         log.info(
             "config reloaded",
             added=list(diff.added),
@@ -207,31 +231,52 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(every)
 
-    # --- run ---------------------------------------------------------------------------
+    # --- signals -----------------------------------------------------------------------
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
-
-        def on_stop(signum: int) -> None:
-            if self._stop.is_set():
-                log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-                os._exit(EXIT_FORCED)
-            log.info("shutting down", signal=signal.Signals(signum).name)
-            self._stop.set()
-
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_stop, signum)
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_from_signal())
-        )
+            loop.add_signal_handler(signum, self.signals.on_stop, signal.Signals(signum))
+        loop.add_signal_handler(signal.SIGHUP, self.signals.on_reload)
+
+    async def _exit_when_forced(self) -> None:
+        """A second SIGINT/SIGTERM exits at once, whatever is still running."""
+        await self.signals.forced.wait()
+        assert self.signals.force is not None
+        log.warning("second signal: exiting now", signal=self.signals.force.name)
+        os._exit(ExitCode.FORCED)
+
+    async def _serve_until_stopped(self) -> signal.Signals:
+        """Act on what the signals asked for, until one asks to stop."""
+        signals = self.signals
+        while True:
+            await signals.changed.wait()
+            signals.changed.clear()
+            if signals.stop is not None:
+                return signals.stop
+            reloading = self._reload_task is not None and not self._reload_task.done()
+            if signals.reload and not reloading:
+                self._reload_task = asyncio.create_task(self._reload_from_signal(), name="reload")
+                # Look again when it ends: a SIGHUP may have come in meanwhile.
+                self._reload_task.add_done_callback(lambda _task: signals.changed.set())
 
     async def _reload_from_signal(self) -> None:
-        log.info("reload requested", signal="SIGHUP")
-        await self.reload()
+        while self.signals.reload:
+            self.signals.reload = False
+            log.info("reload requested", signal="SIGHUP")
+            await self.reload()
 
+    # --- run ---------------------------------------------------------------------------
     async def run(self) -> int:
-        config = self.config
         # Handlers first: a SIGTERM during start-up must still stop children in order.
         self._install_signals()
+        forced = asyncio.create_task(self._exit_when_forced(), name="forced-exit")
+        try:
+            return await self._run()
+        finally:
+            forced.cancel()
+
+    async def _run(self) -> int:
+        config = self.config
         try:
             await self.gateway.start()
         except (OSError, ssl.SSLError) as exc:
@@ -242,7 +287,7 @@ class Daemon:
                 tls_cert=config.server.tls_cert,
                 error=str(exc),
             )
-            return EXIT_CANNOT_LISTEN
+            return ExitCode.CANNOT_LISTEN
         self.supervisor.start()
         background = [
             asyncio.create_task(self._status_loop(), name="status"),
@@ -263,27 +308,57 @@ class Daemon:
         self.notifier.ready()
         self._report_status()
 
-        await self._stop.wait()
+        stopped_by = await self._serve_until_stopped()
+        log.info("shutting down", signal=stopped_by.name)
         self.notifier.stopping()
+        if self._reload_task is not None:
+            background.append(self._reload_task)
         deadline = self.config.supervisor.shutdown_timeout
         try:
-            await asyncio.wait_for(self._shutdown(background), deadline)
+            await asyncio.wait_for(self._shutdown(), deadline)
         except TimeoutError:
             log.error("shutdown deadline passed; killing what is left", deadline_s=deadline)
             self.supervisor.kill_all()
-            return 1
+            return ExitCode.FAILURE
+        finally:
+            await _cancel(background)
         log.info("video stream manager stopped")
         self.notifier.close()
-        return 0
+        return ExitCode.OK
 
-    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+    async def _shutdown(self) -> None:
         await self.gateway.close()
         await self.supervisor.stop()
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+
+
+@dataclass
+class SignalRequests:
+    """What the signals asked for. The handlers only record it (uvicorn's habit);
+    ``Daemon`` acts on it from its run loop."""
+
+    stop: signal.Signals | None = None
+    force: signal.Signals | None = None
+    reload: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    forced: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_stop(self, signum: signal.Signals) -> None:
+        if self.stop is None:
+            self.stop = signum
+        else:
+            self.force = signum
+            self.forced.set()
+        self.changed.set()
+
+    def on_reload(self) -> None:
+        self.reload = True
+        self.changed.set()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_daemon(config: Config, config_path: Path | None = None) -> int:

@@ -16,21 +16,12 @@ delay of being reachable again.
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streamd.backoff import Backoff
-from streamd.worker.spec import EX_CONFIG
-
-
-class ChildState(enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    CONFIG_ERROR = "config_error"
+from streamd.states import ChildState, ExitCode
 
 
 @dataclass
@@ -41,14 +32,12 @@ class Lifecycle:
     failures: int = 0
     restarts: int = 0
     started_at: float | None = None
-    restart_at: float | None = None
 
     def on_spawned(self, now: float) -> None:
         if self.started_at is not None:
             self.restarts += 1
         self.state = ChildState.STARTING
         self.started_at = now
-        self.restart_at = None
 
     def on_frames(self, now: float) -> None:
         """The child reported delivered frames; promote it once it proved stable."""
@@ -64,19 +53,16 @@ class Lifecycle:
         self, now: float, exit_code: int | None, draw: Callable[[], float] = random.random
     ) -> float | None:
         """Record an exit; return the restart delay, or None if not to restart."""
-        if exit_code == EX_CONFIG:
+        if exit_code == ExitCode.CONFIG:
             self.state = ChildState.CONFIG_ERROR
-            self.restart_at = None
             return None
         self.failures += 1
         delay = self.backoff.delay(self.failures, draw)
         self.state = ChildState.BACKOFF
-        self.restart_at = now + delay
         return delay
 
     def on_stopped(self) -> None:
         self.state = ChildState.STOPPED
-        self.restart_at = None
         self.failures = 0
 
 

@@ -16,6 +16,8 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_child_restarts_total``, ``streamd_child_stalls_total``,
   ``streamd_camera_live`` (1 when streaming)
 - ``streamd_frames_rejected_total{reason}`` (no camera label): untrusted input dropped
+- ``streamd_frames_untimed_total`` (no label): frames whose capture time was over
+  an hour old or over 10 s ahead, forwarded but kept out of latency figures
 - ``streamd_requests_refused_total{reason}``: viewers and requests refused
   (unauthorized, forbidden, origin, max_viewers, message_rate, …)
 """
@@ -28,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from streamd.reporting import CameraSample
+from streamd.states import SourceState
 from streamd.stats import LatencyHistogram
 
 BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
@@ -81,10 +84,12 @@ class StreamdCollector(Collector):
         samples: Callable[[], Mapping[str, CameraSample]],
         rejected: Callable[[], Mapping[str, int]],
         refused: Callable[[], Mapping[str, int]],
+        untimed: Callable[[], int | None],
     ) -> None:
         self._samples = samples
         self._rejected = rejected
         self._refused = refused
+        self._untimed = untimed  # None: a scoped view without daemon-wide series
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         samples = self._samples()
@@ -120,8 +125,16 @@ class StreamdCollector(Collector):
             viewers.add_metric([camera], sample.viewers)
             restarts.add_metric([camera], sample.restarts)
             stalls.add_metric([camera], sample.stalls)
-            live.add_metric([camera], 1.0 if sample.state == "live" else 0.0)
+            live.add_metric([camera], 1.0 if sample.state is SourceState.LIVE else 0.0)
         yield from (sent, viewers, restarts, stalls, live)
+        untimed = self._untimed()
+        if untimed is None:
+            return
+        yield CounterMetricFamily(
+            "streamd_frames_untimed",
+            "Frames forwarded but kept out of latency figures (capture time implausible)",
+            value=untimed,
+        )
         rejected = CounterMetricFamily(
             "streamd_frames_rejected", "Untrusted frames dropped, by reason", labels=["reason"]
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.states import CameraState
 from streamd.stats import CameraCounters, DeliveryStats
 
 
@@ -19,7 +20,7 @@ class CameraSample:
 
     figures: CameraCounters
     delivery: DeliveryStats
-    state: str
+    state: CameraState
     viewers: int
     restarts: int
     stalls: int

@@ -12,23 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from streamd.backoff import Backoff
+from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import Config, SupervisorConfig
 from streamd.lifecycle import Lifecycle, SpecDiff, diff_specs
+from streamd.memory import over_memory, read_rss
+from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
 from streamd.stats import CameraCounters
+from streamd.systemd import SERVICE_ONLY_ENV
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     read_message,
@@ -37,6 +41,7 @@ from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.supervisor")
 FrameSink = Callable[[str, bytes], None]
+MEMORY_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -45,10 +50,9 @@ class ChildStatus:
 
     lifecycle: Lifecycle
     pid: int | None = None
-    report: dict[str, Any] = field(default_factory=dict)
-    last_report_at: float | None = None
-    bad_messages: int = 0
+    heartbeat: Heartbeat | None = None  # the current child's latest
     stalls: int = 0
+    memory_restarts: int = 0  # replaced for passing child_memory_max
     last_exit_code: int | None = None
     last_error: str | None = None
     # Figures of earlier runs of this camera's child, so totals never go backwards.
@@ -61,33 +65,37 @@ class ChildStatus:
     def on_new_child(self) -> None:
         self.figures_base = self.totals()
         self.figures = CameraCounters()
-        self.report = {}
+        self.heartbeat = None
 
     @property
-    def source_state(self) -> str:
-        """connecting | live | stalled | reconnecting, or the child's own state."""
+    def source_state(self) -> CameraState:
+        """The source's state, or the child's own while none runs or reports."""
         if self.pid is None:
-            return self.lifecycle.state.value
-        return str(self.report.get("state", "starting"))
+            return self.lifecycle.state
+        if self.heartbeat is None:
+            return ChildState.STARTING
+        return self.heartbeat.state
 
     @property
-    def redis_state(self) -> str:
-        return str(self.report.get("redis", "unknown"))
+    def redis_state(self) -> RedisState:
+        return RedisState.UNKNOWN if self.heartbeat is None else self.heartbeat.redis
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "state": self.source_state,
-            "child": self.lifecycle.state.value,
-            "pid": self.pid,
-            "redis": self.redis_state,
-            "restarts": self.lifecycle.restarts,
-            "stalls": self.stalls,
-            "last_exit_code": self.last_exit_code,
-            "last_error": self.last_error,
-            "detector": self.report.get("detector"),
-            "watched": self.report.get("watched"),
-            "active_labels": self.report.get("active_labels", []),
-        }
+    def camera_status(self) -> CameraStatus:
+        heartbeat = self.heartbeat
+        return CameraStatus(
+            state=self.source_state,
+            child=self.lifecycle.state,
+            pid=self.pid,
+            redis=self.redis_state,
+            restarts=self.lifecycle.restarts,
+            stalls=self.stalls,
+            memory_restarts=self.memory_restarts,
+            last_exit_code=self.last_exit_code,
+            last_error=self.last_error,
+            detector=heartbeat.detector if heartbeat else None,
+            watched=heartbeat.watched if heartbeat else None,
+            active_labels=heartbeat.active_labels if heartbeat else (),
+        )
 
 
 class CameraChild:
@@ -99,8 +107,10 @@ class CameraChild:
         settings: SupervisorConfig,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.env = env
         self.on_event = on_event
         self.settings = settings
         self.on_frame = on_frame
@@ -110,6 +120,7 @@ class CameraChild:
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.demand = False  # viewers of this daemon's gateway watch the camera
+        self.publish_every = 1  # [old API] stream_interval: every Nth paced frame
         self._stopping = asyncio.Event()
         self._heartbeat = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -137,7 +148,7 @@ class CameraChild:
                 break
             delay = lifecycle.on_exit(time.monotonic(), exit_code)
             if delay is None:
-                self.status.last_error = "unusable camera config (exit 78)"
+                self.status.last_error = f"unusable camera config (exit {ExitCode.CONFIG:d})"
                 self.log.error(
                     "camera child has an unusable config; not restarting until it changes",
                     exit_code=exit_code,
@@ -170,6 +181,7 @@ class CameraChild:
                 self.spec.log_level,
                 pass_fds=(child_end.fileno(),),
                 start_new_session=True,
+                env=self.env,
             )
         except OSError as exc:
             parent_end.close()
@@ -185,10 +197,13 @@ class CameraChild:
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
         writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
+        if self.publish_every != 1:
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": self.publish_every}))
         self._writer = writer
         helpers = [
             asyncio.create_task(self._read_control(reader)),
             asyncio.create_task(self._watch_heartbeats(process)),
+            asyncio.create_task(self._watch_memory(process)),
         ]
         try:
             exit_code = await process.wait()
@@ -206,8 +221,7 @@ class CameraChild:
         while True:
             try:
                 message = await read_message(reader)
-            except (ProtocolError, ConnectionError) as exc:
-                self.status.bad_messages += 1
+            except (ControlSocketError, ConnectionError) as exc:
                 self.log.warning("bad control message; closing channel", error=str(exc))
                 return
             if message is None:
@@ -222,27 +236,21 @@ class CameraChild:
 
     def _on_status(self, body: bytes) -> None:
         try:
-            report = decode_json(body)
-        except ProtocolError:
-            self.status.bad_messages += 1
+            heartbeat = Heartbeat.from_wire(decode_json(body))
+        except ControlSocketError:
             return
-        try:
-            figures = CameraCounters.from_wire(report.get("figures", {}))
         except ValueError as exc:
-            self.status.bad_messages += 1
-            self.log.warning("bad heartbeat figures", error=str(exc))
+            self.log.warning("bad heartbeat", error=str(exc))
             return
         now = time.monotonic()
-        previous = self.status.report.get("state")
-        self.status.report = report
-        self.status.figures = figures
-        self.status.last_report_at = now
+        previous = self.status.heartbeat
+        self.status.heartbeat = heartbeat
+        self.status.figures = heartbeat.figures
         self._heartbeat.set()
-        state = report.get("state")
-        if state == "live":
+        if heartbeat.state is SourceState.LIVE:
             self.status.lifecycle.on_frames(now)
-        if state != previous and previous is not None:
-            self.log.info("camera state", state=state, previous=previous)
+        if previous is not None and heartbeat.state != previous.state:
+            self.log.info("camera state", state=heartbeat.state, previous=previous.state)
 
     async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
         """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
@@ -261,6 +269,20 @@ class CameraChild:
                 await self._terminate(process)
                 return
 
+    async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
+        """Replace a child whose RSS passes ``child_memory_max``; it restarts through
+        the normal lifecycle, with backoff. The cap is read each tick (reloads)."""
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL_S)
+            cap = self.settings.child_memory_max
+            rss = read_rss(process.pid) if cap is not None else None
+            if over_memory(rss, cap):
+                self.status.memory_restarts += 1
+                self.status.last_error = "child over memory cap"
+                self.log.error("child over memory cap", pid=process.pid, rss=rss, cap=cap)
+                await self._terminate(process)
+                return
+
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM, wait ``stop_grace``, then SIGKILL."""
         if process.returncode is not None:
@@ -274,6 +296,15 @@ class CameraChild:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+    def set_publish_every(self, every: int) -> None:
+        """Kept across restarts of the child (sent with its spec)."""
+        if every == self.publish_every:
+            return
+        self.publish_every = every
+        writer = self._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(encode_json(MessageType.TUNE, {"publish_every": every}))
 
     def set_demand(self, watched: bool) -> None:
         if watched == self.demand:
@@ -299,16 +330,28 @@ class CameraChild:
             await self._task
 
 
+def child_environment(parent: Mapping[str, str], source: str) -> dict[str, str]:
+    """The environment a camera child is started with (the daemon's own is not
+    edited): the parent's, without systemd's service-only variables."""
+    env = {k: v for k, v in parent.items() if k not in SERVICE_ONLY_ENV}
+    if source.startswith(("rtsp://", "rtsps://")):
+        # TCP interleaving survives NAT and packet loss far better than UDP for video.
+        env.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    return env
+
+
 class Supervisor:
     def __init__(
         self,
         config: Config,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        parent_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.on_frame = on_frame
         self.on_event = on_event
+        self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
@@ -321,6 +364,7 @@ class Supervisor:
                 log_level=config.log_level,
             )
             for camera in config.cameras
+            if not camera.external  # another program publishes it: no child here
         }
 
     def start(self) -> None:
@@ -328,7 +372,8 @@ class Supervisor:
             self._start_child(camera_id, spec)
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
-        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event)
+        env = child_environment(self.parent_env, spec.camera.source)
+        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event, env)
         self.children[camera_id] = child
         child.start()
 
@@ -343,7 +388,9 @@ class Supervisor:
         for camera_id in (*diff.added, *diff.changed):
             self._start_child(camera_id, new[camera_id])
         for camera_id in diff.unchanged:
-            # Settings such as backoff and grace apply from the next (re)start.
+            # stall_timeout and stop_grace are read as they are used, so they apply
+            # at once; the restart backoff and stable_after belong to the child's
+            # Lifecycle, made when it was created: only added or changed cameras get them.
             self.children[camera_id].settings = config.supervisor
         return diff
 
@@ -361,22 +408,26 @@ class Supervisor:
         child.start()
         return True
 
+    def set_publish_every(self, camera_id: str, every: int) -> bool:
+        child = self.children.get(camera_id)
+        if child is None:
+            return False
+        child.set_publish_every(every)
+        return True
+
     def set_demand(self, camera_id: str, watched: bool) -> None:
         child = self.children.get(camera_id)
         if child is not None:
             child.set_demand(watched)
 
     def fallback_active(self) -> bool:
-        return any(
-            c.status.redis_state in ("down", "disabled", "connecting")
-            for c in self.children.values()
-        )
+        return any(c.status.redis_state.uses_fallback for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(1 for c in self.children.values() if c.status.source_state == "live")
+        return sum(1 for c in self.children.values() if c.status.source_state is SourceState.LIVE)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {cid: child.status.snapshot() for cid, child in self.children.items()}
+    def statuses(self) -> dict[str, CameraStatus]:
+        return {cid: child.status.camera_status() for cid, child in self.children.items()}
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop() for c in self.children.values()))

@@ -8,7 +8,6 @@ Messages are newline-separated ``KEY=VALUE`` datagrams to ``$NOTIFY_SOCKET``
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Mapping
@@ -38,10 +37,6 @@ class Notifier:
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
-    @property
-    def enabled(self) -> bool:
-        return self._socket is not None
-
     def send(self, *lines: str) -> None:
         if self._socket is None or self._address is None:
             return
@@ -70,7 +65,5 @@ class Notifier:
             self._socket = None
 
 
-def unset_notify_env() -> None:
-    """Children must not talk to systemd as if they were the service."""
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-        os.environ.pop(name, None)
+# The service's own: children must not talk to systemd as if they were the service.
+SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")

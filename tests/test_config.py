@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streamd.config import ConfigError, load_config, parse_config
+from streamd.config import (
+    CameraConfig,
+    Config,
+    ConfigError,
+    load_config,
+    parse_camera,
+    parse_config,
+)
 from streamd.redact import redact_url
 
 from .conftest import ROOT
@@ -301,4 +310,160 @@ def test_detection_settings_round_trip_through_the_worker_spec(tmp_path: Path) -
     assert camera.detection.detect_fps == 2.0 and camera.detection.overlay is False
     assert camera.detection.ignore_zones == (((0.0, 0.0), (10.0, 0.0), (10.0, 10.0)),)
     spec = WorkerSpec(camera, None, "video:demo")
+    assert WorkerSpec.from_json(spec.to_json()).camera == camera
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[server]\nlisten = ""\n', "server.listen"),
+        ('[redis]\nurl = ""\n', "redis.url"),
+        ('[redis]\nchannel_prefix = ""\n', "redis.channel_prefix"),
+        ('log_level = ""\n', "log_level"),
+        ('[[cameras]]\nid = "a"\nsource = "synthetic:"\ndetector = ""\n', "cameras[0].detector"),
+        ('[[cameras]]\nid = "a"\nsource = "synthetic:"\nmodel = " "\n', "cameras[0].model"),
+        (f'[[server.tokens]]\nname = ""\nsha256 = "{"0" * 64}"\n', "server.tokens[0].name"),
+    ],
+)
+def test_an_empty_string_is_an_error_not_the_default(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert info.value.key == key and "must not be empty" in info.value.problem
+
+
+def test_defaults_are_the_models_defaults() -> None:
+    assert parse_config({}, "x.toml", {}) == replace(Config(), source="x.toml")
+    camera = parse_config({"cameras": [{"id": "a", "source": "synthetic:"}]}, "x", {}).cameras[0]
+    assert camera == CameraConfig(id="a", source="synthetic:")
+
+
+NEW_KEYS = f"""
+[server]
+server_names = ["cams.example.com", "*.Example.org", "wall.local."]
+admin_token_sha256 = "{"ab" * 32}"
+
+[supervisor]
+child_memory_max = "512M"
+max_cameras = 10
+
+[[cameras]]
+id = "door"
+source = "synthetic:"
+name = "Front door"
+location = "Building A, ground floor — north side"
+"""
+
+
+def test_new_keys_are_parsed_and_shown(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NEW_KEYS), {})
+    assert config.server.server_names == ("cams.example.com", "*.example.org", "wall.local")
+    assert config.server.admin_token_sha256 == "ab" * 32
+    assert config.supervisor.child_memory_max == 512 * 1024 * 1024
+    assert config.supervisor.max_cameras == 10
+    camera = config.cameras[0]
+    assert (camera.name, camera.location) == ("Front door", "Building A, ground floor — north side")
+    shown = config.redacted()
+    assert shown["server"]["server_names"] == list(config.server.server_names)
+    assert shown["server"]["admin_token_sha256"] == "***"
+    assert shown["supervisor"]["child_memory_max"] == 512 * 1024 * 1024
+    assert shown["cameras"][0]["name"] == "Front door"
+    result = run_check(write(tmp_path, NEW_KEYS))
+    assert result.returncode == 0, result.stderr
+    assert "ab" * 32 not in result.stdout and 'location = "Building A' in result.stdout
+
+
+def test_new_keys_default_to_off() -> None:
+    config = parse_config({"cameras": [{"id": "a", "source": "synthetic:"}]}, "x", {})
+    assert config.server.server_names == () and config.server.admin_token_sha256 is None
+    assert config.supervisor.child_memory_max is None and config.supervisor.max_cameras == 256
+    assert config.cameras[0].name is None and config.cameras[0].location is None
+    assert "admin_token_sha256" not in config.redacted()["server"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("512M", 512 << 20), ("1G", 1 << 30), ("40960K", 40 << 20), (200_000_000, 200_000_000)],
+)
+def test_child_memory_max_sizes(value: str | int, expected: int) -> None:
+    config = parse_config({"supervisor": {"child_memory_max": value}}, "x", {})
+    assert config.supervisor.child_memory_max == expected
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        (
+            {"server": {"server_names": ["http://cams.example.com"]}},
+            "server.server_names[0]",
+            "host name",
+        ),
+        (
+            {"server": {"server_names": ["x", "cams.example.com:8765"]}},
+            "server.server_names[1]",
+            "host name",
+        ),
+        (
+            {"server": {"server_names": ["cams.example.com/wall"]}},
+            "server.server_names[0]",
+            "host name",
+        ),
+        ({"server": {"server_names": ["*"]}}, "server.server_names[0]", "host name"),
+        ({"server": {"server_names": ["a.*.example.com"]}}, "server.server_names[0]", "host name"),
+        ({"server": {"server_names": ["-bad.example.com"]}}, "server.server_names[0]", "host name"),
+        ({"server": {"server_names": [""]}}, "server.server_names[0]", "host name"),
+        ({"server": {"server_names": "cams.example.com"}}, "server.server_names", "list"),
+        (
+            {"server": {"admin_token_sha256": "AB" * 32}},
+            "server.admin_token_sha256",
+            "64 lowercase hex",
+        ),
+        (
+            {"server": {"admin_token_sha256": "hunter2"}},
+            "server.admin_token_sha256",
+            "64 lowercase hex",
+        ),
+        (
+            {"supervisor": {"child_memory_max": "512MB"}},
+            "supervisor.child_memory_max",
+            'like "512M"',
+        ),
+        ({"supervisor": {"child_memory_max": "-1"}}, "supervisor.child_memory_max", 'like "512M"'),
+        ({"supervisor": {"child_memory_max": "1M"}}, "supervisor.child_memory_max", "between"),
+        ({"supervisor": {"child_memory_max": True}}, "supervisor.child_memory_max", 'like "512M"'),
+        ({"supervisor": {"max_cameras": 0}}, "supervisor.max_cameras", "between"),
+        (
+            {"cameras": [{"id": "a", "source": "synthetic:", "name": "x" * 201}]},
+            "cameras[0].name",
+            "at most 200",
+        ),
+        (
+            {"cameras": [{"id": "a", "source": "synthetic:", "name": "a\nb"}]},
+            "cameras[0].name",
+            "control",
+        ),
+        (
+            {"cameras": [{"id": "a", "source": "synthetic:", "location": "\u202eevil"}]},
+            "cameras[0].location",
+            "control",
+        ),
+        (
+            {"cameras": [{"id": "a", "source": "synthetic:", "location": ""}]},
+            "cameras[0].location",
+            "empty",
+        ),
+    ],
+)
+def test_new_keys_are_validated(table: dict[str, Any], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(table, "x.toml", {})
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_camera_name_and_location_reach_the_child() -> None:
+    from streamd.worker.spec import WorkerSpec
+
+    camera = parse_camera(
+        "x", 0, {"id": "a", "source": "synthetic:", "name": "Hall", "location": "L1"}
+    )
+    spec = WorkerSpec(camera, None, "video:a")
     assert WorkerSpec.from_json(spec.to_json()).camera == camera

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from streamd.config import DetectorConfig
-from streamd.worker.detect import (
+from streamd.worker.detectors import (
     Detection,
     DetectorError,
     MotionDetector,

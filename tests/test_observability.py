@@ -5,6 +5,7 @@ through a Redis outage, and /metrics agreeing with the stats line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ from streamd.journald import encode_fields, field_name, journal_fields
 
 from .conftest import Daemon, RedisServer, free_port, wait_for, write_config
 from .viewers import Watcher
+
+JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
 
 SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 10}
 
@@ -109,29 +112,62 @@ def test_native_journald_fields_via_our_own_socket(
     assert daemon.log_text().strip() == ""  # nothing went to stdout
 
 
-@pytest.fixture
-def journald() -> Iterator[Path]:
-    """The real systemd-journald, standalone, when none is running here."""
+JOURNAL_RUNTIME = Path("/run/systemd/journal")  # journald's sockets
+JOURNAL_FILES = Path("/run/log/journal")  # its volatile journal files
+
+
+@contextlib.contextmanager
+def standalone_journald() -> Iterator[Path]:
+    """The real systemd-journald, standalone, when none is running here. What it
+    creates outside our temporary directories goes again when it stops: its
+    sockets left behind would tell the next program that a journal is running."""
     binary = Path("/lib/systemd/systemd-journald")
     assert binary.exists(), "systemd-journald missing (scripts/test installs systemd)"
-    journalctl = shutil.which("journalctl")
-    assert journalctl
-    socket_path = Path("/run/systemd/journal/socket")
-    process: subprocess.Popen[bytes] | None = None
-    if not _connectable(socket_path):
-        Path("/run/systemd/journal").mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            [str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    socket_path = JOURNAL_RUNTIME / "socket"
+    if _connectable(socket_path):
+        yield JOURNAL_RUNTIME / "stdout"  # a real journal: use it, touch nothing
+        return
+    created = [d for d in (JOURNAL_RUNTIME, JOURNAL_FILES) if not d.exists()]
+    before = set(JOURNAL_RUNTIME.iterdir()) if JOURNAL_RUNTIME.exists() else set()
+    JOURNAL_RUNTIME.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         wait_for(
-            lambda: _connectable(socket_path) and Path("/run/systemd/journal/stdout").exists(),
+            lambda: _connectable(socket_path) and (JOURNAL_RUNTIME / "stdout").exists(),
             15,
             "systemd-journald sockets",
         )
-    yield Path("/run/systemd/journal/stdout")
-    if process is not None:
+        yield JOURNAL_RUNTIME / "stdout"
+    finally:
         process.terminate()
         process.wait(10)
+        for directory in created:
+            shutil.rmtree(directory, ignore_errors=True)
+        if JOURNAL_RUNTIME.exists():  # it was there before: remove only what we made
+            for entry in set(JOURNAL_RUNTIME.iterdir()) - before:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            for entry in JOURNAL_RUNTIME.iterdir():
+                if entry.is_socket() and not _connectable(entry):
+                    entry.unlink()  # journald rebinds the old names: now dead
+
+
+@pytest.fixture
+def journald() -> Iterator[Path]:
+    with standalone_journald() as stdout_socket:
+        yield stdout_socket
+
+
+def test_standalone_journald_leaves_no_dead_sockets() -> None:
+    existed = JOURNAL_RUNTIME.exists()
+    with standalone_journald() as stdout_socket:
+        assert _connectable(JOURNAL_RUNTIME / "socket") and stdout_socket.exists()
+    assert JOURNAL_RUNTIME.exists() == existed
+    if existed:
+        dead = [e for e in JOURNAL_RUNTIME.iterdir() if e.is_socket() and not _connectable(e)]
+        assert not dead, f"dead journald sockets left behind: {dead}"
 
 
 def _connectable(path: Path) -> bool:
@@ -147,14 +183,12 @@ def _connectable(path: Path) -> bool:
         probe.close()
 
 
-def test_real_journald_and_journalctl(
-    journald: Path, redis_server: RedisServer, tmp_path: Path
-) -> None:
+def test_real_journald_and_journalctl(journald: Path, tmp_path: Path) -> None:
     camera_id = f"jtest{os.getpid()}"
     port = free_port()
     config = write_config(
         tmp_path / "streamd.toml",
-        redis_url=redis_server.url,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: a warning
         port=port,
         cameras=[{"id": camera_id, **SYNTH}],
         head="stats_interval = 1.0",
@@ -183,25 +217,30 @@ def test_real_journald_and_journalctl(
         )
         return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
+    ours = ("SYSLOG_IDENTIFIER=streamd", f"CAMERA_ID={camera_id}")
     try:
         found = wait_for(
             lambda: [
                 r
-                for r in query("SYSLOG_IDENTIFIER=streamd", f"CAMERA_ID={camera_id}")
-                if r.get("EVENT") == "camera stats"
+                for r in query(*ours)
+                if r.get("EVENT") == "camera stats" and int(r["FRAMES_CAPTURED"]) > 0
             ],
             30,
-            "camera stats in the journal",
+            "camera stats with captured frames in the journal",
             interval=0.5,
         )
+        # journalctl -p warning must find the child's warning by its PRIORITY field,
+        # and leave out the info-level stats lines the same camera wrote.
+        warnings = wait_for(lambda: query(*ours, "-p", "warning"), 10, "warnings", interval=0.5)
     finally:
         process.terminate()
         process.wait(15)
     record = found[0]
-    assert record["CAMERA_ID"] == camera_id and record["PRIORITY"] == "6"
-    assert int(record["FRAMES_CAPTURED"]) >= 0 and "STATE" in record
-    warnings = query("SYSLOG_IDENTIFIER=streamd", f"CAMERA_ID={camera_id}", "-p", "warning")
-    assert all(int(r["PRIORITY"]) <= 4 for r in warnings)
+    assert record["CAMERA_ID"] == camera_id and record["PRIORITY"] == "6" and "STATE" in record
+    events = {r["EVENT"] for r in warnings}
+    assert "redis unreachable; frames go to the local gateway" in events
+    assert "camera stats" not in events
+    assert all(r["PRIORITY"] == "4" for r in warnings)
 
 
 def stats_lines(daemon: Daemon, camera_id: str) -> list[dict[str, Any]]:
@@ -272,7 +311,9 @@ def test_metrics_parse_and_agree_with_stats_line(
         "frames published",
     )
     # Freeze the counters (stop the camera), then compare a stats line taken after.
-    request = urllib.request.Request(f"http://{daemon.base}/api/v1/cameras/m/stop", method="POST")
+    request = urllib.request.Request(
+        f"http://{daemon.base}/api/v1/cameras/m/stop", method="POST", headers=JSON
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     frozen_at = len(stats_lines(daemon, "m"))

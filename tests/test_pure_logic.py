@@ -8,12 +8,12 @@ import pytest
 
 from streamd.backoff import Backoff
 from streamd.gateway.hub import Hub, HubFrame
-from streamd.lifecycle import ChildState, Lifecycle
-from streamd.stats import LatencyHistogram
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame, LatestWinsQueue
+from streamd.lifecycle import Lifecycle
+from streamd.states import ChildState, ExitCode
+from streamd.stats import LatencyHistogram, bucket_upper_edge
+from streamd.transport.frame import EncodedFrame, FrameMeta
+from streamd.transport.publisher import LatestWinsQueue
 from streamd.worker.sources import Pacer
-from streamd.worker.spec import EX_CONFIG
 
 
 def test_backoff_grows_exponentially_to_the_cap() -> None:
@@ -83,18 +83,23 @@ async def test_hub_new_viewer_gets_cached_frame_at_once() -> None:
     assert got.meta is not None and got.meta.seq == 7
 
 
-async def test_hub_drops_duplicate_seq_and_forgets_unwatched_foreign_cameras() -> None:
-    hub = Hub()
+async def test_hub_drops_duplicate_seq_and_bounds_unwatched_foreign_cameras() -> None:
+    hub = Hub(pinned=["a"], max_idle_foreign=2)
     hub.publish(hub_frame("a", 1))
     hub.publish(hub_frame("a", 1))
     assert hub.duplicates == 1
     mailbox = hub.attach("foreign")
     hub.publish(hub_frame("foreign", None))
-    hub.detach(mailbox, keep_cache=False)
-    assert "foreign" not in hub.feeds
+    hub.detach(mailbox)
+    assert hub.latest("foreign") is not None  # kept for a viewer who joins soon
+    for name in ("x1", "x2", "x3"):  # a publisher inventing ids
+        hub.publish(hub_frame(name, None))
+    assert set(hub.feeds) == {"a", "x2", "x3"}  # LRU of 2 idle foreign feeds
     kept = hub.attach("a")
-    hub.detach(kept, keep_cache=True)
+    hub.detach(kept)
     assert hub.latest("a") is not None
+    hub.pin([])  # a reload removed "a": it joins the LRU and pushes out the oldest
+    assert set(hub.feeds) == {"a", "x3"}
 
 
 def state(life: Lifecycle) -> ChildState:
@@ -129,7 +134,7 @@ def test_lifecycle_transitions() -> None:
 def test_lifecycle_config_error_is_not_restarted() -> None:
     life = Lifecycle(Backoff(initial=1.0, cap=8.0))
     life.on_spawned(0.0)
-    assert life.on_exit(0.5, EX_CONFIG) is None
+    assert life.on_exit(0.5, ExitCode.CONFIG) is None
     assert life.state is ChildState.CONFIG_ERROR
 
 
@@ -142,10 +147,11 @@ def test_histogram_percentiles_are_ordered_and_bounded() -> None:
     assert p50 <= p95 <= p99
     assert p50 == pytest.approx(0.5, rel=0.1)
     assert p99 == pytest.approx(0.99, rel=0.1)
-    size = len(hist.counts)
+    top = hist.counts[-1]
     for _ in range(10_000):
-        hist.record(1e6)
-    assert len(hist.counts) == size
+        hist.record(1e6)  # far beyond the last bucket: clamped into it, not lost
+    assert hist.counts[-1] == top + 10_000 and sum(hist.counts) == 11_000
+    assert hist.percentile(0.99) == bucket_upper_edge(len(hist.counts) - 1)  # finite
     assert LatencyHistogram().percentile(0.5) is None
 
 

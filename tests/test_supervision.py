@@ -58,6 +58,7 @@ def wait_live(daemon: Daemon, camera_id: str, timeout: float = 20) -> int:
 
 def post(daemon: Daemon, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"http://{daemon.base}{path}", method="POST")
+    request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -200,13 +201,12 @@ def test_reload_with_broken_file_keeps_everything(
     pid = wait_pid(daemon, "one")
     daemon.config.write_text(daemon.config.read_text().replace("fps = 15", 'fps = "fast"'))
     daemon.process.send_signal(signal.SIGHUP)
-    refused = wait_for(
-        lambda: [e for e in daemon.log_events() if e["event"].startswith("reload refused")],
+    wait_for(
+        lambda: any(e["event"].startswith("reload refused") for e in daemon.log_events()),
         10,
         "reload refused",
     )
-    assert refused[0]["file"] == str(daemon.config)
-    assert refused[0]["key"] == "cameras[0].fps" and "number" in refused[0]["reason"]
+    # What the refusal says (file, key, reason) is checked in process: test_daemon_parts.py.
     assert pid_of(daemon, "one") == pid and daemon.process.poll() is None
 
 

@@ -54,6 +54,9 @@ def test_sd_notify_sequence(redis_server: RedisServer, tmp_path: Path) -> None:
     try:
         wait_for(lambda: seen("READY=1"), 20, "READY=1")
         wait_for(lambda: seen("WATCHDOG=1"), 5, "WATCHDOG=1")
+        child = wait_for(daemon.child_pids, 10, "a camera child")[0]
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        assert not any(v.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_")) for v in environ)
         daemon.process.send_signal(signal.SIGHUP)
         wait_for(lambda: seen("RELOADING=1"), 10, "RELOADING=1")
         time.sleep(0.5)

@@ -18,18 +18,21 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from streamd.config import TokenConfig
 from streamd.gateway import protocol
-from streamd.gateway.auth import Need, authorize, origin_allowed, presented_token
+from streamd.gateway.auth import Need, authorize, presented_token
+from streamd.gateway.guards import viewer_origin_allowed as origin_allowed
 from streamd.gateway.hub import HubFrame
+from streamd.states import SourceState
 from streamd.transport.frame import FrameMeta
 
 from .conftest import ROOT, Daemon, RedisServer, free_port, wait_for, write_config
 from .viewers import decodes
+
+JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
 
 SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 10}
 VIEWER, OTHER, ADMIN = "view-token-1", "other-token-2", "admin-token-3"
@@ -96,11 +99,10 @@ def test_without_tokens_view_is_open_and_admin_is_loopback_only() -> None:
 
 
 def test_token_is_found_in_header_subprotocol_or_query() -> None:
-    assert presented_token(Headers([("Authorization", "Bearer abc")]), "/ws") == "abc"
-    both = Headers([("Sec-WebSocket-Protocol", "streamd, token.xyz")])
-    assert presented_token(both, "/ws") == "xyz"
-    assert presented_token(Headers(), "/ws/front?token=q1") == "q1"
-    assert presented_token(Headers(), "/ws/front") is None
+    assert presented_token("Bearer abc", [], "/ws") == "abc"
+    assert presented_token(None, ["streamd, token.xyz"], "/ws") == "xyz"
+    assert presented_token(None, [], "/ws/front?token=q1") == "q1"
+    assert presented_token(None, [], "/ws/front") is None
 
 
 def test_origin_rules() -> None:
@@ -115,7 +117,7 @@ def test_rate_limiter_and_camera_state() -> None:
     limiter = protocol.RateLimiter(rate=2.0)
     assert [limiter.allow(0.0) for _ in range(3)] == [True, True, False]
     assert limiter.allow(0.6)  # refilled
-    assert protocol.camera_state("stalled", 0.1, 5.0) == "stalled"
+    assert protocol.camera_state(SourceState.STALLED, 0.1, 5.0) == "stalled"
     assert protocol.camera_state(None, None, 5.0) == "offline"
     assert protocol.camera_state(None, 1.0, 5.0) == "live"
     assert protocol.camera_state(None, 9.0, 5.0) == "stalled"
@@ -293,7 +295,7 @@ async def test_multiplexed_protocol(
         await ws.send(json.dumps({"op": "subscribe", "cameras": ["a"]}))
         await recv_json(ws, "subscribed")
         request = urllib.request.Request(
-            f"http://{daemon.base}/api/v1/cameras/a/stop", method="POST"
+            f"http://{daemon.base}/api/v1/cameras/a/stop", method="POST", headers=JSON
         )
         await asyncio.to_thread(urllib.request.urlopen, request, None, 10)
         async with asyncio.timeout(10):

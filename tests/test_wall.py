@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import itertools
 import json
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +21,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from .conftest import Daemon, RedisServer, free_port, wait_for
+
+JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
 
 SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 10}
 CHROMIUM_FLAGS = [
@@ -138,7 +142,11 @@ async def test_wall_in_headless_chromium(
 ) -> None:
     daemon = start_daemon(
         redis_url=redis_server.url,
-        cameras=[{"id": "lobby", **SYNTH}, {"id": "garage", **SYNTH}, {"id": "yard", **SYNTH}],
+        cameras=[
+            {"id": "lobby", "name": "Lobby", "location": "Ground floor", **SYNTH},
+            {"id": "garage", **SYNTH},
+            {"id": "yard", **SYNTH},
+        ],
     )
     await browser.call("Page.enable")
     await browser.call("Page.navigate", url=f"http://{daemon.base}/")
@@ -155,6 +163,10 @@ async def test_wall_in_headless_chromium(
         "frames that change over time",
     )
     assert [t["id"] for t in later] == ["lobby", "garage", "yard"]
+    names = await browser.evaluate(
+        "JSON.stringify([...document.querySelectorAll('.tile .name')].map(e => e.textContent))"
+    )
+    assert json.loads(names) == ["Lobby · Ground floor", "garage", "yard"]
 
     shot = await browser.call("Page.captureScreenshot", format="png")
     path = tmp_path / "wall.png"
@@ -162,7 +174,7 @@ async def test_wall_in_headless_chromium(
     assert path.stat().st_size > 10_000
 
     request = urllib.request.Request(
-        f"http://{daemon.base}/api/v1/cameras/garage/stop", method="POST"
+        f"http://{daemon.base}/api/v1/cameras/garage/stop", method="POST", headers=JSON
     )
     await asyncio.to_thread(urllib.request.urlopen, request, None, 10)
     stopped = await until(
@@ -215,3 +227,63 @@ async def test_wall_in_headless_chromium(
         assert await browser.evaluate("streamdWall.connects") == 2
     finally:
         restarted.stop()
+
+
+EVIL_PAGE = b"<!doctype html><title>evil</title><p>nothing to see</p>"
+ATTACK = """(async () => {
+  const base = "http://127.0.0.1:%d";
+  const stop = base + "/api/v1/cameras/door/stop";
+  const quiet = (p) => p.then(() => "answered", () => "blocked");
+  const results = {
+    noCors: await quiet(fetch(stop, {method: "POST", mode: "no-cors"})),
+    noCorsText: await quiet(fetch(stop, {method: "POST", mode: "no-cors",
+                                         headers: {"Content-Type": "text/plain"}, body: "{}"})),
+    reload: await quiet(fetch(base + "/api/v1/reload", {method: "POST", mode: "no-cors"})),
+    json: await quiet(fetch(stop, {method: "POST", headers: {"Content-Type": "application/json"},
+                                   body: "{}"})),
+  };
+  results.ws = await new Promise((resolve) => {
+    const ws = new WebSocket("ws://127.0.0.1:%d/ws/door");
+    ws.onmessage = () => { resolve("frames"); ws.close(); };
+    ws.onerror = () => resolve("refused");
+    setTimeout(() => resolve("timeout"), 5000);
+  });
+  return JSON.stringify(results);
+})()"""
+
+
+async def test_a_cross_site_page_in_chromium_cannot_stop_or_watch(
+    browser: DevTools,
+    redis_server: RedisServer,
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """Issue 9, hole 1: the page another site serves, open in the operator's browser."""
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "door", **SYNTH}])
+
+    class EvilPage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(EVIL_PAGE)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.2", 0), EvilPage)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        await browser.call("Page.navigate", url=f"http://127.0.0.2:{evil.server_port}/")
+        async with asyncio.timeout(10):
+            while await browser.evaluate("document.title") != "evil":
+                await asyncio.sleep(0.1)
+        results = json.loads(await browser.evaluate(ATTACK % (daemon.port, daemon.port)))
+    finally:
+        evil.shutdown()
+    assert results["json"] == "blocked"  # the preflight is refused: the POST is never sent
+    assert results["ws"] == "refused"
+    cameras = json.loads(daemon.http("/api/cameras")[1])["cameras"]
+    assert cameras["door"]["child"] != "stopped"
+    metrics = daemon.http("/metrics")[1].decode()
+    assert 'streamd_requests_refused_total{reason="cross_site"}' in metrics
+    assert 'streamd_requests_refused_total{reason="origin"}' in metrics

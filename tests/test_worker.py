@@ -12,9 +12,10 @@ import numpy as np
 import redis
 
 from streamd.config import CameraConfig
+from streamd.states import ExitCode
 from streamd.transport.frame import parse_frame
 from streamd.transport.local import MessageType, encode_json
-from streamd.worker.spec import EX_CONFIG, WorkerSpec
+from streamd.worker.spec import WorkerSpec
 
 from .conftest import ROOT, RedisServer, pid_alive, wait_for
 
@@ -106,7 +107,7 @@ def test_child_with_unusable_spec_exits_with_config_code() -> None:
             "channel": "video:x",
         }
     )
-    assert process.wait(10) == EX_CONFIG
+    assert process.wait(10) == ExitCode.CONFIG
     output = process.stdout.read().decode() if process.stdout else ""
     assert "unusable camera spec" in output and "cameras[0].id" in output
     control.close()

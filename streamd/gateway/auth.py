@@ -7,7 +7,8 @@ value ``token.T`` (browsers cannot set headers on WebSockets), or as
 ``?token=T``. Comparison is in constant time over every configured token.
 
 Without tokens (loopback-only installs) viewing is open and control is allowed
-from loopback only.
+from loopback only, unless ``admin_token_sha256`` is set: then control needs that
+token (or an admin-scoped one) from everywhere, loopback included.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
-
-from websockets.datastructures import Headers
 
 from streamd.config import TokenConfig
 
@@ -51,19 +50,22 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def presented_token(headers: Headers, path: str) -> str | None:
-    """The token from the header, the WebSocket subprotocols, or the query."""
-    scheme, _, value = headers.get("Authorization", "").partition(" ")
+def presented_token(
+    authorization: str | None, protocol_headers: Sequence[str], path_and_query: str
+) -> str | None:
+    """The token from ``Authorization: Bearer``, the WebSocket subprotocols
+    (``Sec-WebSocket-Protocol`` values), or the ``token`` query parameter."""
+    scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    for header in headers.get_all("Sec-WebSocket-Protocol"):
+    for header in protocol_headers:
         for item in header.split(","):
             item = item.strip()
             if item.startswith(TOKEN_SUBPROTOCOL_PREFIX) and len(item) > len(
                 TOKEN_SUBPROTOCOL_PREFIX
             ):
                 return item[len(TOKEN_SUBPROTOCOL_PREFIX) :]
-    values = parse_qs(urlsplit(path).query).get("token")
+    values = parse_qs(urlsplit(path_and_query).query).get("token")
     return values[0] if values and values[0] else None
 
 
@@ -85,7 +87,20 @@ def authorize(
     presented: str | None,
     peer: str,
     camera_id: str | None = None,
+    admin_token_sha256: str | None = None,
 ) -> Decision:
+    if need is Need.ADMIN and admin_token_sha256 is not None:
+        # Control needs a token even from loopback (installs behind a local proxy,
+        # where every caller is loopback): the control token or an admin-scoped one.
+        if presented is None:
+            return Decision(False, 401, "control token required")
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        if hmac.compare_digest(digest, admin_token_sha256):
+            return ALLOW
+        token = match_token(presented, tokens)
+        if token is None:
+            return Decision(False, 401, "invalid token")
+        return ALLOW if token.admin else Decision(False, 403, "token lacks the admin scope")
     if not tokens:
         if need is Need.ADMIN and not is_loopback(peer):
             return Decision(False, 403, "control is allowed from loopback only")
@@ -111,14 +126,3 @@ def visible_cameras(
     if token is None:
         return []
     return [c for c in camera_ids if token.allows(c)]
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str]) -> bool:
-    """Cross-site WebSocket hijacking guard: no Origin (not a browser), the
-    page's own origin, or one listed in ``allowed_origins`` (``*`` for any)."""
-    if origin is None:
-        return True
-    if "*" in allowed or origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    return bool(host) and parts.netloc == host

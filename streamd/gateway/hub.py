@@ -1,5 +1,11 @@
 """Latest frame per camera and one latest-wins mailbox per viewer (no sockets).
 
+Configured cameras are *pinned*: their latest frame is kept for snapshots and
+late joiners. Other cameras (another node's, or ids a hostile Redis publisher
+invents) are kept while watched, then in an LRU of ``max_idle_foreign`` idle
+feeds, so a viewer joining one soon gets its newest frame at once and memory
+stays bounded whatever ids arrive.
+
 Every frame source (the Redis subscriber, the children's control sockets) calls
 ``Hub.publish``; every viewer connection owns a ``Mailbox``. Publishing replaces
 whatever the mailbox still holds, so a slow viewer skips frames (counted) and
@@ -9,7 +15,8 @@ never delays another viewer or grows memory: each viewer pins at most one frame.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streamd.stats import DeliveryStats
@@ -68,21 +75,69 @@ class CameraFeed:
     delivery: DeliveryStats = field(default_factory=DeliveryStats)
 
 
+MAX_IDLE_FOREIGN = 256  # idle feeds of unconfigured cameras kept (LRU)
+# Capture times outside this window are forwarded but kept out of latency figures:
+# a camera with a wrong clock (or a hostile publisher) must not poison histograms.
+MAX_CAPTURE_AGE_NS = 3600 * 10**9
+MAX_CAPTURE_AHEAD_NS = 10 * 10**9
+
+
+def plausible_capture(capture_ns: int, now_ns: int) -> bool:
+    return now_ns - MAX_CAPTURE_AGE_NS <= capture_ns <= now_ns + MAX_CAPTURE_AHEAD_NS
+
+
 class Hub:
-    def __init__(self) -> None:
+    def __init__(
+        self, pinned: Iterable[str] = (), max_idle_foreign: int = MAX_IDLE_FOREIGN
+    ) -> None:
         self.feeds: dict[str, CameraFeed] = {}
-        self.rejected: Counter[str] = Counter()
         self.duplicates = 0
         self.skipped_total = 0
+        self.untimed = 0  # frames whose capture time was implausible
+        self._pinned: frozenset[str] = frozenset(pinned)
+        self._idle_foreign: OrderedDict[str, None] = OrderedDict()
+        self._max_idle_foreign = max_idle_foreign
+
+    def pin(self, camera_ids: Iterable[str]) -> None:
+        """The configured cameras (at start and after each reload)."""
+        self._pinned = frozenset(camera_ids)
+        for camera_id in self._pinned:
+            self._idle_foreign.pop(camera_id, None)
+        newly_unpinned = [
+            camera_id
+            for camera_id, feed in self.feeds.items()
+            if camera_id not in self._pinned
+            and camera_id not in self._idle_foreign
+            and not feed.mailboxes
+        ]
+        for camera_id in newly_unpinned:
+            self._idle(camera_id)
+
+    def _idle(self, camera_id: str) -> None:
+        """An unpinned feed nobody watches: newest in the LRU, the oldest evicted."""
+        self._idle_foreign[camera_id] = None
+        self._idle_foreign.move_to_end(camera_id)
+        while len(self._idle_foreign) > self._max_idle_foreign:
+            evicted, _ = self._idle_foreign.popitem(last=False)
+            self.feeds.pop(evicted, None)
+
+    def _feed(self, camera_id: str) -> CameraFeed:
+        feed = self.feeds.get(camera_id)
+        if feed is None:
+            feed = self.feeds[camera_id] = CameraFeed()
+        return feed
 
     def publish(self, frame: HubFrame) -> None:
-        feed = self.feeds.get(frame.camera_id)
-        if feed is None:
-            feed = self.feeds[frame.camera_id] = CameraFeed()
+        feed = self._feed(frame.camera_id)
+        if not feed.mailboxes and frame.camera_id not in self._pinned:
+            self._idle(frame.camera_id)
         if frame.meta is not None and feed.last_seq == frame.meta.seq and feed.latest is not None:
             # The same frame by two paths (Redis and the fallback while Redis flaps).
             self.duplicates += 1
             return
+        meta = frame.meta
+        if meta is not None and not plausible_capture(meta.capture_ns, frame.received_ns):
+            self.untimed += 1  # still forwarded; record_sent leaves it out of latency
         feed.latest = frame
         feed.frames += 1
         feed.delivery.received += 1
@@ -94,29 +149,21 @@ class Hub:
 
     def attach(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
         """A new viewer: its mailbox starts with the cached frame, if any."""
-        feed = self.feeds.get(camera_id)
-        if feed is None:
-            feed = self.feeds[camera_id] = CameraFeed()
+        feed = self._feed(camera_id)
+        self._idle_foreign.pop(camera_id, None)
         mailbox = Mailbox(camera_id, notify)
         if feed.latest is not None:
             mailbox.put(feed.latest)
         feed.mailboxes.add(mailbox)
         return mailbox
 
-    def detach(self, mailbox: Mailbox, *, keep_cache: bool) -> None:
+    def detach(self, mailbox: Mailbox) -> None:
         feed = self.feeds.get(mailbox.camera_id)
         if feed is None:
             return
         feed.mailboxes.discard(mailbox)
-        if not feed.mailboxes and not keep_cache:
-            # Unconfigured camera nobody watches any more: forget it (bounded memory).
-            del self.feeds[mailbox.camera_id]
-
-    def forget(self, camera_id: str) -> None:
-        """Drop a camera's cache when nobody watches it (removed by a reload)."""
-        feed = self.feeds.get(camera_id)
-        if feed is not None and not feed.mailboxes:
-            del self.feeds[camera_id]
+        if not feed.mailboxes and mailbox.camera_id not in self._pinned:
+            self._idle(mailbox.camera_id)
 
     def viewers(self, camera_id: str | None = None) -> int:
         if camera_id is not None:
@@ -131,7 +178,9 @@ class Hub:
             return
         feed.delivery.sent += 1
         feed.delivery.bytes_sent += len(frame.payload)
-        if frame.meta is not None and frame.meta.capture_ns > 0:
+        if frame.meta is None or frame.meta.capture_ns <= 0:
+            return
+        if plausible_capture(frame.meta.capture_ns, frame.received_ns):
             feed.delivery.end_to_end.record(max(0, sent_ns - frame.meta.capture_ns) / 1e9)
 
     def delivery(self, camera_id: str) -> DeliveryStats:

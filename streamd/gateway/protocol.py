@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamd.config import is_valid_camera_id
+from streamd.errors import StreamdError
 from streamd.gateway.hub import HubFrame
+from streamd.states import CameraState, SourceState
 
 VERSION = 1
 MAX_CAMERAS_PER_MESSAGE = 64
+MAX_JSON_DEPTH = 16  # our messages nest 3 deep; more is an attack on the parser
 _TAIL = struct.Struct(">QQ")
 
 
-class ClientMessageError(ValueError):
+class ClientMessageError(StreamdError, ValueError):
     """A client message we cannot accept; ``reason`` goes back to the client."""
 
 
@@ -54,13 +57,49 @@ def decode_frame(message: bytes) -> tuple[str, int, int, bytes]:
     return message[2:end].decode("ascii"), seq, capture_ns, message[end + _TAIL.size :]
 
 
+def nesting_depth(text: str) -> int:
+    """How deep JSON arrays and objects nest, strings skipped (no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted input: ValueError for anything nested deeper
+    than ``max_depth`` instead of a RecursionError deep in the parser."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    # Counting brackets is C-fast; the exact scan runs only when it could matter.
+    if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
+        raise ValueError(f"JSON nested deeper than {max_depth}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse_client_message(text: str) -> ClientCommand:
     if text == "ping":
         return ClientCommand("ping")
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise ClientMessageError("not JSON") from None
+        data = loads_bounded(text)
+    except ValueError as exc:
+        reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ClientMessageError(reason) from None
     if not isinstance(data, dict):
         raise ClientMessageError("expected a JSON object")
     op = data.get("op")
@@ -101,11 +140,13 @@ class RateLimiter:
         return False
 
 
-def camera_state(supervised: str | None, last_frame_age: float | None, stale_after: float) -> str:
+def camera_state(
+    supervised: CameraState | None, last_frame_age: float | None, stale_after: float
+) -> CameraState:
     """What a viewer should be told: the supervisor's word for our own cameras,
     otherwise judged by frame age (cameras on other nodes)."""
     if supervised is not None:
         return supervised
     if last_frame_age is None:
-        return "offline"
-    return "live" if last_frame_age <= stale_after else "stalled"
+        return SourceState.OFFLINE
+    return SourceState.LIVE if last_frame_age <= stale_after else SourceState.STALLED

@@ -1,133 +1,51 @@
-"""The viewer-facing server: WebSocket streams and plain HTTP on one port.
+"""The viewer-facing server: WebSocket streams and plain HTTP on one port, served
+by aiohttp's low-level server (a real HTTP/1.1 server: keep-alive, pipelining,
+request bodies; see docs/architecture.md for why not websockets alone).
 
-Routes (``route`` is pure and unit-tested):
-
-- ``/ws/{camera_id}`` and ``/api/v1/video-stream/ws/{camera_id}`` (the old
-  server's path): one binary message per JPEG frame, the cached frame at once,
-  text ``ping`` answered with ``pong``. An invalid id is closed with 1008.
-- ``/ws``: the multiplexed protocol for walls (``gateway/protocol.py``).
-- ``/``: the wall page; ``/healthz``; ``/metrics``; ``/api/cameras``;
-  ``/snapshot/{camera_id}.jpg``.
-- ``POST /api/v1/cameras/{camera_id}/start|stop`` and ``POST /api/v1/reload``.
-
-Every refusal is an HTTP status (or a close code) with a reason, and is counted
-in ``rejected``. Each viewer has its own sender task fed by latest-wins
-mailboxes, so a viewer on a slow link only ever slows itself.
+``Gateway`` owns what crosses into the daemon: untrusted frames and events in
+(``ingest``), camera states out, and the listening socket. Requests pass, in
+order: connection admission (``admission``), duplicate security headers and the
+``Host`` allowlist (``guards``), routing (``routes``), then ``http_api`` or the
+viewer loops (``viewers``). Every refusal is a status (or a close code) with a
+reason, counted in ``refused`` and logged sparsely.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
-import json
 import ssl
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
+from aiohttp import web
 
-from streamd.config import Config, is_valid_camera_id
-from streamd.gateway import protocol
-from streamd.gateway.auth import (
-    SUBPROTOCOL,
-    Need,
-    authorize,
-    presented_token,
-    visible_cameras,
-)
-from streamd.gateway.auth import origin_allowed as check_origin
+from streamd.camera_status import CameraStatus
+from streamd.config import Config
+from streamd.gateway import http_api, protocol
+from streamd.gateway.admission import ConnectionGate
+from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
+from streamd.gateway.control import Control
+from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
+from streamd.gateway.listener import Connection, GatedServer, http_error_logger
+from streamd.gateway.old_api import OldApi
+from streamd.gateway.responses import error
+from streamd.gateway.routes import Route, RouteKind, route
+from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
+from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd.gateway")
-STREAM_PREFIXES = ("/ws/", "/api/v1/video-stream/ws/")
-CONTROL_PREFIX = "/api/v1/cameras/"
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CLOSE_POLICY = 1008
-MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
 MAX_EVENT_BYTES = 64 * 1024
-MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer
-MAX_SUBSCRIPTIONS = 64  # cameras on one multiplexed connection (bounds Redis subscriptions)
+MAX_IDLE_FOREIGN_EVENTS = 256  # newest events kept for unconfigured cameras (LRU)
 STALE_AFTER_S = 5.0
 STATE_TICK_S = 1.0
-
-
-class Control(Protocol):
-    """What the gateway may ask of the daemon (implemented by ``daemon.py``)."""
-
-    async def start_camera(self, camera_id: str) -> bool: ...
-
-    async def stop_camera(self, camera_id: str) -> bool: ...
-
-    async def reload(self) -> tuple[bool, str]: ...
-
-    def cameras(self) -> dict[str, dict[str, Any]]: ...
-
-    def metrics(self) -> bytes: ...
-
-    def viewers_changed(self, camera_id: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Route:
-    # stream | multiplex | wall | healthz | metrics | cameras | snapshot |
-    # camera_control | reload | not_found
-    kind: str
-    camera_id: str = ""
-    action: str = ""
-
-
-def route(path: str) -> Route:
-    clean = urlsplit(path).path
-    simple = {
-        "/": "wall",
-        "/healthz": "healthz",
-        "/metrics": "metrics",
-        "/api/cameras": "cameras",
-        "/api/v1/reload": "reload",
-        "/ws": "multiplex",
-    }
-    if clean in simple:
-        return Route(simple[clean])
-    for prefix in STREAM_PREFIXES:
-        if clean.startswith(prefix):
-            return Route("stream", clean[len(prefix) :])
-    if clean.startswith("/snapshot/") and clean.endswith(".jpg"):
-        return Route("snapshot", clean[len("/snapshot/") : -len(".jpg")])
-    if clean.startswith(CONTROL_PREFIX):
-        camera_id, _, action = clean[len(CONTROL_PREFIX) :].partition("/")
-        if action in ("start", "stop"):
-            return Route("camera_control", camera_id, action)
-    return Route("not_found")
-
-
-def json_response(status: int, body: dict[str, Any]) -> Response:
-    data = (json.dumps(body) + "\n").encode()
-    return _response(status, data, "application/json")
-
-
-def _response(status: int, body: bytes, content_type: str) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-    )
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+KEEPALIVE_TIMEOUT_S = 5.0  # idle HTTP connections count toward the limits: free them soon
 
 
 class Gateway:
@@ -136,53 +54,88 @@ class Gateway:
         config: Config,
         hub: Hub,
         subscriber: FrameSubscriber | None,
+        control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
-        control: Control | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.subscriber = subscriber
-        self.fallback_active = fallback_active
         self.control = control
+        self.fallback_active = fallback_active
         self.rejected: Counter[str] = Counter()  # untrusted input dropped, by reason
         self.refused: Counter[str] = Counter()  # viewers and requests refused, by reason
-        self.last_events: dict[str, dict[str, Any]] = {}
-        self.viewers_total = 0
-        self._per_address: Counter[str] = Counter()
+        self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
+        self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
-        self._server: Server | None = None
-        self._page: bytes | None = None
+        self.websockets: set[web.WebSocketResponse] = set()
+        self._server: asyncio.Server | None = None
+        self._web: GatedServer | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._state_task: asyncio.Task[None] | None = None
+        hub.pin(c.id for c in config.cameras)
+        self.old_api = OldApi(self, env or {})
+
+    def apply_config(self, config: Config) -> None:
+        """A reload: cameras and token/limit settings apply at once; listen waits."""
+        self._follow_external(self.config, config)
+        self.config = config
+        self.hub.pin(c.id for c in config.cameras)
+        self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
+
+    def _follow_external(self, old: Config | None, new: Config) -> None:
+        """Cameras another program publishes are subscribed to all the time, so
+        their newest frame is cached for snapshots and late joiners (as the old
+        server's ``PSUBSCRIBE video:*`` did)."""
+        if self.subscriber is None:
+            return
+        before = {c.id for c in old.cameras if c.external} if old else set()
+        after = {c.id for c in new.cameras if c.external}
+        for camera_id in sorted(after - before):
+            self.subscriber.want(camera_id)
+        for camera_id in sorted(before - after):
+            self.subscriber.unwant(camera_id)
 
     # --- frames and events in ---------------------------------------------------------
-    def ingest(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted frame (Redis or a child) and hand it to the hub."""
+    def ingest(self, camera_id: str, payload: bytes) -> bool:
+        """Validate an untrusted frame (Redis, a child, an HTTP push) and hand it
+        to the hub; False when it was rejected (counted by reason)."""
         try:
             parsed = parse_frame(payload, self.config.server.max_frame_bytes)
         except FrameError as exc:
             self._reject(camera_id, exc.reason)
-            return
+            return False
         if parsed.meta is not None and parsed.meta.camera_id != camera_id:
             self._reject(camera_id, "camera_mismatch")
-            return
+            return False
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
+        return True
 
     def ingest_event(self, camera_id: str, payload: bytes) -> None:
         """Validate an untrusted detection event, keep the newest, forward it."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
-            event = json.loads(payload)
+            event = protocol.loads_bounded(payload)
             if not isinstance(event, dict) or event.get("camera_id") != camera_id:
                 raise ValueError("not an event for this camera")
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
             self._reject(camera_id, "bad_event")
             return
-        if camera_id in self.hub.feeds or self.config.camera(camera_id) is not None:
-            self.last_events[camera_id] = event
-        message = protocol.text("event", camera=camera_id, event=event)
+        self._keep_event(camera_id, event)
         for viewer in self.multiplexed:
-            if camera_id in viewer.mailboxes:
-                viewer.send_text(message)
+            viewer.carry_out(viewer.session.on_event(camera_id, event))
+
+    def _keep_event(self, camera_id: str, event: dict[str, Any]) -> None:
+        self._last_events[camera_id] = event
+        self._last_events.move_to_end(camera_id)
+        configured = {c.id for c in self.config.cameras}
+        foreign = [c for c in self._last_events if c not in configured]
+        for camera_id in foreign[: max(0, len(foreign) - MAX_IDLE_FOREIGN_EVENTS)]:
+            del self._last_events[camera_id]
+
+    def last_event(self, camera_id: str) -> dict[str, Any] | None:
+        return self._last_events.get(camera_id)
 
     def _reject(self, camera_id: str, reason: str) -> None:
         self.rejected[reason] += 1
@@ -190,10 +143,23 @@ class Gateway:
         if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
             log.warning("frame rejected", camera_id=camera_id, reason=reason, rejected_total=total)
 
-    def _refuse(self, reason: str, status: int, message: str, **fields: Any) -> Response:
+    def refuse_quietly(self, reason: str, **fields: Any) -> None:
+        """Count a refusal; log only the 1st, 2nd, 4th… of each reason (no log floods)."""
         self.refused[reason] += 1
-        log.info("request refused", reason=reason, status=status, **fields)
-        return json_response(status, {"error": message})
+        count = self.refused[reason]
+        if count & (count - 1) == 0:
+            log.info("request refused", reason=reason, refused_total=count, **fields)
+
+    def refuse(
+        self, reason: str, status: int, message: str, *, old_api: bool = False, **fields: Any
+    ) -> web.Response:
+        """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
+        self.refused[reason] += 1
+        count = self.refused[reason]
+        if count & (count - 1) == 0:
+            log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
+        close = status >= 500 or reason in _CLOSING_REASONS
+        return error(status, message, close=close, old_api=reason if old_api else None)
 
     # --- state --------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -208,29 +174,55 @@ class Gateway:
         return False, "redis subscription down"
 
     def known_cameras(self) -> list[str]:
+        """Configured cameras, then others being watched here (idle cached feeds
+        of removed or foreign cameras are not listed: no ghosts)."""
         configured = [c.id for c in self.config.cameras]
-        others = [c for c in self.hub.feeds if c not in configured]
+        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in configured]
         return configured + sorted(others)
 
-    def camera_state(self, camera_id: str, supervised: dict[str, dict[str, Any]]) -> str:
+    def visible_cameras(self, token: str | None) -> list[str]:
+        return visible_cameras(self.known_cameras(), self.config.server.tokens, token)
+
+    def can_view(self, token: str | None, peer: str, camera_id: str) -> Decision:
+        return self.decide(Need.VIEW, token, peer, camera_id)
+
+    def decide(self, need: Need, token: str | None, peer: str, camera_id: str | None) -> Decision:
+        server = self.config.server
+        return authorize(
+            need,
+            tokens=server.tokens,
+            presented=token,
+            peer=peer,
+            camera_id=camera_id,
+            admin_token_sha256=server.admin_token_sha256,
+        )
+
+    def camera_state(
+        self, camera_id: str, statuses: Mapping[str, CameraStatus] | None = None
+    ) -> CameraState:
+        if statuses is None:
+            statuses = self.control.camera_statuses()
         latest = self.hub.latest(camera_id)
         age = (time.time_ns() - latest.received_ns) / 1e9 if latest else None
-        info = supervised.get(camera_id)
-        return protocol.camera_state(info["state"] if info else None, age, STALE_AFTER_S)
+        status = statuses.get(camera_id)
+        return protocol.camera_state(status.state if status else None, age, STALE_AFTER_S)
 
-    def cameras(self, presented: str | None = None) -> dict[str, Any]:
-        supervised = self.control.cameras() if self.control else {}
-        allowed = visible_cameras(self.known_cameras(), self.config.server.tokens, presented)
+    def cameras(self, presented: str | None) -> dict[str, Any]:
+        statuses = self.control.camera_statuses()
         result: dict[str, Any] = {}
-        for camera_id in allowed:
-            info = dict(supervised.get(camera_id, {}))
+        for camera_id in self.visible_cameras(presented):
+            status = statuses.get(camera_id)
+            info = status.to_json() if status else {}
+            camera = self.config.camera(camera_id)
+            if camera is not None:
+                info["name"], info["location"] = camera.name, camera.location
             latest = self.hub.latest(camera_id)
-            info["state"] = self.camera_state(camera_id, supervised)
+            info["state"] = self.camera_state(camera_id, statuses).value
             info["viewers"] = self.hub.viewers(camera_id)
             info["last_frame_age_s"] = (
                 round((time.time_ns() - latest.received_ns) / 1e9, 3) if latest else None
             )
-            info["last_event"] = self.last_events.get(camera_id)
+            info["last_event"] = self.last_event(camera_id)
             result[camera_id] = info
         return {"cameras": result}
 
@@ -240,222 +232,98 @@ class Gateway:
             await asyncio.sleep(STATE_TICK_S)
             if not self.multiplexed:
                 continue
-            supervised = self.control.cameras() if self.control else {}
+            statuses = self.control.camera_statuses()
             for viewer in list(self.multiplexed):
-                for camera_id in list(viewer.mailboxes):
-                    viewer.update_state(camera_id, self.camera_state(camera_id, supervised))
+                for camera_id in list(viewer.session.cameras):
+                    state = self.camera_state(camera_id, statuses)
+                    viewer.carry_out(viewer.session.on_state(camera_id, state))
 
-    # --- HTTP -----------------------------------------------------------------------------
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        target = route(request.path)
-        method = getattr(request, "method", "GET")
-        peer = _peer(connection)
-        token = presented_token(request.headers, request.path)
-        tokens = self.config.server.tokens
-
-        def need(kind: Need, camera_id: str | None = None) -> Response | None:
-            decision = authorize(
-                kind, tokens=tokens, presented=token, peer=peer, camera_id=camera_id
-            )
-            if decision.allowed:
-                return None
-            reason = "unauthorized" if decision.status == 401 else "forbidden"
-            return self._refuse(
-                reason,
-                decision.status,
-                decision.reason,
-                path=urlsplit(request.path).path,
-                peer=peer,
-            )
-
-        if target.kind in ("stream", "multiplex"):
-            return self._admit_viewer(request, peer, target, need)
-        if method != "GET" and target.kind not in ("camera_control", "reload"):
-            return self._refuse("method", 405, "method not allowed")
-        if target.kind == "wall":
-            return _response(200, self._wall_page(), "text/html; charset=utf-8")
-        if target.kind == "healthz":
-            ok, detail = self.healthy()
-            body = {
-                "status": "ok" if ok else "unavailable",
-                "detail": detail,
-                "viewers": self.hub.viewers(),
-            }
-            return json_response(200 if ok else 503, body)
-        if target.kind == "cameras":
-            return need(Need.LIST) or json_response(200, self.cameras(token))
-        if target.kind == "metrics":
-            denied = need(Need.LIST)
-            if denied or self.control is None:
-                return denied or json_response(503, {"error": "no metrics"})
-            return _response(200, self.control.metrics(), PROMETHEUS_CONTENT_TYPE)
-        if target.kind == "snapshot":
-            return self._snapshot(target.camera_id, need)
-        if target.kind in ("camera_control", "reload"):
-            if method != "POST":
-                return self._refuse("method", 405, "use POST")
-            return need(Need.ADMIN) or await self._control(target, peer)
-        return self._refuse("not_found", 404, "not found")
-
-    def _admit_viewer(
-        self, request: Request, peer: str, target: Route, need: Callable[..., Response | None]
-    ) -> Response | None:
-        server = self.config.server
-        if not check_origin(
-            request.headers.get("Origin"), request.headers.get("Host"), server.allowed_origins
-        ):
-            return self._refuse(
-                "origin", 403, "origin not allowed", peer=peer, origin=request.headers.get("Origin")
-            )
-        if target.kind == "stream" and is_valid_camera_id(target.camera_id):
-            denied = need(Need.VIEW, target.camera_id)
-        else:
-            denied = need(Need.LIST)  # /ws checks each camera at subscribe time
-        if denied is not None:
-            return denied
-        if sum(self._per_address.values()) >= server.max_viewers:
-            return self._refuse("max_viewers", 503, "too many viewers", peer=peer)
-        if self._per_address[peer] >= server.max_viewers_per_address:
-            return self._refuse(
-                "max_viewers_per_address", 429, "too many viewers from this address", peer=peer
-            )
-        return None  # go on with the WebSocket handshake
-
-    def _snapshot(self, camera_id: str, need: Callable[..., Response | None]) -> Response:
-        if not is_valid_camera_id(camera_id):
-            return self._refuse("not_found", 404, "invalid camera id")
-        denied = need(Need.VIEW, camera_id)
-        if denied is not None:
-            return denied
-        known = self.config.camera(camera_id) is not None or camera_id in self.hub.feeds
-        if not known:
-            return self._refuse("not_found", 404, "unknown camera")
-        latest = self.hub.latest(camera_id)
-        if latest is None:
-            return json_response(503, {"error": "no frame yet"})
-        return _response(200, latest.payload, "image/jpeg")
-
-    def _wall_page(self) -> bytes:
-        if self._page is None:
-            page = resources.files("streamd.gateway").joinpath("static/wall.html")
-            self._page = page.read_bytes()
-        return self._page
-
-    async def _control(self, target: Route, peer: str) -> Response:
-        if self.control is None:
-            return json_response(503, {"error": "no supervisor"})
-        if target.kind == "reload":
-            ok, detail = await self.control.reload()
-            return json_response(200 if ok else 422, {"reloaded": ok, "detail": detail})
-        if not is_valid_camera_id(target.camera_id):
-            return json_response(400, {"error": "invalid camera id"})
-        act = self.control.start_camera if target.action == "start" else self.control.stop_camera
-        if not await act(target.camera_id):
-            return json_response(404, {"error": "unknown camera"})
-        log.info("camera control", camera_id=target.camera_id, action=target.action, peer=peer)
-        return json_response(200, {"camera_id": target.camera_id, "action": target.action})
-
-    # --- WebSocket viewers --------------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
-        request = ws.request
-        target = route(request.path if request else "")
-        peer = _peer(ws)
-        self._per_address[peer] += 1
-        try:
-            if target.kind == "multiplex":
-                token = presented_token(request.headers, request.path) if request else None
-                await MultiplexedViewer(self, ws, token).run()
-            else:
-                await self._single(ws, target.camera_id, peer)
-        finally:
-            self._per_address[peer] -= 1
-            if self._per_address[peer] <= 0:
-                del self._per_address[peer]
-
+    # --- viewers' demand --------------------------------------------------------------------
     def watch(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
         mailbox = self.hub.attach(camera_id, notify)
         if self.subscriber is not None:
             self.subscriber.want(camera_id)
             self.subscriber.want_events(camera_id)
-        if self.control is not None:
-            self.control.viewers_changed(camera_id)
+        self.control.viewers_changed(camera_id)
         return mailbox
 
     def unwatch(self, mailbox: Mailbox) -> None:
         camera_id = mailbox.camera_id
-        self.hub.detach(mailbox, keep_cache=self.config.camera(camera_id) is not None)
+        self.hub.detach(mailbox)
         if self.subscriber is not None:
             self.subscriber.unwant(camera_id)
             self.subscriber.unwant_events(camera_id)
-        if self.control is not None:
-            self.control.viewers_changed(camera_id)
+        self.control.viewers_changed(camera_id)
 
-    async def _single(self, ws: ServerConnection, camera_id: str, peer: str) -> None:
-        if not is_valid_camera_id(camera_id):
-            self.refused["invalid_camera_id"] += 1
-            await ws.close(CLOSE_POLICY, "invalid camera id")
-            return
-        mailbox = self.watch(camera_id)
-        self.viewers_total += 1
-        log.info(
-            "viewer connected", camera_id=camera_id, peer=peer, viewers=self.hub.viewers(camera_id)
-        )
-        pump = asyncio.create_task(self._pump(ws, mailbox))
-        limiter = protocol.RateLimiter(self.config.server.max_messages_per_second)
+    # --- requests ---------------------------------------------------------------------------
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert self._web is not None
+        connection = self._web.connections_info.get(request.protocol)
+        if connection is None:  # dropped at accept (a flood) but a request slipped in
+            return error(503, "too many connections", close=True)
+        connection.requests += 1
+        connection.in_flight += 1
         try:
-            async for message in ws:
-                if not limiter.allow(time.monotonic()):
-                    self.refused["message_rate"] += 1
-                    await ws.close(CLOSE_POLICY, "message rate limit")
-                    break
-                if message == "ping":
-                    await ws.send("pong")
-        except ConnectionClosed:
-            pass
+            return await self._dispatch(request, connection)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            self.unwatch(mailbox)
-            log.info(
-                "viewer disconnected",
-                camera_id=camera_id,
-                peer=peer,
-                delivered=mailbox.delivered,
-                skipped=mailbox.skipped,
-            )
+            connection.in_flight -= 1
 
-    async def _pump(self, ws: ServerConnection, mailbox: Mailbox) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                frame = await mailbox.get()
-                await ws.send(frame.payload)
-                self.hub.record_sent(frame, time.time_ns())
+    async def _dispatch(
+        self, request: web.BaseRequest, connection: Connection
+    ) -> web.StreamResponse:
+        peer = connection.peer
+        if connection.refusal is not None:
+            refusal = connection.refusal
+            return self.refuse(refusal.reason, refusal.status, refusal.message, peer=peer)
+        twice = duplicated(name.decode("latin-1") for name, _ in request.raw_headers)
+        if twice is not None:
+            return self.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
+        server = self.config.server
+        if not host_allowed(request.headers.get("Host"), server.host, server.server_names):
+            return self.refuse(
+                "host", 400, "Host not allowed (add the name to [server] server_names)", peer=peer
+            )
+        target = route(request.path)
+        if target.kind is RouteKind.NOT_FOUND:
+            return self.refuse("not_found", 404, "not found")
+        old_api = target.kind.old_api
+        if request.method == "OPTIONS":
+            return http_api.preflight(self, request, target)
+        if request.method not in target.kind.methods:
+            return self.refuse("method", 405, method_refusal(target), old_api=old_api)
+        if request.body_exists and not target.kind.takes_body:
+            message = "this endpoint takes no request body"
+            return self.refuse("bad_request", 400, message, old_api=old_api)
+        if target.kind.is_websocket:
+            return await http_api.open_viewer(self, request, target, connection)
+        return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
 
     # --- lifecycle ----------------------------------------------------------------------
-    async def start(self) -> Server:
+    async def start(self) -> asyncio.Server:
         server_config = self.config.server
         tls: ssl.SSLContext | None = None
         if server_config.tls_cert and server_config.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(server_config.tls_cert, server_config.tls_key)
-        self._server = await serve(
-            self._handle,
+        self._web = GatedServer(
+            self,
+            access_log=None,
+            logger=http_error_logger(self),
+            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            handler_cancellation=True,  # a client that leaves cancels its request
+        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._web,
             server_config.host,
             server_config.port,
-            process_request=self._process_request,
-            select_subprotocol=_select_subprotocol,
-            compression=None,  # JPEG does not compress; deflate would only burn CPU
-            max_size=MAX_VIEWER_MESSAGE,
-            ping_interval=20,
-            ping_timeout=20,
-            open_timeout=server_config.handshake_timeout,
-            close_timeout=2,
             ssl=tls,
+            ssl_handshake_timeout=server_config.handshake_timeout if tls else None,
+            reuse_address=True,
         )
         self._state_task = asyncio.create_task(self._state_loop(), name="viewer-states")
+        self._follow_external(None, self.config)
+        self.old_api.start_intervals()
         return self._server
 
     def bound_port(self) -> int:
@@ -465,140 +333,40 @@ class Gateway:
         raise RuntimeError("server has no socket")
 
     async def close(self) -> None:
-        """Stop accepting, close viewers with 1001 (going away), wait for them."""
-        if self._server is None:
-            return
+        """Stop accepting, close viewers with 1001 (going away), wait for them.
+        Idempotent: a second caller waits for the same close."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        if self._state_task is not None:
+            self._state_task.cancel()
         server, self._server = self._server, None
-        self._state_task.cancel()
-        server.close(close_connections=True)
+        if server is None:
+            return
+        server.close()
+        await asyncio.gather(
+            *(close_viewer(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in self.websockets)
+        )
+        if self._web is not None:
+            with contextlib.suppress(TimeoutError):
+                await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
+        await self.old_api.close()
 
 
-class MultiplexedViewer:
-    """One ``/ws`` connection: many cameras, one sender, latest-wins per camera."""
-
-    def __init__(self, gateway: Gateway, ws: ServerConnection, token: str | None) -> None:
-        self.gateway = gateway
-        self.ws = ws
-        self.token = token
-        self.peer = _peer(ws)
-        self.mailboxes: dict[str, Mailbox] = {}
-        self.states: dict[str, str] = {}
-        self._texts: deque[str] = deque(maxlen=MAX_TEXT_BACKLOG)
-        self._wake = asyncio.Event()
-        self.limiter = protocol.RateLimiter(gateway.config.server.max_messages_per_second)
-
-    def send_text(self, message: str) -> None:
-        if len(self._texts) == self._texts.maxlen:
-            self.gateway.refused["text_backlog"] += 1  # the oldest is dropped
-        self._texts.append(message)
-        self._wake.set()
-
-    def update_state(self, camera_id: str, state: str) -> None:
-        if self.states.get(camera_id) != state:
-            self.states[camera_id] = state
-            self.send_text(protocol.text("state", camera=camera_id, state=state))
-
-    async def run(self) -> None:
-        gateway = self.gateway
-        gateway.multiplexed.add(self)
-        gateway.viewers_total += 1
-        visible = visible_cameras(gateway.known_cameras(), gateway.config.server.tokens, self.token)
-        self.send_text(protocol.text("hello", version=protocol.VERSION, cameras=visible))
-        sender = asyncio.create_task(self._send_loop())
-        try:
-            async for message in self.ws:
-                if not self.limiter.allow(time.monotonic()):
-                    gateway.refused["message_rate"] += 1
-                    await self.ws.close(CLOSE_POLICY, "message rate limit")
-                    break
-                if isinstance(message, bytes):
-                    self.send_text(protocol.text("error", reason="binary messages not accepted"))
-                    gateway.refused["bad_message"] += 1
-                    continue
-                self._on_text(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-            for mailbox in self.mailboxes.values():
-                gateway.unwatch(mailbox)
-            self.mailboxes.clear()
-            gateway.multiplexed.discard(self)
-
-    def _on_text(self, message: str) -> None:
-        gateway = self.gateway
-        try:
-            command = protocol.parse_client_message(message)
-        except protocol.ClientMessageError as exc:
-            gateway.refused["bad_message"] += 1
-            self.send_text(protocol.text("error", reason=str(exc)))
-            return
-        if command.op == "ping":
-            self.send_text(protocol.text("pong"))
-            return
-        if command.op == "unsubscribe":
-            for camera_id in command.cameras:
-                mailbox = self.mailboxes.pop(camera_id, None)
-                if mailbox is not None:
-                    gateway.unwatch(mailbox)
-                self.states.pop(camera_id, None)
-            self.send_text(protocol.text("unsubscribed", cameras=list(command.cameras)))
-            return
-        supervised = gateway.control.cameras() if gateway.control else {}
-        granted, denied = [], []
-        for camera_id in command.cameras:
-            decision = authorize(
-                Need.VIEW,
-                tokens=gateway.config.server.tokens,
-                presented=self.token,
-                peer=self.peer,
-                camera_id=camera_id,
-            )
-            if not decision.allowed:
-                gateway.refused["forbidden"] += 1
-                denied.append({"camera": camera_id, "reason": decision.reason})
-                continue
-            if camera_id not in self.mailboxes and len(self.mailboxes) >= MAX_SUBSCRIPTIONS:
-                gateway.refused["max_subscriptions"] += 1
-                denied.append({"camera": camera_id, "reason": "too many cameras on one connection"})
-                continue
-            if camera_id not in self.mailboxes:
-                self.mailboxes[camera_id] = gateway.watch(camera_id, self._wake)
-            granted.append(camera_id)
-        self.send_text(protocol.text("subscribed", cameras=granted, denied=denied))
-        for camera_id in granted:
-            self.states.pop(camera_id, None)
-            self.update_state(camera_id, gateway.camera_state(camera_id, supervised))
-            event = gateway.last_events.get(camera_id)
-            if event is not None:
-                self.send_text(protocol.text("event", camera=camera_id, event=event))
-        self._wake.set()  # cached frames go out at once
-
-    async def _send_loop(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._texts:
-                    await self.ws.send(self._texts.popleft())
-                for mailbox in list(self.mailboxes.values()):
-                    frame = mailbox.take()
-                    if frame is not None:
-                        await self.ws.send(protocol.encode_frame(frame))
-                        self.gateway.hub.record_sent(frame, time.time_ns())
+def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERAS or (
+        target.kind is RouteKind.V1_CAMERA and not target.action
+    ):
+        return (
+            "cameras are created and deleted in /etc/streamd.toml (or /etc/streamd.d/) "
+            "or with `streamd camera add|remove`, then `systemctl reload streamd`"
+        )
+    return f"method not allowed (use {', '.join(sorted(target.kind.methods))})"
 
 
-def _select_subprotocol(
-    _connection: ServerConnection, offered: Sequence[Subprotocol]
-) -> Subprotocol | None:
-    """Browsers send ``["streamd", "token.…"]`` and need one echoed back;
-    other clients offer none, which is fine too."""
-    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
-
-
-def _peer(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    return str(address[0]) if address else ""
+# Refusals after which the connection is closed (the client misbehaves or may
+# have sent a body we did not read).
+_CLOSING_REASONS = frozenset({"bad_request", "host", "max_viewers_per_address", "body_too_large"})

@@ -27,6 +27,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from streamd.errors import StreamdError
+
 FORMAT_VERSION = 1
 MAGIC = b"STRMD"
 SOI = b"\xff\xd8"
@@ -35,7 +37,7 @@ _TAIL = struct.Struct(">QQQHH")
 _HEAD_FIXED = len(MAGIC) + 2  # magic + version + id_len
 
 
-class FrameError(ValueError):
+class FrameError(StreamdError, ValueError):
     """A payload that is not a frame we accept; ``reason`` is a metrics label."""
 
     def __init__(self, reason: str) -> None:
@@ -51,6 +53,15 @@ class FrameMeta:
     publish_ns: int
     width: int
     height: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A frame the child encoded, on its way out (capture → publisher queue)."""
+
+    meta: FrameMeta  # publish_ns is filled in when the frame leaves the queue
+    jpeg: bytes
+    queued_at: float  # time.monotonic() at submit, for publish latency
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ import json
 import struct
 from typing import Any
 
+from streamd.errors import StreamdError
+
 _HEADER = struct.Struct(">BI")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -34,10 +36,12 @@ class MessageType(enum.IntEnum):
     FRAME = 3
     EVENT = 4
     DEMAND = 5
+    TUNE = 6  # down: {"publish_every": N}, applied live by the child
 
 
-class ProtocolError(ValueError):
-    """The peer sent something that is not a control message."""
+class ControlSocketError(StreamdError, ValueError):
+    """The peer sent something that is not a control message (named apart from
+    ``websockets.exceptions.ControlSocketError``, which the gateway also meets)."""
 
 
 def encode_message(kind: MessageType, body: bytes) -> bytes:
@@ -54,19 +58,19 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[MessageType, bytes
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            raise ProtocolError("truncated header") from None
+            raise ControlSocketError("truncated header") from None
         return None
     kind_value, length = _HEADER.unpack(header)
     if length > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {length} bytes is over the limit")
+        raise ControlSocketError(f"message of {length} bytes is over the limit")
     try:
         kind = MessageType(kind_value)
     except ValueError:
-        raise ProtocolError(f"unknown message type {kind_value}") from None
+        raise ControlSocketError(f"unknown message type {kind_value}") from None
     try:
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError:
-        raise ProtocolError("truncated body") from None
+        raise ControlSocketError("truncated body") from None
     return kind, body
 
 
@@ -74,7 +78,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"bad JSON: {exc}") from None
+        raise ControlSocketError(f"bad JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise ProtocolError("JSON body must be an object")
+        raise ControlSocketError("JSON body must be an object")
     return obj

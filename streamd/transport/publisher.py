@@ -7,9 +7,10 @@ where the newest frame wins, and returns at once. One sender task takes
 pipeline, so batching grows with load and adds no latency when idle.
 
 While Redis is down (or disabled) the newest frame goes to ``fallback`` (the
-control socket to the supervisor's gateway) and a reconnect loop probes Redis
-with capped exponential backoff and jitter, so publishing resumes within
-``reconnect_cap`` seconds of Redis coming back.
+control socket to the supervisor's gateway) and a reconnect loop
+(``retry.AsyncRetry``) probes Redis with capped exponential backoff and jitter,
+so publishing resumes within one capped delay (``reconnect``'s ``cap``, 1 s by
+default) of Redis coming back.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 import structlog
@@ -28,17 +29,12 @@ from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
+from streamd.retry import AsyncRetry
+from streamd.states import RedisState
 from streamd.stats import CameraCounters
-from streamd.transport.frame import FrameMeta, pack_frame
+from streamd.transport.frame import EncodedFrame, pack_frame
 
 log = structlog.get_logger("streamd.publisher")
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    meta: FrameMeta  # publish_ns is filled in when the frame leaves the queue
-    jpeg: bytes
-    queued_at: float  # time.monotonic() at submit, for publish latency
 
 
 def pack_for_sending(frame: EncodedFrame) -> bytes:
@@ -112,12 +108,12 @@ class FramePublisher:
         self._down.set()  # until the first PING answers
 
     @property
-    def redis_state(self) -> str:
+    def redis_state(self) -> RedisState:
         if self._client is None:
-            return "disabled"
+            return RedisState.DISABLED
         if self._connecting:
-            return "connecting"
-        return "up" if self._redis_up else "down"
+            return RedisState.CONNECTING
+        return RedisState.UP if self._redis_up else RedisState.DOWN
 
     def submit(self, frame: EncodedFrame) -> None:
         """Queue a frame without waiting (called from the event loop)."""
@@ -227,25 +223,24 @@ class FramePublisher:
 
     async def _reconnect_loop(self) -> None:
         """Probe Redis each time it goes down; mark it up when PING answers."""
-        assert self._client is not None
-        failures = 0
+        retry = AsyncRetry(self._reconnect, (RedisError, OSError))
         while True:
             await self._down.wait()
-            try:
-                await self._client.ping()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self._connecting = False
-                if failures == 1:
-                    log.warning(
-                        "redis unreachable; frames go to the local gateway",
-                        redis_url=redact_url(self._redis_url or ""),
-                        error=str(exc) or type(exc).__name__,
-                    )
-                await asyncio.sleep(self._reconnect.delay(failures))
-                continue
-            failures = 0
+            await retry.call_with_retry(self._ping, self._on_ping_failed)
             self._connecting = False
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
+
+    async def _ping(self) -> None:
+        assert self._client is not None
+        await self._client.ping()
+
+    def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
+        self._connecting = False
+        if failures == 1:
+            log.warning(
+                "redis unreachable; frames go to the local gateway",
+                redis_url=redact_url(self._redis_url or ""),
+                error=str(exc) or type(exc).__name__,
+            )

@@ -4,8 +4,9 @@ It subscribes to ``{prefix}{camera_id}`` only for cameras a viewer of this
 gateway watches (not to a pattern), so Redis itself knows which cameras are
 watched (``PUBSUB NUMSUB``) and a camera nobody watches need not be encoded.
 Detection events (``streamd:events:{camera_id}``) are wanted separately. It speaks RESP2:
-redis-py's RESP3 push handling drains ~10x slower for frame-sized messages and
-gets the client disconnected by Redis' output-buffer limit (design.md).
+redis-py's RESP3 push handling drains frame-sized messages far slower, until Redis'
+output-buffer limit disconnects the client (``python -m benchmarks.gateway_drain``
+measures both in one run).
 
 Redis drops subscribers (output-buffer limit, ``CLIENT KILL``, restarts): the
 ``run`` loop notices, reconnects with capped backoff and resubscribes everything
@@ -30,11 +31,10 @@ from redis.exceptions import RedisError
 from streamd.backoff import Backoff
 from streamd.config import is_valid_camera_id
 from streamd.redact import redact_url
+from streamd.retry import AsyncRetry
+from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL
 
 log = structlog.get_logger("streamd.subscriber")
-# Always subscribed, so the connection is in pub/sub mode even with no camera wanted.
-CONTROL_CHANNEL = "streamd:gateway"
-EVENT_PREFIX = "streamd:events:"
 PING_INTERVAL_S = 5.0
 PING_DEADLINE_S = 15.0
 
@@ -44,7 +44,7 @@ class FrameSubscriber:
         self,
         url: str,
         prefix: str,
-        on_frame: Callable[[str, bytes], None],
+        on_frame: Callable[[str, bytes], object],
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
         on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
     ) -> None:
@@ -52,12 +52,10 @@ class FrameSubscriber:
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_event = on_event
-        self.reconnect = reconnect
+        self._retry = AsyncRetry(reconnect, (RedisError, OSError, TimeoutError))
         self.wanted: Counter[str] = Counter()
         self.subscribed = False
         self.sessions = 0
-        self.received = 0
-        self.ignored = 0
         self._pubsub: PubSub | None = None
         self._last_pong = time.monotonic()
 
@@ -70,13 +68,10 @@ class FrameSubscriber:
         self._remove(self.prefix + camera_id)
 
     def want_events(self, camera_id: str) -> None:
-        self._add(EVENT_PREFIX + camera_id)
+        self._add(EVENT_CHANNEL_PREFIX + camera_id)
 
     def unwant_events(self, camera_id: str) -> None:
-        self._remove(EVENT_PREFIX + camera_id)
-
-    def wants(self, camera_id: str) -> bool:
-        return self.wanted[self.prefix + camera_id] > 0
+        self._remove(EVENT_CHANNEL_PREFIX + camera_id)
 
     def _add(self, channel: str) -> None:
         self.wanted[channel] += 1
@@ -101,23 +96,18 @@ class FrameSubscriber:
 
     # --- the connection -------------------------------------------------------------
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._session()
-            except (RedisError, OSError, TimeoutError) as exc:
-                was_subscribed = self.subscribed
-                self.subscribed = False
-                failures = 1 if was_subscribed else failures + 1
-                delay = self.reconnect.delay(failures)
-                if was_subscribed or failures == 1:
-                    log.warning(
-                        "redis subscription lost; reconnecting",
-                        redis_url=redact_url(self.url),
-                        error=str(exc) or type(exc).__name__,
-                        retry_in_s=round(delay, 2),
-                    )
-                await asyncio.sleep(delay)
+        """Subscribe, read until the connection is lost, and again, for ever."""
+        await self._retry.call_with_retry(self._session, self._on_session_failed)
+
+    def _on_session_failed(self, exc: Exception, failures: int, delay: float) -> None:
+        # Once per outage: the first failure after a session that worked, or at start.
+        if failures == 1:
+            log.warning(
+                "redis subscription lost; reconnecting",
+                redis_url=redact_url(self.url),
+                error=str(exc) or type(exc).__name__,
+                retry_in_s=round(delay, 2),
+            )
 
     async def _session(self) -> None:
         client = aioredis.Redis.from_url(
@@ -132,11 +122,13 @@ class FrameSubscriber:
         pubsub = client.pubsub()
         watchdog: asyncio.Task[None] | None = None
         try:
-            channels = [CONTROL_CHANNEL, *self.wanted]
+            # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
+            channels = [GATEWAY_CONTROL_CHANNEL, *self.wanted]
             await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self.subscribed = True
             self.sessions += 1
+            self._retry.succeeded()
             self._last_pong = time.monotonic()
             log.info(
                 "redis subscription started"
@@ -160,7 +152,7 @@ class FrameSubscriber:
     async def _read_loop(self, pubsub: PubSub) -> None:
         prefix = self.prefix.encode()
         cut = len(prefix)
-        events = EVENT_PREFIX.encode()
+        events = EVENT_CHANNEL_PREFIX.encode()
         while True:
             response = await pubsub.parse_response(block=True)
             # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
@@ -172,7 +164,6 @@ class FrameSubscriber:
                 if channel.startswith(prefix):
                     camera_id = channel[cut:].decode("ascii", "replace")
                     if is_valid_camera_id(camera_id):
-                        self.received += 1
                         self.on_frame(camera_id, data)
                         continue
                 elif channel.startswith(events):
@@ -180,7 +171,6 @@ class FrameSubscriber:
                     if is_valid_camera_id(camera_id):
                         self.on_event(camera_id, data)
                         continue
-                self.ignored += 1
             elif kind == b"pong":
                 self._last_pong = time.monotonic()
 

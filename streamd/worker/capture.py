@@ -8,7 +8,6 @@ thread reports ``connecting`` / ``live`` / ``reconnecting`` through ``on_state``
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +17,11 @@ import structlog
 
 from streamd.backoff import Backoff
 from streamd.config import CameraConfig
-from streamd.transport.frame import FrameMeta
-from streamd.transport.publisher import EncodedFrame
+from streamd.retry import Retry
+from streamd.states import SourceState
+from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.demand import IDLE_REFRESH_S
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Pacer, Source, SourceError
@@ -32,10 +32,8 @@ log = structlog.get_logger("streamd.capture")
 REOPEN_BACKOFF = Backoff(initial=0.5, cap=2.0)
 
 
-class SourceState(enum.Enum):
-    CONNECTING = "connecting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
+class _SourceLost(Exception):
+    """The source stopped delivering (end of file, camera gone): reopen it."""
 
 
 class CaptureLoop:
@@ -62,6 +60,9 @@ class CaptureLoop:
         self.stop_event = threading.Event()
         self.captured = 0
         self.encoded = 0
+        self.paced = 0
+        self.skipped_interval = 0
+        self.publish_every = 1  # set live from the event loop (the old API's stream_interval)
         self.encode_errors = 0
         self.skipped_idle = 0
         self.seq = 0
@@ -76,34 +77,32 @@ class CaptureLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        source = self.source
-        failures = 0
-        state = SourceState.CONNECTING
-        while not self.stop_event.is_set():
-            self.on_state(state)
-            try:
-                source.open()
-            except SourceError as exc:
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning(
-                    "source open failed",
-                    error=str(exc),
-                    retry_in_s=round(delay, 2),
-                    attempt=failures,
-                )
-                self.stop_event.wait(delay)
-                state = SourceState.RECONNECTING
-                continue
-            if self._stream(source):
-                failures = 0
-            source.close()
-            state = SourceState.RECONNECTING
-            if not self.stop_event.is_set():
-                failures += 1
-                delay = self.reopen.delay(failures)
-                log.warning("source lost; reopening", retry_in_s=round(delay, 2))
-                self.stop_event.wait(delay)
+        retry = Retry(self.reopen, (SourceError, _SourceLost), sleep=self.stop_event.wait)
+        self._state = SourceState.CONNECTING
+        retry.call_with_retry(lambda: self._session(retry), self._on_session_failed)
+
+    def _session(self, retry: Retry) -> None:
+        """Open the source and stream until it is lost (raises) or we are stopped."""
+        if self.stop_event.is_set():
+            return
+        self.on_state(self._state)
+        self._state = SourceState.RECONNECTING
+        self.source.open()
+        try:
+            if self._stream(self.source):
+                retry.succeeded()  # frames came: a later loss starts the backoff over
+        finally:
+            self.source.close()
+        if not self.stop_event.is_set():
+            raise _SourceLost
+
+    def _on_session_failed(self, exc: Exception, failures: int, delay: float) -> None:
+        if isinstance(exc, _SourceLost):
+            log.warning("source lost; reopening", retry_in_s=round(delay, 2))
+        else:
+            log.warning(
+                "source open failed", error=str(exc), retry_in_s=round(delay, 2), attempt=failures
+            )
 
     def _stream(self, source: Source) -> bool:
         """Read until the source is lost or we are stopped; True if any frame came."""
@@ -124,14 +123,18 @@ class CaptureLoop:
                 self.on_state(SourceState.LIVE)
             if not pacer.take(time.monotonic()):
                 continue  # a live source delivering faster than the configured fps
-            self._publish(image)
+            self.paced += 1
+            self._publish(image, self.paced % self.publish_every == 0)
         return got_any
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, image: np.ndarray, on_interval: bool) -> None:
         capture_ns = time.time_ns()
         settings = self.camera.detection
         if self.detection is not None:
             self.detection.offer(image)  # the detector thread takes the newest frame
+        if not on_interval:
+            self.skipped_interval += 1  # the old API's stream_interval: detected, not sent
+            return
         deliver = self.on_frame
         if not self.wanted():
             now = time.monotonic()
@@ -141,7 +144,7 @@ class CaptureLoop:
                 return
             self._last_idle_frame = now
             deliver = self.on_idle_frame
-        if settings.overlay:
+        if settings.draws_overlay:
             detections = self.detection.latest if self.detection is not None else ()
             stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
             image = draw_overlay(image, detections, timestamp=stamp)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamd.errors import StreamdError
 
-class EncodeError(RuntimeError):
+
+class EncodeError(StreamdError, RuntimeError):
     """OpenCV refused to encode the frame."""
 
 

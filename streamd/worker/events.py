@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamd.worker.detect import Detection
+from streamd.worker.detectors import Detection
 
 
 @dataclass(frozen=True)

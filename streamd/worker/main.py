@@ -22,28 +22,30 @@ from typing import Any
 
 import structlog
 
+from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
 from streamd.observability import configure_logging
+from streamd.states import ExitCode, SourceState, event_channel
 from streamd.stats import CameraCounters
+from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
+    ControlSocketError,
     MessageType,
-    ProtocolError,
     decode_json,
     encode_json,
     encode_message,
     read_message,
 )
-from streamd.transport.publisher import EncodedFrame, FramePublisher, pack_for_sending
-from streamd.worker.capture import CaptureLoop, SourceState
+from streamd.transport.publisher import FramePublisher, pack_for_sending
+from streamd.worker.capture import CaptureLoop
 from streamd.worker.demand import DemandPolicy
-from streamd.worker.detect import DetectorError, build_detector
-from streamd.worker.detection import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner
+from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
 from streamd.worker.sources import Source, SourceError, open_source
-from streamd.worker.spec import EX_CONFIG, WorkerSpec
+from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
-EVENT_CHANNEL_PREFIX = "streamd:events:"
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -126,8 +128,7 @@ class CameraWorker:
         task.add_done_callback(self._event_tasks.discard)
 
     async def _deliver_event(self, payload: bytes) -> None:
-        channel = f"{EVENT_CHANNEL_PREFIX}{self.spec.camera.id}"
-        if not await self.publisher.publish_event(channel, payload):
+        if not await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
             transport = self.writer.transport
             if not transport.is_closing():
                 self.writer.write(encode_message(MessageType.EVENT, payload))
@@ -154,7 +155,7 @@ class CameraWorker:
         self.state = state
         self._send_status()
 
-    def source_state(self) -> str:
+    def source_state(self) -> SourceState:
         """The capture state, or ``stalled`` when a live source stopped delivering."""
         last = self.capture.last_frame_at
         stall_after = max(3.0, 5.0 / self.spec.camera.fps)
@@ -163,8 +164,8 @@ class CameraWorker:
             and last is not None
             and time.monotonic() - last > stall_after
         ):
-            return "stalled"
-        return self.state.value
+            return SourceState.STALLED
+        return self.state
 
     def _send_to_supervisor(self, payload: bytes) -> bool:
         transport = self.writer.transport
@@ -173,7 +174,7 @@ class CameraWorker:
         self.writer.write(encode_message(MessageType.FRAME, payload))
         return True
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Heartbeat:
         capture = self.capture
         counters = self.stats.counters
         counters["captured"] = capture.captured
@@ -183,20 +184,20 @@ class CameraWorker:
         if self.detection is not None:
             counters["detect_runs"] = self.detection.runs
             self.stats.detect_latency = self.detection.latency.copy()
-        return {
-            "state": self.source_state(),
-            "redis": self.publisher.redis_state,
-            "seq": capture.seq,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "detector": self.detector_state,
-            "watched": self._watched,
-            "active_labels": self.detection.tracker.active if self.detection else [],
-            "figures": self.stats.to_wire(),
-        }
+        return Heartbeat(
+            state=self.source_state(),
+            redis=self.publisher.redis_state,
+            seq=capture.seq,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            detector=self.detector_state,
+            watched=self._watched,
+            active_labels=tuple(self.detection.tracker.active) if self.detection else (),
+            figures=self.stats,
+        )
 
     def _send_status(self) -> None:
         if not self.writer.transport.is_closing():
-            self.writer.write(encode_json(MessageType.STATUS, self.status()))
+            self.writer.write(encode_json(MessageType.STATUS, self.status().to_wire()))
 
     def set_local_demand(self, watched: bool) -> None:
         self.demand.local = watched
@@ -225,13 +226,21 @@ class CameraWorker:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
 
+MAX_PUBLISH_EVERY = 1000
+
+
 async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) -> None:
-    """Apply DEMAND messages; return when the supervisor closes the socket (or dies)."""
-    with contextlib.suppress(ProtocolError, ConnectionError):
+    """Apply DEMAND and TUNE messages; return when the supervisor closes the socket."""
+    with contextlib.suppress(ControlSocketError, ConnectionError):
         while (message := await read_message(reader)) is not None:
             kind, body = message
             if kind is MessageType.DEMAND:
                 worker.set_local_demand(bool(decode_json(body).get("watched")))
+            elif kind is MessageType.TUNE:
+                every = decode_json(body).get("publish_every")
+                if isinstance(every, int) and 1 <= every <= MAX_PUBLISH_EVERY:
+                    worker.capture.publish_every = every
+                    log.info("publish interval", publish_every=every)
 
 
 async def run_worker(control_fd: int) -> int:
@@ -241,17 +250,17 @@ async def run_worker(control_fd: int) -> int:
         message = await asyncio.wait_for(read_message(reader), SPEC_TIMEOUT_S)
         if message is None or message[0] is not MessageType.SPEC:
             log.error("no camera spec from the supervisor")
-            return EX_CONFIG
+            return ExitCode.CONFIG
         spec = WorkerSpec.from_json(decode_json(message[1]))
-    except (ConfigError, ProtocolError, TimeoutError) as exc:
+    except (ConfigError, ControlSocketError, TimeoutError) as exc:
         log.error("unusable camera spec", error=str(exc))
-        return EX_CONFIG
+        return ExitCode.CONFIG
     configure_logging(spec.log_level, context=_log_context(spec.camera.id))
     try:
         source = open_source(spec.camera.source, loop=spec.camera.loop)
     except SourceError as exc:
         log.error("unusable camera source", error=str(exc))
-        return EX_CONFIG
+        return ExitCode.CONFIG
 
     worker = CameraWorker(spec, source, writer)
     stop = asyncio.Event()

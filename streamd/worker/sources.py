@@ -171,8 +171,7 @@ def open_source(spec: str, *, loop: bool = True) -> Source:
     if spec.startswith("device:"):
         return CaptureSource(int(spec.removeprefix("device:")), live=True)
     if spec.startswith(("rtsp://", "rtsps://")):
-        # TCP interleaving survives NAT and packet loss far better than UDP for video.
-        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        # RTSP over TCP: the supervisor sets OPENCV_FFMPEG_CAPTURE_OPTIONS in our env.
         return CaptureSource(spec, live=True)
     if spec.startswith(("http://", "https://")):
         return CaptureSource(spec, live=True)

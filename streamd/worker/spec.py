@@ -8,8 +8,6 @@ from typing import Any
 
 from streamd.config import CameraConfig, ConfigError, parse_camera
 
-EX_CONFIG = 78  # sysexits.h: the child cannot run with this configuration
-
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -18,7 +16,6 @@ class WorkerSpec:
     channel: str
     log_level: str = "info"
     heartbeat_interval: float = 1.0
-    stats_interval: float = 10.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -27,7 +24,6 @@ class WorkerSpec:
             "channel": self.channel,
             "log_level": self.log_level,
             "heartbeat_interval": self.heartbeat_interval,
-            "stats_interval": self.stats_interval,
         }
 
     @classmethod
@@ -46,7 +42,6 @@ class WorkerSpec:
                 channel=channel,
                 log_level=str(data.get("log_level", "info")),
                 heartbeat_interval=float(data.get("heartbeat_interval", 1.0)),
-                stats_interval=float(data.get("stats_interval", 10.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from streamd.config import DetectorConfig
-from streamd.worker.detect import Detection
+from streamd.worker.detectors import Detection
 
 FIXED_BOX = (40, 30, 60, 50)
 

@@ -25,9 +25,10 @@ import cv2
 import numpy as np
 
 from streamd.config import DetectorConfig
+from streamd.errors import StreamdError
 
 
-class DetectorError(RuntimeError):
+class DetectorError(StreamdError, RuntimeError):
     """A detector could not be built; the message names the cause."""
 
 

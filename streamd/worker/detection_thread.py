@@ -15,7 +15,7 @@ import structlog
 
 from streamd.config import DetectorConfig
 from streamd.stats import LatencyHistogram
-from streamd.worker.detect import Detection, Detector
+from streamd.worker.detectors import Detection, Detector
 from streamd.worker.events import DetectionEvent, EventTracker
 
 log = structlog.get_logger("streamd.detect")

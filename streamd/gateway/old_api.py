@@ -1,0 +1,336 @@
+"""The old API server's video-stream router and camera runtime API, served by
+streamd so the old frontend and detection processes work unchanged. Errors use
+the old ``{"detail": {"error", "message"}}`` shape; every guard of the gateway
+(Host allowlist, tokens, cross-site refusal, limits) applies as everywhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from streamd.config import is_valid_camera_id
+from streamd.gateway import old_shapes, protocol
+from streamd.gateway.auth import Need
+from streamd.gateway.guards import cross_site_refusal
+from streamd.gateway.old_shapes import StreamConfig
+from streamd.gateway.responses import json_response, read_body, response
+from streamd.gateway.routes import Route, RouteKind
+from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
+
+if TYPE_CHECKING:
+    from streamd.gateway.server import Gateway
+
+log = structlog.get_logger("streamd.gateway")
+MAX_JSON_BODY = 64 * 1024  # batch-status lists camera ids
+REDIS_TIMEOUT_S = 2.0
+
+
+class OldApi:
+    def __init__(self, gateway: Gateway, env: Mapping[str, str]) -> None:
+        self.gateway = gateway
+        self.push_token = env.get("VIDEO_PUSH_TOKEN") or None
+        self.default_config = StreamConfig("", stream_interval=old_shapes.default_interval(env))
+        self.configs: dict[str, StreamConfig] = {}
+        self._redis: aioredis.Redis | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis | None:
+        config = self.gateway.config.redis
+        if not config.enabled:
+            return None
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(
+                config.url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                retry=None,
+            )
+        return self._redis
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def start_intervals(self) -> None:
+        """``VIDEO_STREAM_INTERVAL`` applies to every camera run here from the start."""
+        if self.default_config.publish_every != 1:
+            for camera in self.gateway.config.cameras:
+                self.gateway.control.set_publish_interval(
+                    camera.id, self.default_config.publish_every
+                )
+
+    # --- helpers -------------------------------------------------------------------------
+    def _refuse(self, reason: str, status: int, message: str, **fields: Any) -> web.Response:
+        return self.gateway.refuse(reason, status, message, old_api=True, **fields)
+
+    def _denied(
+        self, need: Need, token: str | None, peer: str, camera_id: str | None = None
+    ) -> web.Response | None:
+        decision = self.gateway.decide(need, token, peer, camera_id)
+        if decision.allowed:
+            return None
+        reason = "unauthorized" if decision.status == 401 else "forbidden"
+        return self._refuse(reason, decision.status, decision.reason, peer=peer)
+
+    def _camera_or_refusal(self, camera_id: str) -> web.Response | None:
+        if not is_valid_camera_id(camera_id):
+            return self._refuse("not_found", 404, "invalid camera id")
+        return None
+
+    async def _json_body(
+        self, request: web.BaseRequest, limit: int
+    ) -> dict[str, Any] | web.Response:
+        body = await read_body(request, limit)
+        if body is None:
+            return self._refuse("body_too_large", 413, f"the body is at most {limit} bytes")
+        if not body.strip():
+            return {}
+        try:
+            parsed = protocol.loads_bounded(body)
+        except ValueError:
+            return self._refuse("bad_request", 400, "the body must be a JSON object")
+        if not isinstance(parsed, dict):
+            return self._refuse("bad_request", 400, "the body must be a JSON object")
+        return parsed
+
+    # --- dispatch --------------------------------------------------------------------------
+    async def handle(
+        self, request: web.BaseRequest, target: Route, token: str | None, peer: str
+    ) -> web.Response:
+        kind = target.kind
+        if kind is RouteKind.V1_STREAM_STATS:
+            return self._denied(Need.LIST, token, peer) or self.stream_stats(token)
+        if kind is RouteKind.V1_CAMERAS:
+            return self._denied(Need.LIST, token, peer) or self.cameras(token)
+        if kind is RouteKind.V1_BATCH_STATUS:
+            return self._denied(Need.LIST, token, peer) or await self.batch_status(request, token)
+        refusal = self._camera_or_refusal(target.camera_id)
+        if refusal is not None:
+            return refusal
+        camera_id = target.camera_id
+        if kind is RouteKind.V1_FRAME_PUSH:
+            return await self.push_frame(request, camera_id, token, peer)
+        denied = self._denied(Need.VIEW, token, peer, camera_id)
+        if denied is not None:
+            return denied
+        if kind is RouteKind.V1_STREAM_STATUS:
+            viewers = self.gateway.hub.viewers(camera_id)
+            body = {"camera_id": camera_id, "has_clients": viewers > 0, "client_count": viewers}
+            return json_response(200, body)
+        if kind is RouteKind.V1_STREAM_CONFIG:
+            if request.method == "POST":
+                return await self.set_config(request, camera_id, token, peer)
+            return json_response(200, (await self.config_of(camera_id)).to_json())
+        return self.camera_view(camera_id, target.action)
+
+    # --- /api/v1/video-stream --------------------------------------------------------------
+    def stream_stats(self, token: str | None) -> web.Response:
+        hub = self.gateway.hub
+        visible = self.gateway.visible_cameras(token)
+        detail = {c: hub.viewers(c) for c in visible if hub.viewers(c) > 0}
+        deliveries = [hub.delivery(c) for c in visible]
+        body = {
+            "total_connections": sum(detail.values()),
+            "active_cameras": len(detail),
+            "frames_sent": sum(d.sent for d in deliveries),
+            "frames_dropped": hub.skipped_total,
+            "frames_received": sum(d.received for d in deliveries),
+            "active_cameras_detail": detail,
+        }
+        return json_response(200, body)
+
+    async def push_frame(
+        self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
+    ) -> web.Response:
+        """The old HTTP frame push: a raw JPEG body, through the same validation
+        and fan-out as a Redis frame, and out to Redis for other gateways."""
+        refusal = cross_site_refusal(
+            origin=request.headers.get("Origin"),
+            sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
+            content_type="application/json",  # raw JPEG bodies come from programs, not forms
+            host_header=request.headers.get("Host"),
+            allowed_origins=self.gateway.config.server.allowed_origins,
+        )
+        if refusal is not None:
+            return self._refuse("cross_site", 403, refusal, peer=peer)
+        presented = request.headers.get("X-Video-Token") or token
+        if not (self.push_token and old_shapes.push_token_matches(presented, self.push_token)):
+            if self.push_token and not self.gateway.config.server.tokens:
+                return self._refuse("unauthorized", 401, "invalid or missing X-Video-Token")
+            denied = self._denied(Need.ADMIN, presented, peer)
+            if denied is not None:
+                return denied
+        limit = self.gateway.config.server.max_frame_bytes
+        body = await read_body(request, limit)
+        if body is None:
+            return self._refuse("body_too_large", 413, f"frames are at most {limit} bytes")
+        if not body:
+            return self._refuse("bad_request", 400, "empty frame")
+        wire = _with_metadata(camera_id, body, limit)
+        if wire is None or not self.gateway.ingest(camera_id, wire):
+            return self._refuse("bad_frame", 400, "not a JPEG frame for this camera")
+        await self._publish(camera_id, wire)
+        return json_response(200, {"ok": True, "camera_id": camera_id, "size": len(body)})
+
+    async def _publish(self, camera_id: str, wire: bytes) -> None:
+        client = self.redis
+        if client is None:
+            return
+        channel = self.gateway.config.redis.channel_prefix + camera_id
+        try:
+            await client.publish(channel, wire)
+        except (RedisError, OSError) as exc:
+            self.gateway.refuse_quietly("push_redis_failed", error=type(exc).__name__)
+
+    async def config_of(self, camera_id: str) -> StreamConfig:
+        known = self.configs.get(camera_id)
+        if known is not None:
+            return known
+        default = StreamConfig(camera_id, self.default_config.stream_interval)
+        client = self.redis
+        if client is None:
+            return default
+        try:
+            fields = await client.hgetall(old_shapes.CONFIG_HASH_PREFIX + camera_id)
+        except (RedisError, OSError):
+            return default
+        stored = {_as_bytes(k): _as_bytes(v) for k, v in fields.items()}
+        return old_shapes.from_hash(camera_id, stored, default) if stored else default
+
+    async def set_config(
+        self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
+    ) -> web.Response:
+        refusal = cross_site_refusal(
+            origin=request.headers.get("Origin"),
+            sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
+            content_type=request.headers.get("Content-Type"),
+            host_header=request.headers.get("Host"),
+            allowed_origins=self.gateway.config.server.allowed_origins,
+        )
+        if refusal is not None:
+            status = 415 if refusal.startswith("control requests need") else 403
+            return self._refuse("cross_site", status, refusal, peer=peer)
+        denied = self._denied(Need.ADMIN, token, peer)
+        if denied is not None:
+            return denied
+        body = await self._json_body(request, 4096)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            config = old_shapes.apply_update(await self.config_of(camera_id), body)
+        except ValueError as exc:
+            return self._refuse("bad_request", 422, str(exc))
+        self.configs[camera_id] = config
+        applied = self.gateway.control.set_publish_interval(camera_id, config.publish_every)
+        client = self.redis
+        if client is not None:
+            key = old_shapes.CONFIG_HASH_PREFIX + camera_id
+            try:
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping=config.to_hash())
+                    pipe.expire(key, old_shapes.CONFIG_HASH_TTL_S)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.gateway.refuse_quietly("config_redis_failed", error=type(exc).__name__)
+        log.info(
+            "stream config",
+            camera_id=camera_id,
+            publish_every=config.publish_every,
+            applied_here=applied,
+            peer=peer,
+        )
+        message = "configuration updated" + (
+            "" if applied else " (stored for the camera's publisher)"
+        )
+        return json_response(200, {**config.to_json(), "message": message})
+
+    # --- /api/v1/cameras -------------------------------------------------------------------
+    def _size(self, camera_id: str) -> tuple[int, int] | None:
+        latest = self.gateway.hub.latest(camera_id)
+        if latest is None or latest.meta is None:
+            return None
+        return latest.meta.width, latest.meta.height
+
+    def cameras(self, token: str | None) -> web.Response:
+        statuses = self.gateway.control.camera_statuses()
+        visible = set(self.gateway.visible_cameras(token))
+        entries = [
+            old_shapes.camera_entry(
+                camera,
+                statuses.get(camera.id),
+                self._size(camera.id),
+                self.gateway.camera_state(camera.id, statuses).value,
+            )
+            for camera in self.gateway.config.cameras
+            if camera.id in visible
+        ]
+        return json_response(200, {"cameras": entries})
+
+    async def batch_status(self, request: web.BaseRequest, token: str | None) -> web.Response:
+        body = await self._json_body(request, MAX_JSON_BODY)
+        if isinstance(body, web.Response):
+            return body
+        visible = self.gateway.visible_cameras(token)
+        wanted = body.get("camera_ids")
+        if wanted is None:
+            wanted = visible
+        if not isinstance(wanted, list) or not all(isinstance(c, str) for c in wanted):
+            return self._refuse("bad_request", 422, "camera_ids must be a list of camera ids")
+        statuses = self.gateway.control.camera_statuses()
+        allowed = set(visible)
+        return json_response(
+            200,
+            {c: old_shapes.status_entry(c, statuses.get(c)) for c in wanted[:1000] if c in allowed},
+        )
+
+    def camera_view(self, camera_id: str, view: str) -> web.Response:
+        camera = self.gateway.config.camera(camera_id)
+        statuses = self.gateway.control.camera_statuses()
+        if view == "preview":
+            latest = self.gateway.hub.latest(camera_id)
+            if latest is None:
+                return self._refuse("no_frame", 503, "no frame yet")
+            return response(200, latest.payload, "image/jpeg")
+        if camera is None and camera_id not in self.gateway.hub.feeds:
+            return self._refuse("not_found", 404, f"camera {camera_id} not found")
+        status = statuses.get(camera_id)
+        if view == "status":
+            return json_response(200, old_shapes.status_entry(camera_id, status))
+        if view == "stats":
+            delivery = self.gateway.hub.delivery(camera_id)
+            body = {
+                **old_shapes.status_entry(camera_id, status),
+                "viewers": self.gateway.hub.viewers(camera_id),
+                "frames_received": delivery.received,
+                "frames_sent": delivery.sent,
+                "bytes_sent": delivery.bytes_sent,
+            }
+            return json_response(200, body)
+        if camera is None:
+            return self._refuse("not_found", 404, f"camera {camera_id} is not configured here")
+        state = self.gateway.camera_state(camera_id, statuses).value
+        entry = old_shapes.camera_entry(camera, status, self._size(camera_id), state)
+        return json_response(200, entry)
+
+
+def _with_metadata(camera_id: str, body: bytes, limit: int) -> bytes | None:
+    """A plain JPEG gets our metadata (a fresh seq, so the hub drops the copy
+    that comes back from Redis); a streamd frame keeps its own."""
+    try:
+        parsed = parse_frame(body, limit)
+    except FrameError:
+        return None
+    if parsed.meta is not None:
+        return body
+    now = time.time_ns()
+    return pack_frame(FrameMeta(camera_id, now // 1000, now, now, 0, 0), parsed.payload)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -1,0 +1,127 @@
+"""One multiplexed ``/ws`` viewer as a sans-I/O state machine: text in, a list of
+things to do out (the way websockets keeps its protocol apart from its
+connection). ``viewers.MultiplexedViewer`` carries the actions out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streamd.gateway import protocol
+from streamd.gateway.auth import Decision
+
+MAX_SUBSCRIPTIONS = 64  # cameras on one multiplexed connection (bounds Redis subscriptions)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str  # a JSON message for this viewer
+
+
+@dataclass(frozen=True)
+class Watch:
+    camera_id: str  # start feeding this camera's frames
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    camera_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str  # counted in streamd_requests_refused_total
+
+
+Action = Reply | Watch | Unwatch | Refused
+
+
+class MultiplexSession:
+    def __init__(
+        self,
+        can_view: Callable[[str], Decision],
+        state_of: Callable[[str], str],
+        last_event_of: Callable[[str], dict[str, Any] | None],
+    ) -> None:
+        self._can_view = can_view
+        self._state_of = state_of
+        self._last_event_of = last_event_of
+        self.cameras: set[str] = set()
+        self._states: dict[str, str] = {}
+
+    def hello(self, visible: list[str]) -> list[Action]:
+        return [Reply(protocol.text("hello", version=protocol.VERSION, cameras=visible))]
+
+    def on_binary(self) -> list[Action]:
+        return [
+            Refused("bad_message"),
+            Reply(protocol.text("error", reason="binary messages not accepted")),
+        ]
+
+    def on_text(self, message: str) -> list[Action]:
+        try:
+            command = protocol.parse_client_message(message)
+        except protocol.ClientMessageError as exc:
+            return [Refused("bad_message"), Reply(protocol.text("error", reason=str(exc)))]
+        if command.op == "ping":
+            return [Reply(protocol.text("pong"))]
+        if command.op == "unsubscribe":
+            return self._unsubscribe(command.cameras)
+        return self._subscribe(command.cameras)
+
+    def on_state(self, camera_id: str, state: str) -> list[Action]:
+        """A camera's state as judged now; a message only when it changed."""
+        if camera_id not in self.cameras or self._states.get(camera_id) == state:
+            return []
+        self._states[camera_id] = state
+        return [Reply(protocol.text("state", camera=camera_id, state=state))]
+
+    def on_event(self, camera_id: str, event: dict[str, Any]) -> list[Action]:
+        if camera_id not in self.cameras:
+            return []
+        return [Reply(protocol.text("event", camera=camera_id, event=event))]
+
+    def close(self) -> list[Action]:
+        actions: list[Action] = [Unwatch(c) for c in sorted(self.cameras)]
+        self.cameras.clear()
+        self._states.clear()
+        return actions
+
+    def _unsubscribe(self, cameras: tuple[str, ...]) -> list[Action]:
+        actions: list[Action] = []
+        for camera_id in cameras:
+            if camera_id in self.cameras:
+                self.cameras.discard(camera_id)
+                actions.append(Unwatch(camera_id))
+            self._states.pop(camera_id, None)
+        actions.append(Reply(protocol.text("unsubscribed", cameras=list(cameras))))
+        return actions
+
+    def _subscribe(self, cameras: tuple[str, ...]) -> list[Action]:
+        actions: list[Action] = []
+        granted: list[str] = []
+        denied: list[dict[str, str]] = []
+        for camera_id in cameras:
+            decision = self._can_view(camera_id)
+            if not decision.allowed:
+                actions.append(Refused("forbidden"))
+                denied.append({"camera": camera_id, "reason": decision.reason})
+                continue
+            if camera_id not in self.cameras and len(self.cameras) >= MAX_SUBSCRIPTIONS:
+                actions.append(Refused("max_subscriptions"))
+                denied.append({"camera": camera_id, "reason": "too many cameras on one connection"})
+                continue
+            if camera_id not in self.cameras:
+                self.cameras.add(camera_id)
+                actions.append(Watch(camera_id))
+            granted.append(camera_id)
+        actions.append(Reply(protocol.text("subscribed", cameras=granted, denied=denied)))
+        for camera_id in granted:
+            self._states.pop(camera_id, None)  # a fresh subscriber is told the state again
+            actions += self.on_state(camera_id, self._state_of(camera_id))
+            event = self._last_event_of(camera_id)
+            if event is not None:
+                actions += self.on_event(camera_id, event)
+        return actions

@@ -1,0 +1,178 @@
+"""The two viewer loops over an upgraded aiohttp WebSocket.
+
+Each viewer has its own sender task fed by latest-wins mailboxes, so a viewer on
+a slow link only ever slows itself: a send waits for that socket to drain (the
+transport's buffer stays bounded), frames that arrive meanwhile replace each
+other in the mailbox. Every message from the client, WebSocket pings included,
+counts toward ``max_messages_per_second``; pongs are sent by us (``autoping`` is
+off) so a ping flood is refused, and a client that never reads is dropped by
+the heartbeat instead of making us queue pongs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from streamd.gateway import protocol
+from streamd.gateway.hub import Mailbox
+from streamd.gateway.session import MultiplexSession, Refused, Reply, Unwatch, Watch
+
+if TYPE_CHECKING:
+    from streamd.gateway.server import Gateway
+
+log = structlog.get_logger("streamd.gateway")
+CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer
+CLOSE_TIMEOUT_S = 2.0
+_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+async def close_viewer(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Close with a code and reason; a client that never reads cannot hold us."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.close(code=code, message=reason.encode())
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        transport = ws.get_extra_info("transport")  # gone once closed
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
+async def client_messages(
+    gateway: Gateway, ws: web.WebSocketResponse
+) -> Any:  # AsyncIterator[WSMessage], Any keeps aiohttp's generic types out
+    """Data messages from the client; pings answered and everything rate-limited."""
+    limiter = protocol.RateLimiter(gateway.config.server.max_messages_per_second)
+    while True:
+        message = await ws.receive()
+        if message.type in _ENDED:
+            return
+        if not limiter.allow(time.monotonic()):
+            gateway.refuse_quietly("message_rate")
+            await close_viewer(ws, CLOSE_POLICY, "message rate limit")
+            return
+        if message.type is WSMsgType.PING:
+            await ws.pong(message.data)
+        elif message.type is not WSMsgType.PONG:
+            yield message
+
+
+async def _run_until_closed(
+    sender: Callable[[], Coroutine[Any, Any, None]],
+    receiver: Callable[[], Coroutine[Any, Any, None]],
+) -> None:
+    send_task = asyncio.create_task(sender())
+    try:
+        await receiver()
+    finally:
+        send_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await send_task
+
+
+async def run_single(
+    gateway: Gateway, ws: web.WebSocketResponse, camera_id: str, peer: str
+) -> None:
+    """``/ws/{id}``: one JPEG per binary message; text ``ping`` → ``pong``."""
+    mailbox = gateway.watch(camera_id)
+    log.info(
+        "viewer connected", camera_id=camera_id, peer=peer, viewers=gateway.hub.viewers(camera_id)
+    )
+
+    async def send_frames() -> None:
+        while True:
+            frame = await mailbox.get()
+            await ws.send_bytes(frame.payload)
+            gateway.hub.record_sent(frame, time.time_ns())
+
+    async def receive() -> None:
+        async for message in client_messages(gateway, ws):
+            if message.type is WSMsgType.TEXT and message.data == "ping":
+                await ws.send_str("pong")
+
+    try:
+        await _run_until_closed(send_frames, receive)
+    finally:
+        gateway.unwatch(mailbox)
+        log.info(
+            "viewer disconnected",
+            camera_id=camera_id,
+            peer=peer,
+            delivered=mailbox.delivered,
+            skipped=mailbox.skipped,
+        )
+
+
+class MultiplexedViewer:
+    """One ``/ws`` connection: a ``MultiplexSession`` plus its mailboxes and sender."""
+
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, token: str | None, peer: str):
+        self.gateway = gateway
+        self.ws = ws
+        self.token = token
+        self.peer = peer
+        self.session = MultiplexSession(
+            can_view=lambda camera_id: gateway.can_view(token, peer, camera_id),
+            state_of=gateway.camera_state,
+            last_event_of=gateway.last_event,
+        )
+        self.mailboxes: dict[str, Mailbox] = {}
+        self._texts: deque[str] = deque(maxlen=MAX_TEXT_BACKLOG)
+        self._wake = asyncio.Event()
+
+    def carry_out(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Reply):
+                if len(self._texts) == self._texts.maxlen:
+                    self.gateway.refuse_quietly("text_backlog")  # the oldest is dropped
+                self._texts.append(action.text)
+                self._wake.set()
+            elif isinstance(action, Watch):
+                self.mailboxes[action.camera_id] = self.gateway.watch(action.camera_id, self._wake)
+            elif isinstance(action, Unwatch):
+                mailbox = self.mailboxes.pop(action.camera_id, None)
+                if mailbox is not None:
+                    self.gateway.unwatch(mailbox)
+            elif isinstance(action, Refused):
+                self.gateway.refuse_quietly(action.reason)
+        self._wake.set()  # cached frames of new subscriptions go out at once
+
+    async def run(self) -> None:
+        gateway = self.gateway
+        gateway.multiplexed.add(self)
+        self.carry_out(self.session.hello(gateway.visible_cameras(self.token)))
+        try:
+            await _run_until_closed(self._send_loop, self._receive)
+        finally:
+            self.carry_out(self.session.close())
+            gateway.multiplexed.discard(self)
+
+    async def _receive(self) -> None:
+        async for message in client_messages(self.gateway, self.ws):
+            if message.type is WSMsgType.TEXT:
+                self.carry_out(self.session.on_text(message.data))
+            else:
+                self.carry_out(self.session.on_binary())
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._texts:
+                await self.ws.send_str(self._texts.popleft())
+            for mailbox in list(self.mailboxes.values()):
+                frame = mailbox.take()
+                if frame is not None:
+                    await self.ws.send_bytes(protocol.encode_frame(frame))
+                    self.gateway.hub.record_sent(frame, time.time_ns())

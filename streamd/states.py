@@ -1,0 +1,73 @@
+"""streamd's vocabulary in one place: every state, exit code and Redis name that
+crosses a process, a wire or a log line (supervisord keeps its states the same way).
+
+The enums are ``StrEnum`` / ``IntEnum`` whose values are the strings and numbers
+streamd has always written, so JSON, heartbeats, log lines and exit statuses stay
+byte-identical while code compares members instead of literals.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ChildState(enum.StrEnum):
+    """The supervisor's view of one camera child (``lifecycle.Lifecycle``)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    CONFIG_ERROR = "config_error"
+
+
+class SourceState(enum.StrEnum):
+    """The camera's picture, as the child reports it in heartbeats."""
+
+    CONNECTING = "connecting"  # opening the source for the first time
+    LIVE = "live"
+    RECONNECTING = "reconnecting"  # the source was lost; reopening with backoff
+    STALLED = "stalled"  # open, but no frame for a while (judged, not reported by capture)
+    OFFLINE = "offline"  # judged by the gateway: no frame ever seen from another node's camera
+
+
+# What a viewer or the API is told: the child's own state while no child runs
+# (or before its first heartbeat: ``starting``), else what its source does.
+CameraState = ChildState | SourceState
+
+
+class RedisState(enum.StrEnum):
+    """The child's publisher connection, as reported in heartbeats."""
+
+    DISABLED = "disabled"  # no Redis configured: frames go over the control socket
+    CONNECTING = "connecting"  # until the first PING resolves
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"  # the supervisor has no heartbeat yet
+
+    @property
+    def uses_fallback(self) -> bool:
+        """Frames reach the local gateway over the control socket, not Redis."""
+        return self in (RedisState.DOWN, RedisState.DISABLED, RedisState.CONNECTING)
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of ``streamd`` and its children (sysexits.h where one fits)."""
+
+    OK = 0
+    FAILURE = 1  # the shutdown deadline passed; what was left was killed
+    USAGE = 2
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the CLI cannot reach the daemon
+    CANNOT_LISTEN = 71  # EX_OSERR: the gateway cannot listen (port taken, bad TLS files)
+    CONFIG = 78  # EX_CONFIG: unusable configuration; a child is not restarted
+    FORCED = 130  # a second SIGINT/SIGTERM: exit at once (128 + SIGINT)
+
+
+# Redis names. Frames go to the configured ``[redis] channel_prefix`` + camera id;
+# everything else streamd keeps in Redis lives under ``streamd:``.
+EVENT_CHANNEL_PREFIX = "streamd:events:"  # + camera id: detection events (JSON)
+GATEWAY_CONTROL_CHANNEL = "streamd:gateway"  # always subscribed by the gateway
+
+
+def event_channel(camera_id: str) -> str:
+    return EVENT_CHANNEL_PREFIX + camera_id
