@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,56 +88,69 @@ def running_daemon(
 # --- short-lived viewers ---------------------------------------------------------------
 
 
-async def _single_clean(base: str, cameras: list[str], _port: int) -> None:
-    async with connect(f"ws://{base}/ws/{cameras[0]}", max_size=None, open_timeout=10) as ws:
+@dataclass(frozen=True)
+class Target:
+    """Where short-lived viewers connect, and how long a never-reading one stays."""
+
+    port: int
+    cameras: list[str]
+    hold_s: float = 1.0
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+async def _single_clean(target: Target) -> None:
+    url = f"ws://{target.base}/ws/{target.cameras[0]}"
+    async with connect(url, max_size=None, open_timeout=10) as ws:
         await asyncio.wait_for(ws.recv(), 10)  # the cached frame comes at once
 
 
-async def _mux_clean(base: str, cameras: list[str], _port: int) -> None:
-    async with connect(f"ws://{base}/ws", max_size=None, open_timeout=10) as ws:
-        await ws.send(json.dumps({"op": "subscribe", "cameras": cameras}))
+async def _mux_clean(target: Target) -> None:
+    async with connect(f"ws://{target.base}/ws", max_size=None, open_timeout=10) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "cameras": target.cameras}))
         async with asyncio.timeout(10):
             while not isinstance(await ws.recv(), bytes):
                 pass
 
 
-async def _single_abrupt(base: str, cameras: list[str], _port: int) -> None:
-    ws = await connect(f"ws://{base}/ws/{cameras[-1]}", max_size=None, open_timeout=10)
+async def _single_abrupt(target: Target) -> None:
+    url = f"ws://{target.base}/ws/{target.cameras[-1]}"
+    ws = await connect(url, max_size=None, open_timeout=10)
     await asyncio.wait_for(ws.recv(), 10)
     ws.transport.abort()  # gone without a close frame
 
 
-async def _mux_abrupt(base: str, cameras: list[str], _port: int) -> None:
-    ws = await connect(f"ws://{base}/ws", max_size=None, open_timeout=10)
-    await ws.send(json.dumps({"op": "subscribe", "cameras": cameras}))
+async def _mux_abrupt(target: Target) -> None:
+    ws = await connect(f"ws://{target.base}/ws", max_size=None, open_timeout=10)
+    await ws.send(json.dumps({"op": "subscribe", "cameras": target.cameras}))
     async with asyncio.timeout(10):
         while not isinstance(await ws.recv(), bytes):
             pass
     ws.transport.abort()
 
 
-NEVER_READ_HOLD_S = 1.0
-
-
-async def _hold_unread(sock: socket.socket) -> None:
+async def _hold_unread(sock: socket.socket, hold_s: float) -> None:
+    """Frames fill its small receive buffer at once; the server's sends then block."""
     try:
-        await asyncio.sleep(NEVER_READ_HOLD_S)
+        await asyncio.sleep(hold_s)
     finally:
         abort_socket(sock)
 
 
-async def _single_never_reads(_base: str, cameras: list[str], port: int) -> None:
-    sock = await asyncio.to_thread(raw_viewer, port, f"/ws/{cameras[0]}")
-    await _hold_unread(sock)
+async def _single_never_reads(target: Target) -> None:
+    sock = await asyncio.to_thread(raw_viewer, target.port, f"/ws/{target.cameras[0]}")
+    await _hold_unread(sock, target.hold_s)
 
 
-async def _mux_never_reads(_base: str, cameras: list[str], port: int) -> None:
-    subscribe = json.dumps({"op": "subscribe", "cameras": cameras}).encode()
-    sock = await asyncio.to_thread(raw_viewer, port, "/ws", first=subscribe)
-    await _hold_unread(sock)
+async def _mux_never_reads(target: Target) -> None:
+    subscribe = json.dumps({"op": "subscribe", "cameras": target.cameras}).encode()
+    sock = await asyncio.to_thread(raw_viewer, target.port, "/ws", first=subscribe)
+    await _hold_unread(sock, target.hold_s)
 
 
-VIEWER_KINDS: list[Callable[[str, list[str], int], Any]] = [
+VIEWER_KINDS: list[Callable[[Target], Awaitable[None]]] = [
     _single_clean,
     _mux_clean,
     _single_abrupt,
@@ -149,11 +162,9 @@ VIEWER_KINDS: list[Callable[[str, list[str], int], Any]] = [
 
 @dataclass
 class Churn:
-    """Short-lived viewers of every kind, ``concurrency`` at a time."""
+    """Short-lived viewers of every kind in turn, ``concurrency`` at a time."""
 
-    base: str
-    port: int
-    cameras: list[str]
+    target: Target
     concurrency: int = 24
     done: int = 0
     failed: int = 0
@@ -163,10 +174,10 @@ class Churn:
         gate = asyncio.Semaphore(self.concurrency)
         kinds = itertools.cycle(VIEWER_KINDS)
 
-        async def one(kind: Callable[[str, list[str], int], Any]) -> None:
+        async def one(kind: Callable[[Target], Awaitable[None]]) -> None:
             async with gate:
                 try:
-                    await kind(self.base, self.cameras, self.port)
+                    await kind(self.target)
                     self.done += 1
                 except Exception as exc:  # every failure is counted and reported
                     self.failed += 1
@@ -274,7 +285,7 @@ async def soak(
             ]
             for sock in stalled:
                 stack.callback(sock.close)
-            churn = Churn(daemon.base, daemon.port, ids, concurrency=6)
+            churn = Churn(Target(daemon.port, ids), concurrency=6)
             samples: dict[str, list[Sample]] = {}
             quiet: dict[str, list[int]] = {}
             started = time.monotonic()
