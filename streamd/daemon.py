@@ -28,14 +28,22 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
+from streamd.eventlog.local_log import LocalEventLog, default_directory
+from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
+from streamd.registry.connection import RegistryConnection
+from streamd.registry.directory import CameraDirectory
+from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
+from streamd.transport.cluster import Topology
+from streamd.transport.publisher import make_redis_client
+from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
@@ -52,7 +60,17 @@ class Daemon:
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
         self.subscriber: FrameSubscriber | None = None
-        if config.redis.enabled:
+        topology = Topology(
+            config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
+        )
+        if config.redis.enabled and config.redis.cluster:
+            self.subscriber = ShardedFrameSubscriber(
+                topology,
+                config.redis.channel_prefix,
+                on_frame=self._ingest,
+                on_event=self._ingest_event,
+            )
+        elif config.redis.enabled:
             self.subscriber = FrameSubscriber(
                 config.redis.url,
                 config.redis.channel_prefix,
@@ -62,16 +80,35 @@ class Daemon:
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
         self.supervisor = Supervisor(
-            config, on_frame=self._ingest, on_event=self._ingest_event, parent_env=os.environ
+            config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
         )
+        # The camera registry (Redis): this node's cameras and leases; every node's cameras.
+        self.node_registry: NodeRegistry | None = None
+        self.directory: CameraDirectory | None = None
+        if config.redis.enabled:
+            self.supervisor.wait_for_ownership = True
+            self.node_registry = NodeRegistry(
+                RegistryConnection(topology),
+                config.redis.node_name or default_node_name(),
+                config.redis.lease,
+                self.supervisor,
+                # External cameras have no child here: another program publishes them.
+                cameras=lambda: [c for c in self.config.cameras if not c.external],
+                statuses=self.supervisor.statuses,
+                frame_seqs=self.supervisor.frame_seqs,
+            )
+            if config.server.enabled:
+                self.directory = CameraDirectory(RegistryConnection(topology))
         self.gateway = Gateway(
             config,
             self.hub,
             self.subscriber,
             control=self,
             fallback_active=self.supervisor.fallback_active,
+            directory=self.directory,
             env=os.environ,
         )
+        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -83,6 +120,10 @@ class Daemon:
                 lambda: self.hub.untimed,
             )
         )
+        if self.node_registry is not None:
+            self.registry.register(RegistryCollector(self.node_registry))
+        if isinstance(self.subscriber, ShardedFrameSubscriber):
+            self.registry.register(ShardMovesCollector(self.subscriber))
         self._reload_lock = asyncio.Lock()
         self.signals = SignalRequests()
         self._reload_task: asyncio.Task[None] | None = None
@@ -92,6 +133,20 @@ class Daemon:
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)
+
+    def _ingest_child_event(self, camera_id: str, body: bytes) -> None:
+        """Without Redis a child sends the event's JSON, a NUL byte, its snapshot."""
+        payload, _, snapshot = body.partition(b"\0")
+        self.gateway.ingest_event(camera_id, payload, snapshot or None)
+
+    @staticmethod
+    def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
+        """Kept events: read from Redis' stream, or kept here without Redis."""
+        if config.redis.enabled:
+            return RedisEventStore(make_redis_client(config.redis.url, max_connections=4))
+        events = config.events
+        directory = Path(events.directory) if events.directory else default_directory(os.environ)
+        return LocalEventLog(events, directory)
 
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:
@@ -278,7 +333,8 @@ class Daemon:
     async def _run(self) -> int:
         config = self.config
         try:
-            await self.gateway.start()
+            if config.server.enabled:
+                await self.gateway.start()
         except (OSError, ssl.SSLError) as exc:
             # Port taken, address not on this host, unreadable TLS files: say which.
             log.error(
@@ -288,18 +344,27 @@ class Daemon:
                 error=str(exc),
             )
             return ExitCode.CANNOT_LISTEN
+        if self.node_registry is not None:
+            await self.node_registry.first_round()  # a standby never starts its child
         self.supervisor.start()
         background = [
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self._stats_loop(), name="stats"),
         ]
-        if self.subscriber is not None:
+        if self.node_registry is not None:
+            background.append(asyncio.create_task(self.node_registry.run(), name="registry"))
+        if self.directory is not None:
+            background.append(asyncio.create_task(self.directory.run(), name="directory"))
+        if self.subscriber is not None and config.server.enabled:
             background.append(asyncio.create_task(self.subscriber.run(), name="subscriber"))
         if self.watchdog_every is not None:
             background.append(asyncio.create_task(self._watchdog_loop(self.watchdog_every)))
         log.info(
             "video stream manager started",
-            listen=f"{config.server.host}:{self.gateway.bound_port()}",
+            listen=f"{config.server.host}:{self.gateway.bound_port()}"
+            if config.server.enabled
+            else None,
+            node=self.node_registry.node if self.node_registry else None,
             cameras=[c.id for c in config.cameras],
             config=config.source,
             redis_url=redact_url(config.redis.url) if config.redis.enabled else None,
@@ -329,6 +394,10 @@ class Daemon:
     async def _shutdown(self) -> None:
         await self.gateway.close()
         await self.supervisor.stop()
+        if self.node_registry is not None:
+            await self.node_registry.release_all()  # a standby takes over at once
+        if self.directory is not None:
+            await self.directory.close()
 
 
 @dataclass

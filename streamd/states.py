@@ -19,6 +19,7 @@ class ChildState(enum.StrEnum):
     RUNNING = "running"
     BACKOFF = "backoff"
     CONFIG_ERROR = "config_error"
+    CONFLICT = "conflict"  # the id is configured on another node too, which publishes it
 
 
 class SourceState(enum.StrEnum):

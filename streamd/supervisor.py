@@ -58,6 +58,7 @@ class ChildStatus:
     # Figures of earlier runs of this camera's child, so totals never go backwards.
     figures_base: CameraCounters = field(default_factory=CameraCounters)
     figures: CameraCounters = field(default_factory=CameraCounters)
+    held_by: str | None = None  # the node that owns (publishes) this camera instead
 
     def totals(self) -> CameraCounters:
         return self.figures_base + self.figures
@@ -71,7 +72,7 @@ class ChildStatus:
     def source_state(self) -> CameraState:
         """The source's state, or the child's own while none runs or reports."""
         if self.pid is None:
-            return self.lifecycle.state
+            return ChildState.CONFLICT if self.held_by else self.lifecycle.state
         if self.heartbeat is None:
             return ChildState.STARTING
         return self.heartbeat.state
@@ -353,6 +354,12 @@ class Supervisor:
         self.on_event = on_event
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
+        self.held: dict[str, str] = {}  # camera id → the node that owns it (registry)
+        # With a registry, a camera's child starts only once this node owns it
+        # (``release``); ``owned`` are those it was told it owns.
+        self.wait_for_ownership = False
+        self.owned: set[str] = set()
+        self._holding: dict[str, asyncio.Task[None]] = {}  # children being stopped
 
     def specs(self, config: Config) -> dict[str, WorkerSpec]:
         redis = config.redis
@@ -362,6 +369,9 @@ class Supervisor:
                 redis_url=redis.url if redis.enabled else None,
                 channel=redis.channel_prefix + camera.id,
                 log_level=config.log_level,
+                redis_cluster=redis.cluster,
+                redis_seeds=redis.seeds if redis.cluster else (),
+                events=config.events,
             )
             for camera in config.cameras
             if not camera.external  # another program publishes it: no child here
@@ -375,7 +385,58 @@ class Supervisor:
         env = child_environment(self.parent_env, spec.camera.source)
         child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event, env)
         self.children[camera_id] = child
+        if camera_id in self.held:
+            child.status.held_by = self.held[camera_id]
+        elif camera_id in self.owned or not self.wait_for_ownership:
+            child.start()
+
+    # --- ownership (the camera registry decides, see registry/node.py) -------------------
+    def hold(self, camera_id: str, owner: str) -> None:
+        """Another node owns the camera: stop our child and say so in its state."""
+        self.held[camera_id] = owner
+        self.owned.discard(camera_id)
+        child = self.children.get(camera_id)
+        if child is None:
+            return
+        child.status.held_by = owner
+        child.status.last_error = f"camera id also configured on node {owner}, which publishes it"
+        if child.running and camera_id not in self._holding:
+            task = asyncio.create_task(child.stop(), name=f"hold-{camera_id}")
+            self._holding[camera_id] = task
+            task.add_done_callback(lambda _task: self._held_stopped(camera_id))
+
+    def _held_stopped(self, camera_id: str) -> None:
+        del self._holding[camera_id]
+        if camera_id in self.owned:  # released while its child was stopping
+            self.release(camera_id, again=True)
+
+    def release(self, camera_id: str, *, again: bool = False) -> None:
+        """This node owns the camera now: run its child (a takeover, or the start)."""
+        if camera_id in self.owned and not again:
+            return
+        self.owned.add(camera_id)
+        self.held.pop(camera_id, None)
+        child = self.children.get(camera_id)
+        if child is None or camera_id in self._holding:
+            return  # started by start(), or once the stopping child is gone
+        child.status.held_by = None
+        child.status.last_error = None
         child.start()
+
+    def set_conflict(self, camera_id: str, nodes: tuple[str, ...]) -> None:
+        child = self.children.get(camera_id)
+        if child is not None and child.status.held_by is None:
+            child.status.last_error = (
+                f"camera id also configured on node(s) {', '.join(nodes)}; this node publishes it"
+                if nodes
+                else None
+            )
+
+    def frame_seqs(self) -> dict[str, int | None]:
+        return {
+            cid: (c.status.heartbeat.seq if c.status.heartbeat else None)
+            for cid, c in self.children.items()
+        }
 
     async def apply(self, config: Config) -> SpecDiff:
         """Move to a new (already validated) config, touching only what changed."""
@@ -384,6 +445,9 @@ class Supervisor:
         diff = diff_specs(old, new)
         self.config = config
         stopping = [self.children.pop(cid) for cid in (*diff.removed, *diff.changed)]
+        for camera_id in diff.removed:
+            self.owned.discard(camera_id)
+            self.held.pop(camera_id, None)
         await asyncio.gather(*(child.stop() for child in stopping))
         for camera_id in (*diff.added, *diff.changed):
             self._start_child(camera_id, new[camera_id])
@@ -403,7 +467,7 @@ class Supervisor:
 
     def start_camera(self, camera_id: str) -> bool:
         child = self.children.get(camera_id)
-        if child is None:
+        if child is None or camera_id in self.held:  # another node publishes it
             return False
         child.start()
         return True

@@ -46,6 +46,7 @@ def test_enum_values_are_the_strings_on_the_wire() -> None:
         "running",
         "backoff",
         "config_error",
+        "conflict",
     ]
     assert json.dumps([SourceState.LIVE, RedisState.DOWN]) == '["live", "down"]'
     assert f"{SourceState.STALLED}" == "stalled" and str(ChildState.BACKOFF) == "backoff"

@@ -215,7 +215,9 @@ def test_control_api_stop_and_start_from_loopback(
 ) -> None:
     daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
     pid = wait_pid(daemon, "c")
-    assert post(daemon, "/api/v1/cameras/c/stop") == (200, {"camera_id": "c", "action": "stop"})
+    status, body = post(daemon, "/api/v1/cameras/c/stop")
+    assert status == 200
+    assert body == {"ok": True, "camera_id": "c", "action": "stop", "running": False, "pid": None}
     assert not pid_alive(pid) and cameras(daemon)["c"]["state"] == "stopped"
     assert post(daemon, "/api/v1/cameras/c/start")[0] == 200
     assert wait_pid(daemon, "c") != pid

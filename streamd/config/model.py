@@ -38,6 +38,19 @@ class RedisConfig:
     enabled: bool = True
     url: str = "redis://localhost:6379/0"
     channel_prefix: str = "video:"
+    # Redis Cluster: frames and events over sharded pub/sub (SPUBLISH/SSUBSCRIBE),
+    # topology from ``url`` and ``startup_nodes`` (CLUSTER SLOTS).
+    cluster: bool = False
+    startup_nodes: tuple[str, ...] = ()
+    # The camera registry's lease: a node silent this long is gone, its cameras
+    # offline, and a camera it owned may be taken over by another node.
+    lease: float = 5.0
+    node_name: str | None = None  # default: host name and pid
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        """Where to read the cluster's topology from (the url first)."""
+        return (self.url, *(n for n in self.startup_nodes if n != self.url))
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class TokenConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    enabled: bool = True  # false: a camera node without a gateway (nothing listens)
     host: str = "127.0.0.1"
     port: int = 8765
     max_frame_bytes: int = 8 * 1024 * 1024
@@ -156,10 +170,26 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Detection events that are kept (``[events]``): the Redis stream
+    ``streamd:events`` and its snapshots, or, without Redis, a ring in the daemon
+    and a bounded directory."""
+
+    retention: float = 7 * 86400.0  # seconds an event (and its snapshot) is kept
+    max_events: int = 100_000  # stream length (approximate trim) / local ring size
+    snapshot_max_bytes: int = 512 * 1024  # a bigger snapshot is re-encoded smaller or left out
+    max_snapshots: int = 2000  # snapshots kept (the newest); bounds memory or disk
+    # Embedded mode's directory; None: $STATE_DIRECTORY/events (systemd), else
+    # ~/.local/state/streamd/events.
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
     stats_interval: float = 10.0  # seconds between per-camera stats lines
@@ -180,8 +210,13 @@ class Config:
                 "enabled": self.redis.enabled,
                 "url": redact_url(self.redis.url),
                 "channel_prefix": self.redis.channel_prefix,
+                "cluster": self.redis.cluster,
+                "startup_nodes": [redact_url(n) for n in self.redis.startup_nodes],
+                "lease": self.redis.lease,
+                **({"node_name": self.redis.node_name} if self.redis.node_name else {}),
             },
             "server": {
+                "enabled": server.enabled,
                 "listen": server.listen,
                 "max_frame_bytes": server.max_frame_bytes,
                 "allow_anonymous": server.allow_anonymous,
@@ -199,6 +234,7 @@ class Config:
                 ],
             },
             "supervisor": _without_none(asdict(self.supervisor)),
+            "events": _without_none(asdict(self.events)),
             "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
         }
 
@@ -215,6 +251,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DetectorConfig",
+    "EventsConfig",
     "RedisConfig",
     "ServerConfig",
     "SupervisorConfig",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.config.environment import env_flag, redis_url_from_env
+from streamd.config.events import parse_events
 from streamd.config.model import (
     CAMERA_ID_PATTERN,
     CameraConfig,
@@ -215,7 +216,22 @@ def _parse_redis(r: TableReader, env: Mapping[str, str]) -> RedisConfig:
     enabled = r.boolean("enabled")
     prefix = r.string("channel_prefix")
     password = _secret(r, env)
+    cluster = r.boolean("cluster")
+    nodes = r.strings("startup_nodes", 'must be a list like ["redis://10.0.0.2:7000"]')
+    startup_nodes = None if nodes is None else list(nodes)
+    lease = r.number("lease", 1.0, 300.0)
+    node_name = r.string("node_name")
     r.reject_unknown()
+    if node_name is not None and not is_valid_camera_id(node_name):
+        raise r.error(
+            "node_name", f"{node_name!r} must look like a camera id ({CAMERA_ID_PATTERN.pattern})"
+        )
+    for index, node in enumerate(nodes or ()):
+        node_problem = redis_url_problem(node)
+        if node_problem is not None:
+            raise ConfigError(r.source, r.key(f"startup_nodes[{index}]"), node_problem)
+        if startup_nodes is not None and password is not None and node.startswith("redis"):
+            startup_nodes[index] = with_password(node, password)
     if prefix is not None and any(ch in prefix for ch in "*?[]"):
         raise r.error("channel_prefix", "must be a plain prefix without glob characters")
     env_url = redis_url_from_env(env)
@@ -229,7 +245,14 @@ def _parse_redis(r: TableReader, env: Mapping[str, str]) -> RedisConfig:
     env_enabled = env_flag(env, "VIDEO_STREAM_USE_REDIS")
     return RedisConfig(
         url=url,
-        **present(enabled=enabled if env_enabled is None else env_enabled, channel_prefix=prefix),
+        **present(
+            enabled=enabled if env_enabled is None else env_enabled,
+            channel_prefix=prefix,
+            cluster=cluster if cluster is not None else (True if startup_nodes else None),
+            startup_nodes=None if startup_nodes is None else tuple(startup_nodes),
+            lease=lease,
+            node_name=node_name,
+        ),
     )
 
 
@@ -256,6 +279,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
     redis = _parse_redis(top.table_of("redis"), env)
     server = parse_server(top.table_of("server"))
     supervisor = _parse_supervisor(top.table_of("supervisor"))
+    events = parse_events(top.table_of("events"))
     cap = supervisor.max_cameras
     cameras = parse_cameras(top, env, room=cap, cap=cap)
     check_unique([(c, source, i) for i, c in enumerate(cameras)])
@@ -271,6 +295,7 @@ def parse_config(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -
         redis=redis,
         server=server,
         supervisor=supervisor,
+        events=events,
         cameras=tuple(cameras),
         source=source,
         **present(log_level=log_level, stats_interval=stats_interval),

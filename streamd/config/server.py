@@ -83,6 +83,7 @@ def parse_server(r: TableReader) -> ServerConfig:
         )
     server = ServerConfig(
         **present(
+            enabled=r.boolean("enabled"),
             host=host,
             port=port,
             max_frame_bytes=r.integer("max_frame_bytes", 1024, 256 * 1024 * 1024),

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import protocol
+from streamd.gateway import events_api, protocol
 from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
 from streamd.gateway.guards import cross_site_refusal, listed_origin, viewer_origin_allowed
 from streamd.gateway.responses import (
@@ -64,6 +64,8 @@ async def handle(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
 ) -> web.Response:
     kind = target.kind
+    if kind in events_api.ROUTE_KINDS:
+        return await events_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
         return response(200, wall_page(), "text/html; charset=utf-8")
     if kind is RouteKind.HEALTHZ:

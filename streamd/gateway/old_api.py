@@ -270,6 +270,19 @@ class OldApi:
             for camera in self.gateway.config.cameras
             if camera.id in visible
         ]
+        directory = self.gateway.directory  # other nodes' cameras (the registry)
+        if directory is not None:
+            configured = {camera.id for camera in self.gateway.config.cameras}
+            entries += [
+                old_shapes.remote_camera_entry(
+                    camera_id,
+                    directory.info(camera_id) or {},
+                    self._size(camera_id),
+                    self.gateway.camera_state(camera_id, statuses).value,
+                )
+                for camera_id in directory.ids()
+                if camera_id in visible and camera_id not in configured
+            ]
         return json_response(200, {"cameras": entries})
 
     async def batch_status(self, request: web.BaseRequest, token: str | None) -> web.Response:

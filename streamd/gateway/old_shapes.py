@@ -134,6 +134,29 @@ def camera_entry(
     }
 
 
+def remote_camera_entry(
+    camera_id: str, info: Mapping[str, Any], size: tuple[int, int] | None, state: str
+) -> dict[str, Any]:
+    """A camera of another streamd node (the registry's ``info``), in the same shape."""
+    node = str(info.get("node", ""))
+    return {
+        "id": camera_id,
+        "name": info.get("name") or camera_id,
+        "location": info.get("location") or "",
+        "status": "active" if state == "live" else "inactive",
+        "camera_type": "remote",
+        "resolution": list(size) if size else [None, None],
+        "fps": None,
+        "source": f"streamd node {node}",
+        "active": state == "live",
+        "enabled": True,
+        "state": state,
+        "node": node,
+        "created_at": None,
+        "updated_at": None,
+    }
+
+
 def status_entry(camera_id: str, status: CameraStatus | None) -> dict[str, Any]:
     """``GET /cameras/{id}/status``: ``running`` and ``pid`` first, then streamd's own."""
     extra = status.to_json() if status else {"state": "offline"}

@@ -17,6 +17,7 @@ from typing import Any
 
 from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway.hub import HubFrame
 from streamd.states import CameraState, SourceState
 
@@ -34,6 +35,7 @@ class ClientMessageError(StreamdError, ValueError):
 class ClientCommand:
     op: str  # subscribe | unsubscribe | ping
     cameras: tuple[str, ...] = ()
+    events_since: str | None = None  # subscribe: replay kept events after this id
 
 
 def frame_header(camera_id: str, seq: int, capture_ns: int) -> bytes:
@@ -114,7 +116,14 @@ def parse_client_message(text: str) -> ClientCommand:
         raise ClientMessageError(f"at most {MAX_CAMERAS_PER_MESSAGE} cameras per message")
     if not all(isinstance(c, str) and is_valid_camera_id(c) for c in cameras):
         raise ClientMessageError("invalid camera id")
-    return ClientCommand(op, tuple(dict.fromkeys(cameras)))
+    since = data.get("events_since")
+    if since is not None and (
+        op != "subscribe" or not isinstance(since, str) or parse_stream_id(since) is None
+    ):
+        raise ClientMessageError(
+            'events_since must be an event id like "1732860000000-0" (subscribe only)'
+        )
+    return ClientCommand(op, tuple(dict.fromkeys(cameras)), since)
 
 
 def text(message_type: str, **fields: Any) -> str:

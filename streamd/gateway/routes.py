@@ -21,6 +21,8 @@ class RouteKind(enum.Enum):
     SNAPSHOT = "snapshot"  # /snapshot/{id}.jpg
     CAMERA_CONTROL = "camera_control"  # POST /api/v1/cameras/{id}/start|stop
     RELOAD = "reload"  # POST /api/v1/reload
+    EVENTS = "events"  # /api/events (gateway/events_api.py)
+    EVENT_SNAPSHOT = "event_snapshot"  # /api/events/{id}/snapshot.jpg
     NOT_FOUND = "not_found"
     # The old API server's surface (/work/shared/seed-api.md), answered in its shapes:
     V1_STREAM_STATS = "v1_stream_stats"  # GET /api/v1/video-stream/stats
@@ -86,7 +88,10 @@ _SIMPLE = {
     "/api/v1/cameras": RouteKind.V1_CAMERAS,
     "/api/v1/cameras/": RouteKind.V1_CAMERAS,
     "/api/v1/cameras/batch-status": RouteKind.V1_BATCH_STATUS,
+    "/api/events": RouteKind.EVENTS,
 }
+EVENTS_PREFIX = "/api/events/"
+EVENT_SNAPSHOT_SUFFIX = "/snapshot.jpg"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Route:
     kind: RouteKind
     camera_id: str = ""  # not yet validated: callers check is_valid_camera_id
     action: str = ""
+    event_id: str = ""  # not yet validated: events_api checks it
 
 
 NOT_FOUND = Route(RouteKind.NOT_FOUND)
@@ -114,6 +120,9 @@ def route(path: str) -> Route:
         for prefix, kind in V1_STREAM_ROUTES.items():
             if rest.startswith(prefix) and "/" not in rest[len(prefix) :]:
                 return Route(kind, rest[len(prefix) :])
+    if path.startswith(EVENTS_PREFIX) and path.endswith(EVENT_SNAPSHOT_SUFFIX):
+        event_id = path[len(EVENTS_PREFIX) : -len(EVENT_SNAPSHOT_SUFFIX)]
+        return Route(RouteKind.EVENT_SNAPSHOT, event_id=event_id)
     if path.startswith(CONTROL_PREFIX):
         camera_id, _, action = path[len(CONTROL_PREFIX) :].partition("/")
         if action in CONTROL_ACTIONS:

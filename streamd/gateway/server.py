@@ -25,10 +25,13 @@ from aiohttp import web
 
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
+from streamd.eventlog.local_log import LocalEventLog
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
+from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import duplicated, host_allowed
 from streamd.gateway.hub import Hub, HubFrame, Mailbox
 from streamd.gateway.listener import Connection, GatedServer, http_error_logger
@@ -36,6 +39,7 @@ from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
+from streamd.registry.directory import CameraDirectory
 from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
 from streamd.transport.subscriber import FrameSubscriber
@@ -56,9 +60,11 @@ class Gateway:
         subscriber: FrameSubscriber | None,
         control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
+        directory: CameraDirectory | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.directory = directory  # every node's cameras, from the Redis registry
         self.hub = hub
         self.subscriber = subscriber
         self.control = control
@@ -68,6 +74,7 @@ class Gateway:
         self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
         self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
+        self.events: EventStore | None = None  # kept events (set by the daemon)
         self.websockets: set[web.WebSocketResponse] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
@@ -111,17 +118,28 @@ class Gateway:
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
         return True
 
-    def ingest_event(self, camera_id: str, payload: bytes) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it."""
+    def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
+        """Validate an untrusted detection event, keep the newest, forward it. An
+        event from our own child without Redis (``snapshot`` given, or None) is
+        also kept in the embedded log, which gives it its id."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
             event = protocol.loads_bounded(payload)
             if not isinstance(event, dict) or event.get("camera_id") != camera_id:
                 raise ValueError("not an event for this camera")
+            ident = event.get("id")  # clients order and replay by it
+            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
+                raise ValueError("not an event id")
         except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
             self._reject(camera_id, "bad_event")
             return
+        if isinstance(self.events, LocalEventLog) and "id" not in event:
+            record = self.events.append(event, snapshot)
+            if record is None:
+                self._reject(camera_id, "bad_event")
+                return
+            event = record.to_json()
         self._keep_event(camera_id, event)
         for viewer in self.multiplexed:
             viewer.carry_out(viewer.session.on_event(camera_id, event))
@@ -174,11 +192,15 @@ class Gateway:
         return False, "redis subscription down"
 
     def known_cameras(self) -> list[str]:
-        """Configured cameras, then others being watched here (idle cached feeds
-        of removed or foreign cameras are not listed: no ghosts)."""
+        """Configured cameras, then other nodes' (the registry), then others being
+        watched here (idle cached feeds of removed or foreign cameras are not
+        listed: no ghosts)."""
         configured = [c.id for c in self.config.cameras]
-        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in configured]
-        return configured + sorted(others)
+        listed = set(configured)
+        registered = [c for c in self.directory.ids() if c not in listed] if self.directory else []
+        listed.update(registered)
+        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in listed]
+        return configured + registered + sorted(others)
 
     def visible_cameras(self, token: str | None) -> list[str]:
         return visible_cameras(self.known_cameras(), self.config.server.tokens, token)
@@ -205,6 +227,8 @@ class Gateway:
         latest = self.hub.latest(camera_id)
         age = (time.time_ns() - latest.received_ns) / 1e9 if latest else None
         status = statuses.get(camera_id)
+        if status is None and self.directory is not None:
+            return protocol.camera_state(self.directory.state(camera_id), age, STALE_AFTER_S)
         return protocol.camera_state(status.state if status else None, age, STALE_AFTER_S)
 
     def cameras(self, presented: str | None) -> dict[str, Any]:
@@ -213,6 +237,8 @@ class Gateway:
         for camera_id in self.visible_cameras(presented):
             status = statuses.get(camera_id)
             info = status.to_json() if status else {}
+            if status is None and self.directory is not None:
+                info = self.directory.info(camera_id) or {}
             camera = self.config.camera(camera_id)
             if camera is not None:
                 info["name"], info["location"] = camera.name, camera.location

@@ -5,14 +5,18 @@ connection). ``viewers.MultiplexedViewer`` carries the actions out.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import protocol
 from streamd.gateway.auth import Decision
 
 MAX_SUBSCRIPTIONS = 64  # cameras on one multiplexed connection (bounds Redis subscriptions)
+MAX_REPLAY = 200  # kept events in one replay message (more: "more": true, ask again)
+MAX_HELD_LIVE = 64  # live events held back while a replay is fetched
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,27 @@ class Refused:
     reason: str  # counted in streamd_requests_refused_total
 
 
-Action = Reply | Watch | Unwatch | Refused
+@dataclass(frozen=True)
+class Replay:
+    cameras: tuple[str, ...]  # fetch kept events of these cameras after ``after``
+    after: str
+    limit: int = MAX_REPLAY
+
+
+Action = Reply | Watch | Unwatch | Refused | Replay
+
+
+def _id_key(event: dict[str, Any]) -> tuple[int, int] | None:
+    ident = event.get("id")
+    return parse_stream_id(ident) if isinstance(ident, str) else None
+
+
+@dataclass
+class _PendingReplay:
+    cameras: frozenset[str]
+    held: deque[tuple[str, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=MAX_HELD_LIVE)
+    )
 
 
 class MultiplexSession:
@@ -50,6 +74,7 @@ class MultiplexSession:
         self._last_event_of = last_event_of
         self.cameras: set[str] = set()
         self._states: dict[str, str] = {}
+        self._replay: _PendingReplay | None = None
 
     def hello(self, visible: list[str]) -> list[Action]:
         return [Reply(protocol.text("hello", version=protocol.VERSION, cameras=visible))]
@@ -69,7 +94,9 @@ class MultiplexSession:
             return [Reply(protocol.text("pong"))]
         if command.op == "unsubscribe":
             return self._unsubscribe(command.cameras)
-        return self._subscribe(command.cameras)
+        if command.events_since is not None and self._replay is not None:
+            return [Refused("bad_message"), Reply(protocol.text("error", reason="replay busy"))]
+        return self._subscribe(command.cameras, command.events_since)
 
     def on_state(self, camera_id: str, state: str) -> list[Action]:
         """A camera's state as judged now; a message only when it changed."""
@@ -81,7 +108,32 @@ class MultiplexSession:
     def on_event(self, camera_id: str, event: dict[str, Any]) -> list[Action]:
         if camera_id not in self.cameras:
             return []
+        if self._replay is not None and camera_id in self._replay.cameras:
+            self._replay.held.append((camera_id, event))  # sent after the replay, in order
+            return []
         return [Reply(protocol.text("event", camera=camera_id, event=event))]
+
+    def on_replay(self, events: list[dict[str, Any]], more: bool) -> list[Action]:
+        """The kept events a ``Replay`` fetched (oldest first): one ``events``
+        message, then the live events held meanwhile that it did not contain."""
+        pending, self._replay = self._replay, None
+        if pending is None:
+            return []
+        events = [e for e in events if e.get("camera_id") in self.cameras]
+        actions: list[Action] = [Reply(protocol.text("events", events=events, more=more))]
+        newest = max((k for e in events if (k := _id_key(e)) is not None), default=None)
+        for camera_id, event in pending.held:
+            key = _id_key(event)
+            if newest is None or key is None or key > newest:
+                actions += self.on_event(camera_id, event)
+        return actions
+
+    def on_replay_failed(self) -> list[Action]:
+        actions: list[Action] = [Reply(protocol.text("error", reason="events replay unavailable"))]
+        pending, self._replay = self._replay, None
+        for camera_id, event in pending.held if pending else ():
+            actions += self.on_event(camera_id, event)
+        return actions
 
     def close(self) -> list[Action]:
         actions: list[Action] = [Unwatch(c) for c in sorted(self.cameras)]
@@ -99,7 +151,7 @@ class MultiplexSession:
         actions.append(Reply(protocol.text("unsubscribed", cameras=list(cameras))))
         return actions
 
-    def _subscribe(self, cameras: tuple[str, ...]) -> list[Action]:
+    def _subscribe(self, cameras: tuple[str, ...], events_since: str | None) -> list[Action]:
         actions: list[Action] = []
         granted: list[str] = []
         denied: list[dict[str, str]] = []
@@ -122,6 +174,9 @@ class MultiplexSession:
             self._states.pop(camera_id, None)  # a fresh subscriber is told the state again
             actions += self.on_state(camera_id, self._state_of(camera_id))
             event = self._last_event_of(camera_id)
-            if event is not None:
+            if event is not None and events_since is None:  # a replay brings it
                 actions += self.on_event(camera_id, event)
+        if events_since is not None and granted:
+            self._replay = _PendingReplay(frozenset(granted))
+            actions.append(Replay(tuple(granted), events_since))
         return actions

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
+from streamd.eventlog.records import EventQuery
 from streamd.gateway import protocol
 from streamd.gateway.hub import Mailbox
-from streamd.gateway.session import MultiplexSession, Refused, Reply, Unwatch, Watch
+from streamd.gateway.session import MultiplexSession, Refused, Replay, Reply, Unwatch, Watch
 
 if TYPE_CHECKING:
     from streamd.gateway.server import Gateway
@@ -130,6 +132,7 @@ class MultiplexedViewer:
         self.mailboxes: dict[str, Mailbox] = {}
         self._texts: deque[str] = deque(maxlen=MAX_TEXT_BACKLOG)
         self._wake = asyncio.Event()
+        self._replay_task: asyncio.Task[None] | None = None
 
     def carry_out(self, actions: list[Any]) -> None:
         for action in actions:
@@ -146,7 +149,26 @@ class MultiplexedViewer:
                     self.gateway.unwatch(mailbox)
             elif isinstance(action, Refused):
                 self.gateway.refuse_quietly(action.reason)
+            elif isinstance(action, Replay):
+                self._replay_task = asyncio.create_task(self._replay(action))
         self._wake.set()  # cached frames of new subscriptions go out at once
+
+    async def _replay(self, action: Replay) -> None:
+        """Fetch kept events for a ``Replay``; the session sends them before live ones."""
+        store = self.gateway.events
+        query = EventQuery(
+            cameras=frozenset(action.cameras), after=action.after, limit=action.limit
+        )
+        try:
+            if store is None:
+                raise LookupError("events are not kept here")
+            page = await store.query(query, lambda _camera: True)  # cameras already granted
+        except (RedisError, OSError, LookupError) as exc:
+            self.gateway.refuse_quietly("events_unavailable", error=str(exc))
+            self.carry_out(self.session.on_replay_failed())
+            return
+        events = [record.to_json() for record in page.events]
+        self.carry_out(self.session.on_replay(events, more=page.cursor is not None))
 
     async def run(self) -> None:
         gateway = self.gateway
@@ -155,6 +177,8 @@ class MultiplexedViewer:
         try:
             await _run_until_closed(self._send_loop, self._receive)
         finally:
+            if self._replay_task is not None:
+                self._replay_task.cancel()
             self.carry_out(self.session.close())
             gateway.multiplexed.discard(self)
 

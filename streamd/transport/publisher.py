@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import redis.asyncio as aioredis
@@ -32,6 +32,7 @@ from streamd.redact import redact_url
 from streamd.retry import AsyncRetry
 from streamd.states import RedisState
 from streamd.stats import CameraCounters
+from streamd.transport.cluster import Topology
 from streamd.transport.frame import EncodedFrame, pack_frame
 
 log = structlog.get_logger("streamd.publisher")
@@ -90,6 +91,8 @@ class FramePublisher:
         stats: CameraCounters,
         queue_size: int = 4,
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
+        cluster: bool = False,
+        seeds: Sequence[str] = (),
     ) -> None:
         self.channel = channel
         self.stats = stats
@@ -98,18 +101,24 @@ class FramePublisher:
         self._wakeup = asyncio.Event()
         self._reconnect = reconnect
         self._redis_url = redis_url
-        self._client = make_redis_client(redis_url) if redis_url else None
+        # In a Redis Cluster frames go by SPUBLISH to the master of the channel's
+        # slot (found again after a failover); elsewhere by PUBLISH to ``redis_url``.
+        self._topology = Topology(redis_url, cluster=cluster, seeds=seeds) if redis_url else None
+        self._cluster = cluster
+        self._client_url = redis_url if redis_url and not cluster else None
+        self._client = make_redis_client(self._client_url) if self._client_url else None
+        self._side_clients: dict[str, aioredis.Redis] = {}  # other masters (events)
         self._redis_up = False
         # Until the first PING resolves, Redis is neither up nor known to be down:
         # frames go local without counting as failed publishes.
-        self._connecting = self._client is not None
+        self._connecting = self._topology is not None
         self._announce_next_success = True
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
 
     @property
     def redis_state(self) -> RedisState:
-        if self._client is None:
+        if self._topology is None:
             return RedisState.DISABLED
         if self._connecting:
             return RedisState.CONNECTING
@@ -123,7 +132,7 @@ class FramePublisher:
         self._wakeup.set()
 
     async def run(self) -> None:
-        reconnector = asyncio.create_task(self._reconnect_loop()) if self._client else None
+        reconnector = asyncio.create_task(self._reconnect_loop()) if self._topology else None
         try:
             while True:
                 await self._wakeup.wait()
@@ -134,11 +143,12 @@ class FramePublisher:
         finally:
             if reconnector is not None:
                 reconnector.cancel()
-            if self._client is not None:
-                await self._client.aclose()
+            for client in [self._client, *self._side_clients.values()]:
+                if client is not None:
+                    await client.aclose()
 
     async def _deliver(self, batch: list[EncodedFrame]) -> None:
-        if self._client is not None and not self._connecting:
+        if self._topology is not None and not self._connecting:
             # Attempts are counted with their outcome, so that at any instant
             # attempts == published + failures (no in-flight skew in a snapshot).
             was_up = self._redis_up
@@ -151,7 +161,7 @@ class FramePublisher:
             self.stats.dropped["publish_error" if was_up else "redis_down"] += len(batch)
         elif len(batch) > 1:
             self.stats.dropped["fallback_stale"] += len(batch) - 1
-        counted = self._client is None or self._connecting
+        counted = self._topology is None or self._connecting
         # Embedded fallback: only the newest frame matters to a live viewer.
         if self._fallback(pack_for_sending(batch[-1])):
             self.stats.counters["fallback"] += 1
@@ -166,7 +176,10 @@ class FramePublisher:
                 for frame in batch:
                     payload = pack_for_sending(frame)
                     size += len(payload)
-                    pipe.publish(self.channel, payload)
+                    if self._cluster:
+                        pipe.spublish(self.channel, payload)
+                    else:
+                        pipe.publish(self.channel, payload)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
@@ -190,20 +203,37 @@ class FramePublisher:
 
     async def publish_event(self, channel: str, payload: bytes) -> bool:
         """Best effort: True if Redis took it (the caller falls back otherwise)."""
-        if self._client is None or not self._redis_up:
+        if self._client is None or self._topology is None or not self._redis_up:
             return False
         try:
-            await self._client.publish(channel, payload)
+            if self._cluster:
+                # Events have their own channel, maybe on another shard.
+                await (await self._client_for(channel)).spublish(channel, payload)
+            else:
+                await self._client.publish(channel, payload)
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
             return False
         return True
+
+    def client_if_up(self) -> aioredis.Redis | None:
+        """The Redis client while Redis answers (events go to the stream with it).
+        None in a Redis Cluster: the kept-events keys do not share a hash slot yet
+        (events are still published live, by SPUBLISH)."""
+        return self._client if self._redis_up and not self._cluster else None
+
+    def mark_down(self, exc: BaseException) -> None:
+        """A caller's Redis command failed: probe and fall back like a failed publish."""
+        self._mark_down(exc)
 
     async def watched_on_redis(self) -> bool | None:
         """Does anyone listen on our channel (or on any pattern)? None if unknown."""
         if self._client is None or not self._redis_up:
             return None
         try:
+            if self._cluster:  # shard channels have shard subscribers, and no patterns
+                shard = await self._client.pubsub_shardnumsub(self.channel)
+                return bool(shard and shard[0][1])
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.pubsub_numsub(self.channel)
                 pipe.pubsub_numpat()
@@ -233,8 +263,31 @@ class FramePublisher:
             self._down.clear()
 
     async def _ping(self) -> None:
+        assert self._topology is not None
+        if self._cluster:
+            await self._topology.refresh()
+            url = self._topology.url_for(self.channel)
+            if url != self._client_url:
+                old, self._client = self._client, None
+                if old is not None:
+                    await old.aclose()
+                if url is not None:
+                    self._client = make_redis_client(url)
+                self._client_url = url
+                log.info("publishing to shard master", master=redact_url(url or ""))
         assert self._client is not None
         await self._client.ping()
+
+    async def _client_for(self, name: str) -> aioredis.Redis:
+        assert self._topology is not None and self._client is not None
+        url = self._topology.url_for(name)
+        if url is None or url == self._client_url:
+            return self._client
+        if url not in self._side_clients:
+            for stale in self._side_clients.values():  # the map changed: start over
+                await stale.aclose()
+            self._side_clients = {url: make_redis_client(url, max_connections=1)}
+        return self._side_clients[url]
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
         self._connecting = False

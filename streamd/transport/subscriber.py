@@ -47,8 +47,13 @@ class FrameSubscriber:
         on_frame: Callable[[str, bytes], object],
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
         on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
+        *,
+        sharded: bool = False,
     ) -> None:
         self.url = url
+        # Sharded: SSUBSCRIBE on one cluster master (``transport.sharded`` routes
+        # each channel to its master); no always-subscribed control channel.
+        self.sharded = sharded
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_event = on_event
@@ -73,6 +78,12 @@ class FrameSubscriber:
     def unwant_events(self, camera_id: str) -> None:
         self._remove(EVENT_CHANNEL_PREFIX + camera_id)
 
+    def add_channel(self, channel: str) -> None:
+        self._add(channel)
+
+    def remove_channel(self, channel: str) -> None:
+        self._remove(channel)
+
     def _add(self, channel: str) -> None:
         self.wanted[channel] += 1
         if self.wanted[channel] == 1:
@@ -90,7 +101,16 @@ class FrameSubscriber:
         pubsub = self._pubsub
         if pubsub is None or not self.subscribed:
             return  # the next session subscribes to everything wanted
-        call = pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
+        if self.sharded:
+            call = (
+                pubsub.ssubscribe(channel)
+                if command == "subscribe"
+                else pubsub.sunsubscribe(channel)
+            )
+        else:
+            call = (
+                pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
+            )
         task = asyncio.ensure_future(call)
         task.add_done_callback(_ignore_result)
 
@@ -122,9 +142,15 @@ class FrameSubscriber:
         pubsub = client.pubsub()
         watchdog: asyncio.Task[None] | None = None
         try:
-            # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
-            channels = [GATEWAY_CONTROL_CHANNEL, *self.wanted]
-            await pubsub.subscribe(*channels)
+            channels = list(self.wanted)
+            if self.sharded:
+                # One SSUBSCRIBE per channel: a batch must not span hash slots.
+                for channel in channels:
+                    await pubsub.ssubscribe(channel)
+            else:
+                # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
+                channels.insert(0, GATEWAY_CONTROL_CHANNEL)
+                await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self.subscribed = True
             self.sessions += 1
@@ -153,13 +179,14 @@ class FrameSubscriber:
         prefix = self.prefix.encode()
         cut = len(prefix)
         events = EVENT_CHANNEL_PREFIX.encode()
+        message = b"smessage" if self.sharded else b"message"
         while True:
             response = await pubsub.parse_response(block=True)
             # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
             if not isinstance(response, list) or not response:
                 continue
             kind = response[0]
-            if kind == b"message" and len(response) == 3:
+            if kind == message and len(response) == 3:
                 channel, data = response[1], response[2]
                 if channel.startswith(prefix):
                     camera_id = channel[cut:].decode("ascii", "replace")
@@ -173,6 +200,11 @@ class FrameSubscriber:
                         continue
             elif kind == b"pong":
                 self._last_pong = time.monotonic()
+            elif kind == b"sunsubscribe" and len(response) == 3:
+                channel = response[1].decode("ascii", "replace")
+                if channel in self.wanted:
+                    # The server dropped it: its slot moved to another master.
+                    raise SlotMovedError(f"redis moved shard channel {channel} away")
 
     async def _ping_watchdog(self, pubsub: PubSub) -> None:
         """Close a connection that stopped answering, so ``run`` reconnects."""
@@ -187,6 +219,10 @@ class FrameSubscriber:
                 return
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.ping()
+
+
+class SlotMovedError(RedisError):
+    """A shard channel we still want was unsubscribed by the server."""
 
 
 def _ignore_result(task: asyncio.Future[object]) -> None:

@@ -28,7 +28,7 @@ class DetectionRunner:
         config: DetectorConfig,
         camera_id: str,
         stream_fps: float,
-        on_event: Callable[[DetectionEvent], None],
+        on_event: Callable[[DetectionEvent, np.ndarray], None],
     ) -> None:
         self.detector = detector
         self.on_event = on_event
@@ -91,5 +91,5 @@ class DetectionRunner:
             self.latest = detections
             event = self.tracker.update(detections, finished, time.time())
             if event is not None:
-                self.on_event(event)
+                self.on_event(event, image)  # the frame it was detected on: its snapshot
             next_due = max(started + self.interval, finished)

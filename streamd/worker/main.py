@@ -20,10 +20,13 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
 import structlog
+from redis.exceptions import RedisError
 
 from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
+from streamd.eventlog.redis_log import RedisEventWriter
 from streamd.observability import configure_logging
 from streamd.states import ExitCode, SourceState, event_channel
 from streamd.stats import CameraCounters
@@ -42,6 +45,7 @@ from streamd.worker.demand import DemandPolicy
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
+from streamd.worker.snapshot import event_snapshot
 from streamd.worker.sources import Source, SourceError, open_source
 from streamd.worker.spec import WorkerSpec
 
@@ -74,6 +78,8 @@ class CameraWorker:
             channel=spec.channel,
             fallback=self._send_to_supervisor,
             stats=self.stats,
+            cluster=spec.redis_cluster,
+            seeds=spec.redis_seeds,
         )
         self.detector_state, self.detection = self._build_detection()
         self.demand = DemandPolicy(frame_interval=1.0 / spec.camera.fps)
@@ -89,6 +95,9 @@ class CameraWorker:
         )
         self.started = time.monotonic()
         self._event_tasks: set[asyncio.Task[None]] = set()
+        self.event_writer = RedisEventWriter(spec.events)
+        self._event_order = asyncio.Lock()  # stream ids in the order events happened
+        self.events_not_kept = 0
 
     def _build_detection(self) -> tuple[str, DetectionRunner | None]:
         settings = self.spec.camera.detection
@@ -109,11 +118,18 @@ class CameraWorker:
         )
         return settings.kind, runner
 
-    def _from_thread_event(self, event: DetectionEvent) -> None:
+    def _from_thread_event(self, event: DetectionEvent, image: np.ndarray) -> None:
+        """In the detection thread: encode the snapshot here, off the event loop."""
+        snapshot = event_snapshot(
+            image,
+            event.detections,
+            self.spec.camera.jpeg_quality,
+            self.spec.events.snapshot_max_bytes,
+        )
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._on_event, event)
+            self.loop.call_soon_threadsafe(self._on_event, event, snapshot)
 
-    def _on_event(self, event: DetectionEvent) -> None:
+    def _on_event(self, event: DetectionEvent, snapshot: bytes | None) -> None:
         """One log line per event (never per frame), then out to Redis or the gateway."""
         self.stats.counters["events"] += 1
         log.info(
@@ -122,16 +138,35 @@ class CameraWorker:
             left=list(event.left),
             labels=sorted({d.label for d in event.detections}),
         )
-        payload = json.dumps(event.to_json(), separators=(",", ":")).encode()
-        task = asyncio.create_task(self._deliver_event(payload))
+        task = asyncio.create_task(self._deliver_event(event.to_json(), snapshot))
         self._event_tasks.add(task)
         task.add_done_callback(self._event_tasks.discard)
 
-    async def _deliver_event(self, payload: bytes) -> None:
-        if not await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
-            transport = self.writer.transport
-            if not transport.is_closing():
-                self.writer.write(encode_message(MessageType.EVENT, payload))
+    async def _deliver_event(self, event: dict[str, Any], snapshot: bytes | None) -> None:
+        """Kept in the stream (with its snapshot) and published live; without Redis,
+        to the supervisor with the snapshot after a NUL byte (JSON never has one)."""
+        async with self._event_order:
+            client = self.publisher.client_if_up()
+            if client is not None:
+                try:
+                    event_id = await self.event_writer.append(client, event, snapshot)
+                    event["id"] = event_id
+                    event["snapshot"] = f"/api/events/{event_id}/snapshot.jpg" if snapshot else None
+                except (RedisError, OSError) as exc:
+                    self.events_not_kept += 1
+                    if self.events_not_kept & (self.events_not_kept - 1) == 0:
+                        log.warning(
+                            "event not kept in the stream",
+                            error=str(exc) or type(exc).__name__,
+                            not_kept=self.events_not_kept,
+                        )
+            payload = json.dumps(event, separators=(",", ":")).encode()
+            if await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
+                return
+        transport = self.writer.transport
+        if not transport.is_closing():
+            body = payload + b"\0" + snapshot if snapshot and "id" not in event else payload
+            self.writer.write(encode_message(MessageType.EVENT, body))
 
     # --- called from the capture thread -------------------------------------------
     def _from_thread_frame(self, frame: EncodedFrame) -> None:

@@ -3,10 +3,11 @@ credentials in camera URLs never appear on a command line)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from streamd.config import CameraConfig, ConfigError, parse_camera
+from streamd.config import CameraConfig, ConfigError, EventsConfig, TableReader, parse_camera
+from streamd.config.events import parse_events
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,9 @@ class WorkerSpec:
     channel: str
     log_level: str = "info"
     heartbeat_interval: float = 1.0
+    redis_cluster: bool = False  # SPUBLISH to the channel's shard (Redis Cluster)
+    redis_seeds: tuple[str, ...] = ()  # where to read the cluster's slot map
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -24,6 +28,14 @@ class WorkerSpec:
             "channel": self.channel,
             "log_level": self.log_level,
             "heartbeat_interval": self.heartbeat_interval,
+            "redis_cluster": self.redis_cluster,
+            "redis_seeds": list(self.redis_seeds),
+            "events": {
+                "retention": self.events.retention,
+                "max_events": self.events.max_events,
+                "snapshot_max_bytes": self.events.snapshot_max_bytes,
+                "max_snapshots": self.events.max_snapshots,
+            },
         }
 
     @classmethod
@@ -36,12 +48,18 @@ class WorkerSpec:
                 raise ConfigError("<spec>", "redis_url", "must be a string or null")
             if not isinstance(channel, str):
                 raise ConfigError("<spec>", "channel", "must be a string")
+            seeds = data.get("redis_seeds", [])
+            if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
+                raise ConfigError("<spec>", "redis_seeds", "must be a list of strings")
             return cls(
                 camera=camera,
                 redis_url=redis_url,
                 channel=channel,
                 log_level=str(data.get("log_level", "info")),
                 heartbeat_interval=float(data.get("heartbeat_interval", 1.0)),
+                redis_cluster=bool(data.get("redis_cluster", False)),
+                redis_seeds=tuple(seeds),
+                events=parse_events(TableReader("<spec>", "events", data.get("events", {}))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):

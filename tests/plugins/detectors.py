@@ -35,3 +35,16 @@ def broken(config: DetectorConfig) -> FixedBox:
 
 
 NOT_A_DETECTOR = object()
+
+
+class Storm(FixedBox):
+    """A different label every call: with ``event_clear_after = 0`` every
+    detection is an event (the event-storm tests)."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def detect(self, image: np.ndarray, now: float) -> list[Detection]:
+        self.calls += 1
+        return [Detection("odd" if self.calls % 2 else "even", 0.9, FIXED_BOX)]
