@@ -3,8 +3,12 @@ waiting on a condition without fixed sleeps, and a throwaway redis-server."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from websockets.frames import Frame, Opcode
 
 
 def free_port() -> int:
@@ -36,9 +41,10 @@ def wait_for(
 class RedisServer:
     """A throwaway redis-server: never the machine's own on 6379."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port
         self.workdir = workdir
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--logfile", PATH)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +67,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -81,3 +88,82 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+# --- process figures, config tweaks and raw viewers (faults and soak) ---------------
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of ``pid`` (entries of /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def streamd_processes(daemon_pid: int) -> dict[str, int]:
+    """``{"daemon": pid, "child:CAM": pid, ...}``: the supervisor and its camera
+    children, named by the ``--camera`` argument each child is started with."""
+    found = {"daemon": daemon_pid}
+    out = subprocess.run(["pgrep", "-P", str(daemon_pid)], capture_output=True, text=True)
+    for pid in (int(p) for p in out.stdout.split()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited meanwhile
+        if b"--camera" in argv[:-1]:
+            found["child:" + argv[argv.index(b"--camera") + 1].decode()] = pid
+    return found
+
+
+def least_squares_slope(xs: list[float], ys: list[float]) -> float:
+    """Slope of the least-squares line through (xs, ys)."""
+    n = len(xs)
+    assert n >= 2 and n == len(ys), "need two or more points"
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    return sxy / sxx if sxx else 0.0
+
+
+def add_server_options(config: Path, options: dict[str, Any]) -> Path:
+    """Put ``key = value`` lines into the ``[server]`` table of a config written
+    by ``conftest.write_config`` (TOML cannot open that table a second time)."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+    text = config.read_text()
+    assert "[server]\n" in text, f"no [server] table in {config}"
+    config.write_text(text.replace("[server]\n", "[server]\n" + "\n".join(lines) + "\n", 1))
+    return config
+
+
+def raw_viewer(port: int, path: str, *, rcvbuf: int = 4096, first: bytes = b"") -> socket.socket:
+    """A WebSocket viewer on a bare socket: the handshake, optionally one masked
+    text message (``first``), and then nothing: it never reads unless told to."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)  # byte by byte: leave any frame after the head unread
+        assert chunk, f"connection closed during the handshake on {path}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    if first:
+        sock.sendall(Frame(Opcode.TEXT, first).serialize(mask=True))
+    return sock
+
+
+def abort_socket(sock: socket.socket) -> None:
+    """Close without a close frame, with a TCP reset (SO_LINGER 0): a viewer whose
+    browser tab crashed or whose network vanished."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

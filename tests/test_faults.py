@@ -1,19 +1,20 @@
 """Faults on the frame path: Redis absent, killed, restarted, dropping the gateway's
-subscription; viewers that never read. All against real processes."""
+subscription; viewers that never read; an RTSP camera that vanishes for 30 s.
+All against real processes."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
 import redis
 
-from .conftest import Daemon, RedisServer, free_port, rss_kib
+from .conftest import Daemon, RedisServer, free_port, rss_kib, wait_for
+from .support import raw_viewer
+from .test_sources import RtspServer
 from .viewers import Watcher
 
 CAMERA = {"id": "cam", "source": "synthetic:?width=320&height=180", "fps": 15}
@@ -102,16 +103,7 @@ async def test_subscription_killed_by_redis_viewers_resume(
 
 def stalled_viewer(port: int, path: str) -> socket.socket:
     """A WebSocket viewer that completes the handshake and then never reads."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert b"101" in sock.recv(200)
-    return sock
+    return raw_viewer(port, path)
 
 
 async def test_viewer_that_never_reads_does_not_slow_others(
@@ -146,3 +138,51 @@ async def test_viewer_that_never_reads_does_not_slow_others(
     assert with_stalled >= 0.85 * baseline, (baseline, with_stalled)
     # Each stalled viewer pins at most one frame plus a bounded socket buffer.
     assert rss_after - rss_before < 20 * 1024, (rss_before, rss_after)
+
+
+RTSP_OUTAGE_S = 30.0
+RTSP_RESUME_WITHIN_S = 5.0
+
+
+async def test_rtsp_camera_gone_for_30s_resumes_within_5s_of_its_return(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    """The camera (GStreamer's RTSP server) vanishes for 30 s and comes back on the
+    same port: frames reach a viewer that stayed connected within 5 s of its return,
+    the daemon is never restarted, and the camera's child is the same process."""
+    camera = RtspServer(free_port())
+    camera.start()
+    try:
+        daemon = start_daemon(
+            redis_url=redis_server.url,
+            cameras=[{"id": "rtsp-cam", "source": camera.url, "fps": 10}],
+        )
+        async with Watcher(f"ws://{daemon.base}/ws/rtsp-cam") as viewer:
+            await viewer.wait_frames(5, timeout=30)
+            children = daemon.child_pids()
+            camera.stop()
+            gone_at = time.monotonic()
+            await asyncio.to_thread(
+                wait_for,
+                lambda: any(e.get("state") == "reconnecting" for e in daemon.log_events()),
+                20,
+                "the child to report the camera lost",
+            )
+            await asyncio.sleep(RTSP_OUTAGE_S - (time.monotonic() - gone_at))
+            camera.start()  # returns once the server listens again
+            back_at = time.monotonic()
+            async with asyncio.timeout(RTSP_RESUME_WITHIN_S + 30):  # long enough to measure
+                while viewer.count_since(back_at) == 0:
+                    await asyncio.sleep(0.05)
+            resumed_after = min(t for t in viewer.arrivals if t >= back_at) - back_at
+            print(f"frames resumed {resumed_after:.2f}s after the camera came back")
+            # The camera really was gone: nothing arrived during the outage.
+            assert viewer.count_since(gone_at + 2) == viewer.count_since(back_at)
+        assert resumed_after <= RTSP_RESUME_WITHIN_S, (
+            f"frames resumed {resumed_after:.1f}s after the camera came back"
+        )
+        assert daemon.process.poll() is None
+        assert daemon.child_pids() == children, "the camera's child was replaced"
+        assert "Traceback" not in daemon.log_text()
+    finally:
+        camera.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -70,3 +72,35 @@ class Watcher:
         async with asyncio.timeout(timeout):
             while len(self.arrivals) < target:
                 await asyncio.sleep(0.02)
+
+
+@dataclass
+class MuxWatcher(Watcher):
+    """A multiplexed ``/ws`` viewer subscribed to ``cameras``, recording the arrival
+    time of every frame per camera (``arrivals`` holds them all)."""
+
+    cameras: tuple[str, ...] = ()
+    by_camera: dict[str, list[float]] = field(default_factory=dict)
+    # (arrival, camera, seq, capture_ns) from each frame's header
+    headers: list[tuple[float, str, int, int]] = field(default_factory=list)
+
+    async def __aenter__(self) -> MuxWatcher:
+        await super().__aenter__()
+        assert self.ws is not None
+        await self.ws.send(json.dumps({"op": "subscribe", "cameras": list(self.cameras)}))
+        return self
+
+    async def _run(self) -> None:
+        assert self.ws is not None
+        async for message in self.ws:
+            if isinstance(message, bytes):
+                now = time.monotonic()
+                cut = 2 + message[1]
+                camera = message[2:cut].decode()
+                seq, capture_ns = struct.unpack_from(">QQ", message, cut)
+                self.arrivals.append(now)
+                self.by_camera.setdefault(camera, []).append(now)
+                self.headers.append((now, camera, seq, capture_ns))
+
+    def camera_count_since(self, camera: str, since: float) -> int:
+        return sum(1 for t in self.by_camera.get(camera, []) if t >= since)

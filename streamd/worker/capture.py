@@ -33,6 +33,9 @@ from streamd.worker.overlay import draw_overlay
 from streamd.worker.sources import Frame, Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
+# A camera that comes back (reboot, network) must stream again within seconds, so
+# the reopen delay stays small; one failed connect every few seconds costs nothing.
+REOPEN_BACKOFF = Backoff(initial=0.5, cap=2.0)
 
 
 class _SourceLost(Exception):
@@ -46,7 +49,7 @@ class CaptureLoop:
         camera: CameraConfig,
         on_frame: Callable[[EncodedFrame], None],
         on_state: Callable[[SourceState], None],
-        reopen: Backoff = Backoff(initial=0.5, cap=30.0),
+        reopen: Backoff = REOPEN_BACKOFF,
         detection: DetectionRunner | None = None,
         wanted: Callable[[], bool] = lambda: True,
         on_idle_frame: Callable[[EncodedFrame], None] | None = None,
