@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable
 
 import redis
 
+from .cameras import RtspServer
 from .conftest import Daemon, RedisServer, free_port, rss_kib, wait_for
 from .support import raw_viewer
-from .test_sources import RtspServer
 from .viewers import Watcher
 
 CAMERA = {"id": "cam", "source": "synthetic:?width=320&height=180", "fps": 15}
