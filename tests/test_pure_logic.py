@@ -156,11 +156,11 @@ def test_histogram_percentiles_are_ordered_and_bounded() -> None:
 
 
 def test_demand_policy() -> None:
-    from streamd.worker.demand import WATCHED_POLL_S, DemandPolicy
+    from streamd.worker.demand import IDLE_POLL_S, WATCHED_POLL_S, DemandPolicy
 
     policy = DemandPolicy(frame_interval=0.1, off_after=2.0)
     assert not policy.watched(0.0)
-    assert policy.next_poll(0.0) == 0.1  # idle: check every frame interval
+    assert policy.next_poll(0.0) == IDLE_POLL_S  # idle: twice a second, not every frame
     policy.remote(True, 1.0)
     assert policy.watched(1.0) and policy.next_poll(1.0) == WATCHED_POLL_S
     policy.remote(False, 2.0)
@@ -168,4 +168,5 @@ def test_demand_policy() -> None:
     assert not policy.watched(3.1)
     policy.local = True
     assert policy.watched(100.0)
-    assert DemandPolicy(frame_interval=0.01).next_poll(0.0) == 0.05  # never a busy poll
+    assert DemandPolicy(frame_interval=0.01).next_poll(0.0) == IDLE_POLL_S  # never busy
+    assert DemandPolicy(frame_interval=2.0).next_poll(0.0) == 2.0  # a slow camera: per frame
