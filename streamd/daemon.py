@@ -42,8 +42,7 @@ from streamd.signals import SignalRequests
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
-from streamd.transport.cluster import Topology
-from streamd.transport.publisher import make_redis_client
+from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 from streamd.transport.subscriber import FrameSubscriber
 
@@ -144,7 +143,7 @@ class Daemon:
     def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
         """Kept events: read from Redis' stream, or kept here without Redis."""
         if config.redis.enabled:
-            return RedisEventStore(make_redis_client(config.redis.url, max_connections=4))
+            return RedisEventStore(plain_client(config.redis.url, max_connections=4))
         events = config.events
         directory = Path(events.directory) if events.directory else default_directory(os.environ)
         return LocalEventLog(events, directory)

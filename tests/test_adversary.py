@@ -30,6 +30,7 @@ from websockets.typing import Origin
 from streamd.transport.frame import FrameMeta, pack_frame
 
 from .conftest import Daemon, rss_kib, write_config
+from .http_client import raw, request
 from .support import RedisServer, free_port, wait_for
 
 PUSH_TOKEN = "adversary-push"
@@ -77,41 +78,6 @@ class LogSlice:
     def assert_clean(self) -> None:
         text = self.text()
         assert "Traceback" not in text and "request failed" not in text, text[-3000:]
-
-
-def request(
-    daemon: Daemon,
-    path: str,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(
-        f"http://{daemon.base}{path}", data=body, method=method, headers=headers or {}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
-
-
-def raw(daemon: Daemon, data: bytes, wait: float = 2.0) -> bytes:
-    """Send raw bytes, read until the server closes or ``wait`` passes."""
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=wait) as sock:
-        with contextlib.suppress(OSError):  # the server may answer and close before the end
-            sock.sendall(data)
-        chunks = []
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def first_status(answer: bytes) -> int | None:

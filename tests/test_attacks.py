@@ -12,8 +12,6 @@ import os
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from streamd.gateway import protocol
 from streamd.transport.frame import FrameMeta, pack_frame
 
 from .conftest import Daemon, rss_kib, write_config
+from .http_client import raw, request, statuses
 from .support import RedisServer, free_port, wait_for
 
 SYNTH = {"source": "synthetic:", "fps": 10, "width": 160, "detector": "none"}
@@ -89,44 +88,6 @@ def _healthz(daemon: Daemon) -> bool:
 def assert_no_traceback(daemon: Daemon) -> None:
     text = daemon.log_text()
     assert "Traceback" not in text and "exception" not in text.lower(), text[-3000:]
-
-
-def request(
-    daemon: Daemon,
-    path: str,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(
-        f"http://{daemon.base}{path}", data=body, method=method, headers=headers or {}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
-
-
-def raw(daemon: Daemon, data: bytes, wait: float = 3.0) -> bytes:
-    """Send raw bytes, read until the server closes or ``wait`` passes."""
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=wait) as sock:
-        sock.sendall(data)
-        chunks = []
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def statuses(answer: bytes) -> list[int]:
-    return [int(m) for m in re.findall(rb"^HTTP/1\.[01] (\d{3}) ", answer, re.MULTILINE)]
 
 
 def camera_running(daemon: Daemon, camera_id: str) -> bool:

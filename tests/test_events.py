@@ -26,7 +26,7 @@ from streamd.eventlog.redis_log import RedisEventStore, RedisEventWriter
 from streamd.gateway.auth import Decision
 from streamd.gateway.routes import RouteKind, route
 from streamd.gateway.session import MultiplexSession, Replay, Reply
-from streamd.transport.publisher import make_redis_client
+from streamd.transport.cluster import plain_client
 
 from .conftest import Daemon, write_config
 from .support import RedisServer, free_port, wait_for
@@ -218,7 +218,7 @@ def test_stream_trims_by_count_and_by_age_and_snapshots_follow(tmp_path: Path) -
 
 
 async def _trim(redis_server: RedisServer) -> None:
-    client = make_redis_client(redis_server.url)
+    client = plain_client(redis_server.url)
     sync = redis_server.client()
     event = {"camera_id": "door", "time": time.time(), "labels": ["motion"], "detections": []}
     counted = RedisEventWriter(EventsConfig(max_events=10, max_snapshots=3))

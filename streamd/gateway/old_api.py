@@ -22,6 +22,7 @@ from streamd.gateway.guards import cross_site_refusal
 from streamd.gateway.old_shapes import StreamConfig
 from streamd.gateway.responses import BodyRefusal, json_response, read_body, response
 from streamd.gateway.routes import Route, RouteKind
+from streamd.transport.cluster import plain_client
 from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streamd.gateway")
 MAX_FOREIGN_CONFIGS = 256  # stream configs kept in memory for ids not configured here
 MAX_JSON_BODY = 64 * 1024  # batch-status lists camera ids
-REDIS_TIMEOUT_S = 2.0
 
 
 class OldApi:
@@ -49,12 +49,7 @@ class OldApi:
         if not config.enabled:
             return None
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                config.url,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                retry=None,
-            )
+            self._redis = plain_client(config.url)
         return self._redis
 
     async def close(self) -> None:

@@ -23,8 +23,6 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from streamd.backoff import Backoff
@@ -32,7 +30,7 @@ from streamd.redact import redact_url
 from streamd.retry import AsyncRetry
 from streamd.states import RedisState
 from streamd.stats import CameraCounters
-from streamd.transport.cluster import Topology
+from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import EncodedFrame, pack_frame
 
 log = structlog.get_logger("streamd.publisher")
@@ -68,19 +66,6 @@ class LatestWinsQueue:
         return len(self._items)
 
 
-def make_redis_client(url: str, *, max_connections: int = 2) -> aioredis.Redis:
-    """A pooled client that fails fast: streamd runs its own reconnect policy."""
-    return aioredis.Redis.from_url(
-        url,
-        max_connections=max_connections,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-        protocol=2,
-    )
-
-
 class FramePublisher:
     def __init__(
         self,
@@ -106,7 +91,7 @@ class FramePublisher:
         self._topology = Topology(redis_url, cluster=cluster, seeds=seeds) if redis_url else None
         self._cluster = cluster
         self._client_url = redis_url if redis_url and not cluster else None
-        self._client = make_redis_client(self._client_url) if self._client_url else None
+        self._client = plain_client(self._client_url) if self._client_url else None
         self._side_clients: dict[str, aioredis.Redis] = {}  # other masters (events)
         self._redis_up = False
         # Until the first PING resolves, Redis is neither up nor known to be down:
@@ -272,7 +257,7 @@ class FramePublisher:
                 if old is not None:
                     await old.aclose()
                 if url is not None:
-                    self._client = make_redis_client(url)
+                    self._client = plain_client(url)
                 self._client_url = url
                 log.info("publishing to shard master", master=redact_url(url or ""))
         assert self._client is not None
@@ -286,7 +271,7 @@ class FramePublisher:
         if url not in self._side_clients:
             for stale in self._side_clients.values():  # the map changed: start over
                 await stale.aclose()
-            self._side_clients = {url: make_redis_client(url, max_connections=1)}
+            self._side_clients = {url: plain_client(url, max_connections=1)}
         return self._side_clients[url]
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
