@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from benchmarks._daemon import temporary_daemon
 from benchmarks._procs import cpu_seconds, descendants, machine_busy
 from benchmarks._viewers import Viewers
-from tests.conftest import Daemon, write_config
-from tests.support import free_port
 
 FPS = 15
 VIEWERS_PER_CAMERA = 2
@@ -51,42 +48,30 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def run_step(redis_port: int, camera_url: str, cameras: int, seconds: float) -> Step:
     warm = 6.0  # RTSP open, first keyframe, motion warm-up
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        config = write_config(
-            Path(tmp) / "streamd.toml",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            port=port,
-            cameras=[
-                {"id": f"cam{i}", "source": camera_url, "fps": FPS, "detector": "motion"}
-                for i in range(cameras)
-            ],
-            head='log_level = "warning"',
-        )
-        daemon = Daemon(config, port)
-        try:
-            daemon.wait_healthy(60)
-            urls = [
-                f"ws://{daemon.base}/ws/cam{i}"
-                for i in range(cameras)
-                for _ in range(VIEWERS_PER_CAMERA)
-            ]
-            with Viewers(urls, warm + seconds + 1) as watching:
-                time.sleep(warm)
-                pids = [daemon.process.pid, *descendants(daemon.process.pid)]
-                cpu0 = sum(cpu_seconds(pid) for pid in pids)
-                assert watching.process.pid is not None
-                viewer0 = cpu_seconds(watching.process.pid)
-                busy0, total0 = machine_busy()
-                start = time.monotonic()
-                time.sleep(seconds)
-                end = time.monotonic()
-                cpu1 = sum(cpu_seconds(pid) for pid in pids)
-                viewer1 = cpu_seconds(watching.process.pid)
-                busy1, total1 = machine_busy()
-                logs = watching.logs()
-        finally:
-            daemon.stop()
+    cameras_config = [
+        {"id": f"cam{i}", "source": camera_url, "fps": FPS, "detector": "motion"}
+        for i in range(cameras)
+    ]
+    with temporary_daemon(redis_port, cameras_config, healthy_within=60) as (daemon, _):
+        urls = [
+            f"ws://{daemon.base}/ws/cam{i}"
+            for i in range(cameras)
+            for _ in range(VIEWERS_PER_CAMERA)
+        ]
+        with Viewers(urls, warm + seconds + 1) as watching:
+            time.sleep(warm)
+            pids = [daemon.process.pid, *descendants(daemon.process.pid)]
+            cpu0 = sum(cpu_seconds(pid) for pid in pids)
+            assert watching.process.pid is not None
+            viewer0 = cpu_seconds(watching.process.pid)
+            busy0, total0 = machine_busy()
+            start = time.monotonic()
+            time.sleep(seconds)
+            end = time.monotonic()
+            cpu1 = sum(cpu_seconds(pid) for pid in pids)
+            viewer1 = cpu_seconds(watching.process.pid)
+            busy1, total1 = machine_busy()
+            logs = watching.logs()
     elapsed = end - start
     cores = total1 - total0
     ncpu = os.cpu_count() or 1

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
+from benchmarks._daemon import temporary_daemon
 from benchmarks._procs import cpu_seconds
 from benchmarks._redis import fake_jpeg
 from benchmarks._viewers import Viewers
 from streamd.transport.frame import FrameMeta, pack_frame
-from tests.conftest import Daemon, write_config
-from tests.support import free_port
 
 FRAME_BYTES = 100 * 1024
 
@@ -46,41 +45,32 @@ def gateway_per_frame(
     """(CPU seconds per delivered frame, frames delivered in the window); the
     daemon's background CPU without frames is measured first and taken off."""
     warm = 3.0
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        config = write_config(
-            Path(tmp) / "streamd.toml",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            port=port,
-            # no such file: the child only retries, frames come from our publisher
-            cameras=[{"id": "gw", "source": str(Path(tmp) / "none.mp4")}],
-            head='log_level = "warning"',
+
+    def no_such_file(folder: Path) -> list[dict[str, Any]]:
+        # the child only retries its missing file: frames come from our publisher
+        return [{"id": "gw", "source": str(folder / "none.mp4")}]
+
+    with temporary_daemon(redis_port, camera_of=no_such_file) as (daemon, _):
+        urls = [f"ws://{daemon.base}/ws/gw"] * viewers
+        publisher = mp.get_context("fork").Process(
+            target=_publish, args=(redis_port, "video:gw", rate, warm + seconds + 1)
         )
-        daemon = Daemon(config, port)
-        try:
-            daemon.wait_healthy()
-            urls = [f"ws://{daemon.base}/ws/gw"] * viewers
-            publisher = mp.get_context("fork").Process(
-                target=_publish, args=(redis_port, "video:gw", rate, warm + seconds + 1)
+        with Viewers(urls, warm + 2 * seconds + 2) as watching:
+            time.sleep(1.0)  # viewers connected, the gateway subscribed
+            # The daemon's own background (supervisor, heartbeats, timers) with
+            # no frames: not a cost of delivering a frame, so it is taken off.
+            quiet0, quiet_start = cpu_seconds(daemon.process.pid), time.monotonic()
+            time.sleep(seconds)
+            background = (cpu_seconds(daemon.process.pid) - quiet0) / (
+                time.monotonic() - quiet_start
             )
-            with Viewers(urls, warm + 2 * seconds + 2) as watching:
-                time.sleep(1.0)  # viewers connected, the gateway subscribed
-                # The daemon's own background (supervisor, heartbeats, timers) with
-                # no frames: not a cost of delivering a frame, so it is taken off.
-                quiet0, quiet_start = cpu_seconds(daemon.process.pid), time.monotonic()
-                time.sleep(seconds)
-                background = (cpu_seconds(daemon.process.pid) - quiet0) / (
-                    time.monotonic() - quiet_start
-                )
-                publisher.start()
-                time.sleep(warm)
-                start, cpu0 = time.monotonic(), cpu_seconds(daemon.process.pid)
-                time.sleep(seconds)
-                end, cpu1 = time.monotonic(), cpu_seconds(daemon.process.pid)
-                logs = watching.logs()
-            publisher.join()
-        finally:
-            daemon.stop()
+            publisher.start()
+            time.sleep(warm)
+            start, cpu0 = time.monotonic(), cpu_seconds(daemon.process.pid)
+            time.sleep(seconds)
+            end, cpu1 = time.monotonic(), cpu_seconds(daemon.process.pid)
+            logs = watching.logs()
+        publisher.join()
     delivered = sum(log.count_between(start, end) for log in logs)
     used = cpu1 - cpu0 - background * (end - start)
     return max(0.0, used) / max(1, delivered), delivered

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -295,20 +296,21 @@ class CameraChild:
 
     def set_publish_every(self, every: int) -> None:
         """Kept across restarts of the child (sent with its spec)."""
-        if every == self.publish_every:
-            return
-        self.publish_every = every
-        writer = self._writer
-        if writer is not None and not writer.transport.is_closing():
-            writer.write(encode_json(MessageType.TUNE, {"publish_every": every}))
+        if every != self.publish_every:
+            self.publish_every = every
+            self._tell(MessageType.TUNE, {"publish_every": every})
 
     def set_demand(self, watched: bool) -> None:
-        if watched == self.demand:
-            return
-        self.demand = watched
+        if watched != self.demand:
+            self.demand = watched
+            self._tell(MessageType.DEMAND, {"watched": watched})
+
+    def _tell(self, kind: MessageType, body: dict[str, Any]) -> None:
+        """A control message to the running child; a new child gets the state
+        with its spec, so nothing is lost while none runs."""
         writer = self._writer
         if writer is not None and not writer.transport.is_closing():
-            writer.write(encode_json(MessageType.DEMAND, {"watched": watched}))
+            writer.write(encode_json(kind, body))
 
     def kill(self) -> None:
         """SIGKILL now: the last resort when the shutdown deadline has passed."""

@@ -35,6 +35,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+def streamd_check(
+    path: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``streamd check -c PATH`` as an operator runs it, with a clean environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamd", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for a module whose tests share a daemon."""

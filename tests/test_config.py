@@ -18,7 +18,7 @@ from streamd.config import (
 )
 from streamd.redact import redact_url
 
-from .conftest import ROOT
+from .conftest import ROOT, streamd_check
 
 EXAMPLE = """
 [redis]
@@ -186,20 +186,9 @@ def test_redact_url() -> None:
     )
 
 
-def run_check(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamd", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        cwd=ROOT,
-        timeout=30,
-    )
-
-
 def test_check_prints_effective_config_redacted(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE.replace("synthetic:", "rtsp://admin:hunter2@cam/live"))
-    result = run_check(path, {"REDIS_PASSWORD": "topsecret"})
+    result = streamd_check(path, {"REDIS_PASSWORD": "topsecret"})
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout and "topsecret" not in result.stdout
     assert 'source = "rtsp://admin:***@cam/live"' in result.stdout
@@ -208,7 +197,7 @@ def test_check_prints_effective_config_redacted(tmp_path: Path) -> None:
 
 def test_check_fails_with_located_error(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE.replace("fps = 10", 'fps = "ten"'))
-    result = run_check(path)
+    result = streamd_check(path)
     assert result.returncode != 0
     assert f"{path}: cameras[0].fps: must be a number" in result.stderr
 
@@ -367,7 +356,7 @@ def test_new_keys_are_parsed_and_shown(tmp_path: Path) -> None:
     assert shown["server"]["admin_token_sha256"] == "***"
     assert shown["supervisor"]["child_memory_max"] == 512 * 1024 * 1024
     assert shown["cameras"][0]["name"] == "Front door"
-    result = run_check(write(tmp_path, NEW_KEYS))
+    result = streamd_check(write(tmp_path, NEW_KEYS))
     assert result.returncode == 0, result.stderr
     assert "ab" * 32 not in result.stdout and 'location = "Building A' in result.stdout
 

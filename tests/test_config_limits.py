@@ -11,20 +11,9 @@ import pytest
 
 from streamd.config import ConfigError, load_config
 
-from .conftest import ROOT
+from .conftest import ROOT, streamd_check
 
 CAMERA = '[[cameras]]\nid = "cam{i}"\nsource = "synthetic:"\n'
-
-
-def check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamd", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(
@@ -41,7 +30,7 @@ def test_deep_nesting_that_overflows_the_parser_is_a_config_error(
 ) -> None:
     path = tmp_path / "streamd.toml"
     path.write_text(text)
-    result = check(path)
+    result = streamd_check(path)
     assert result.returncode == 78, result.stderr
     assert f"{path}: nested deeper than the limit of 32 levels" in result.stderr
     assert "Traceback" not in result.stderr
@@ -81,7 +70,7 @@ def test_ordinary_nesting_is_fine(tmp_path: Path) -> None:
 def test_oversized_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "streamd.toml"
     path.write_text(CAMERA.format(i=0) + "# " + "x" * (1024 * 1024) + "\n")
-    result = check(path)
+    result = streamd_check(path)
     assert result.returncode == 78
     assert f"{path}: larger than the limit of 1 MiB" in result.stderr
 
@@ -101,7 +90,7 @@ def test_camera_count_is_capped_by_default(tmp_path: Path) -> None:
         load_config(path, {})
     assert (info.value.source, info.value.key) == (str(path), "cameras")
     assert "257 cameras" in info.value.problem and "max_cameras = 256" in info.value.problem
-    result = check(path)
+    result = streamd_check(path)
     assert result.returncode == 78 and f"{path}: cameras: 257 cameras" in result.stderr
     path.write_text(
         "[supervisor]\nmax_cameras = 300\n" + "".join(CAMERA.format(i=i) for i in range(257))

@@ -253,15 +253,7 @@ async def _trim(redis_server: RedisServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def scoped(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def scoped(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tokens = "".join(
         f'\n[[server.tokens]]\nname = "{name}"\nsha256 = "{sha(name)}"\ncameras = ["{cam}"]\n'
         for name, cam in ((TOKEN_MOVING, "moving"), (TOKEN_OTHER, "other"))
@@ -269,7 +261,7 @@ def scoped(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     other = {"id": "other", "source": "synthetic:?width=160&height=120", "detector": "none"}
     daemon = start(
         tmp_path_factory.mktemp("scoped") / "streamd.toml",
-        redis_srv.url,
+        module_redis.url,
         [MOVING, other],
         tokens,
     )
@@ -287,12 +279,12 @@ def white_fraction(image: np.ndarray, box: list[int]) -> float:
 
 
 def test_events_kept_with_snapshots_whose_boxes_lie_over_the_object(
-    scoped: Daemon, redis_srv: RedisServer
+    scoped: Daemon, module_redis: RedisServer
 ) -> None:
     kept = wait_for(lambda: events(scoped, "camera=moving", TOKEN_MOVING), 15, "a kept event")
     event = kept[0]
     assert event["camera_id"] == "moving" and event["labels"] == ["motion"]
-    assert event["id"] in stream_ids(redis_srv.client())  # the stream itself holds it
+    assert event["id"] in stream_ids(module_redis.client())  # the stream itself holds it
     status, jpeg = get(scoped, event["snapshot"], TOKEN_MOVING)
     assert status == 200 and jpeg[:2] == b"\xff\xd8"
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -301,7 +293,7 @@ def test_events_kept_with_snapshots_whose_boxes_lie_over_the_object(
     boxes = [d["box"] for d in event["detections"]]
     # The synthetic source's white square (40 px, rows 100-140) is under a box.
     assert max(white_fraction(image, box) for box in boxes) > 0.3, boxes
-    ttl = redis_srv.client().pttl(f"streamd:snapshot:{event['id']}")
+    ttl = module_redis.client().pttl(f"streamd:snapshot:{event['id']}")
     assert 6 * 86400 * 1000 < ttl <= 7 * 86400 * 1000  # expires with the event (7 d)
 
 
@@ -353,10 +345,10 @@ def test_snapshot_ids_are_checked(scoped: Daemon, event_id: str, status: int) ->
 
 
 def test_hostile_stream_writer_is_counted_and_skipped(
-    scoped: Daemon, redis_srv: RedisServer
+    scoped: Daemon, module_redis: RedisServer
 ) -> None:
     wait_for(lambda: events(scoped, "camera=moving", TOKEN_MOVING), 15, "a kept event")
-    client = redis_srv.client()
+    client = module_redis.client()
     junk: list[dict[Any, Any]] = [
         {"camera": "moving"},
         {"camera": "moving", "time": "1", "event": "{not json"},
@@ -429,18 +421,18 @@ def key(event_id: str) -> tuple[int, int]:
 
 
 def test_viewer_misses_nothing_across_a_gateway_restart(
-    redis_srv: RedisServer, tmp_path: Path
+    module_redis: RedisServer, tmp_path: Path
 ) -> None:
     storm = {**STORM, "fps": 5}
     path = tmp_path / "streamd.toml"
     caps = "\n[events]\nmax_events = 50\nmax_snapshots = 5\n"
-    daemon = start(path, redis_srv.url, [storm], caps)
+    daemon = start(path, module_redis.url, [storm], caps)
     url = f"ws://{daemon.base}/ws"
     _, live = asyncio.run(_live_event_ids(url, 3, None))
     last_seen = live[-1]
     daemon.stop()
     assert_no_traceback(daemon)
-    restarted = start(path, redis_srv.url, [storm], caps)  # events go on while we are away
+    restarted = start(path, module_redis.url, [storm], caps)  # events go on while we are away
     try:
         wait_for(
             lambda: len(events(restarted, f"camera=storm&cursor={last_seen}")) >= 5,
@@ -449,12 +441,12 @@ def test_viewer_misses_nothing_across_a_gateway_restart(
         )
         url = f"ws://{restarted.base}/ws"
         replayed, live_after = asyncio.run(_live_event_ids(url, 2, last_seen))
-        kept = [i for i in stream_ids(redis_srv.client(), "storm") if key(i) > key(last_seen)]
+        kept = [i for i in stream_ids(module_redis.client(), "storm") if key(i) > key(last_seen)]
         assert len(replayed) >= 5
         assert replayed == kept[: len(replayed)]  # every event since the last one seen
         assert key(live_after[0]) > key(replayed[-1])  # then live ones, none twice
         assert set(replayed).isdisjoint(live_after)
-        client = redis_srv.client()  # the storm stays within its caps
+        client = module_redis.client()  # the storm stays within its caps
         assert client.xlen("streamd:events") <= 50
         assert len(client.keys("streamd:snapshot:*")) <= 5
     finally:

@@ -3,8 +3,6 @@ log lines, in every URL form redis-py accepts (and the malformed ones)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 from streamd.config import ConfigError, load_config
 from streamd.redact import MASK, redact_url
 
-from .conftest import ROOT, Daemon, RedisServer, wait_for
+from .conftest import Daemon, RedisServer, streamd_check, wait_for
 
 # Two distinctive halves, so a password cut at an odd character is still seen.
 A, B = "Xq7Lm", "Zk9Wp"
@@ -73,14 +71,7 @@ def test_redact_url_masks_camera_query_secrets() -> None:
 def check(tmp_path: Path, redis_url: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     path = tmp_path / "streamd.toml"
     path.write_text(f'[redis]\nurl = "{redis_url}"\n[[cameras]]\nid = "a"\nsource = "synthetic:"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "streamd", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        cwd=ROOT,
-        timeout=30,
-    )
+    result = streamd_check(path, env)
     return result.returncode, result.stdout + result.stderr
 
 

@@ -9,7 +9,6 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from streamd.gateway.hub import HubFrame
 from streamd.states import SourceState
 from streamd.transport.frame import FrameMeta
 
-from .conftest import ROOT, Daemon, RedisServer, free_port, wait_for, write_config
+from .conftest import Daemon, RedisServer, free_port, streamd_check, wait_for, write_config
 from .viewers import decodes
 
 JSON = {"Content-Type": "application/json"}  # control needs it (CSRF guard)
@@ -425,13 +424,7 @@ def test_non_loopback_listen_needs_tokens_or_explicit_anonymous(tmp_path: Path) 
     def check(server: str) -> subprocess.CompletedProcess[str]:
         path = tmp_path / "s.toml"
         path.write_text(f"[server]\n{server}\n")
-        return subprocess.run(
-            [sys.executable, "-m", "streamd", "check", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=30,
-        )
+        return streamd_check(path)
 
     refused = check('listen = "0.0.0.0:8765"')
     assert refused.returncode == 78

@@ -242,19 +242,3 @@ class Config:
 def _without_none(table: dict[str, Any]) -> dict[str, Any]:
     """TOML has no null: an unset optional value is left out."""
     return {key: value for key, value in table.items() if value is not None}
-
-
-__all__ = [
-    "CAMERA_ID_PATTERN",
-    "DEFAULT_CONFIG_PATH",
-    "CameraConfig",
-    "Config",
-    "ConfigError",
-    "DetectorConfig",
-    "EventsConfig",
-    "RedisConfig",
-    "ServerConfig",
-    "SupervisorConfig",
-    "TokenConfig",
-    "is_valid_camera_id",
-]
