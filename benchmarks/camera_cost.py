@@ -1,5 +1,5 @@
 """What one camera child costs: CPU per published frame against the floor (the
-same decode + BGR + JPEG encode in a tight loop, in another process), and idle
+same decode + JPEG encode in a tight loop, in another process), and idle
 against watched.
 
 Usage: python -m benchmarks.camera_cost  (part of ``python -m benchmarks``)
@@ -18,9 +18,13 @@ import av
 import cv2
 import numpy as np
 import redis
+from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from benchmarks._procs import CameraChild
 from streamd.config import CameraConfig, DetectorConfig
+from streamd.worker.planes import encode_jpeg as encode_planes
+from streamd.worker.planes import from_packed_i420
 
 JPEG_QUALITY = 80  # the camera default
 
@@ -36,7 +40,19 @@ def clip_jpegs(path: Path) -> list[bytes]:
         return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
 
 
-def _floor_worker(path: str, frames: int, out: Queue[float]) -> None:
+def _planes_jpeg(picture: VideoFrame) -> None:
+    planes = from_packed_i420(
+        picture.to_ndarray(), picture.width, picture.height, limited=picture.color_range != 2
+    )
+    encode_planes(planes, JPEG_QUALITY)
+
+
+def _bgr_jpeg(picture: VideoFrame, reformatter: VideoReformatter) -> None:
+    image = reformatter.reformat(picture, format="bgr24", threads=1).to_ndarray()
+    cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+
+
+def _floor_worker(path: str, frames: int, via_bgr: bool, out: Queue[float]) -> None:
     done = 0
     opening = 0.0
     if path.endswith(".mjpeg"):
@@ -49,6 +65,7 @@ def _floor_worker(path: str, frames: int, out: Queue[float]) -> None:
             done += 1
         out.put((_cpu() - start) / frames)
         return
+    reformatter = VideoReformatter()
     start = _cpu()
     while done < frames:
         before = _cpu()
@@ -59,8 +76,10 @@ def _floor_worker(path: str, frames: int, out: Queue[float]) -> None:
         opening += _cpu() - before  # probing a file is no part of a frame's cost
         for packet in container.demux(stream):
             for picture in stream.codec_context.decode(packet):
-                image = picture.to_ndarray(format="bgr24")
-                cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                if via_bgr:
+                    _bgr_jpeg(picture, reformatter)
+                else:
+                    _planes_jpeg(picture)
                 done += 1
             if done >= frames:
                 break
@@ -68,11 +87,14 @@ def _floor_worker(path: str, frames: int, out: Queue[float]) -> None:
     out.put((_cpu() - start - opening) / done)
 
 
-def floor_per_frame(clip: Path, frames: int) -> float:
-    """CPU seconds per frame of decode + BGR + encode, alone in a fresh process."""
+def floor_per_frame(clip: Path, frames: int, *, via_bgr: bool = False) -> float:
+    """CPU seconds per frame of the work a camera child does for each published
+    frame, alone in a fresh process: decode + JPEG from the decoder's planes
+    (MJPEG: JPEG decode + encode). ``via_bgr``: the way it was done before, decode
+    + BGR conversion + OpenCV's encode, for comparison."""
     context = mp.get_context("fork")
     out: Queue[float] = context.Queue()
-    process = context.Process(target=_floor_worker, args=(str(clip), frames, out))
+    process = context.Process(target=_floor_worker, args=(str(clip), frames, via_bgr, out))
     process.start()
     result = out.get(timeout=300)
     process.join()

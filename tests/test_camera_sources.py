@@ -114,6 +114,24 @@ def test_rtsp_h26x_frames_arrive_at_size_and_thinned_frames_are_never_converted(
     )
     assert stats.converted == loop.encoded  # one conversion per published frame, no more
     assert stats.decoded >= 2.5 * stats.converted
+    # ... and that one is no BGR conversion: the JPEG is made from the decoder's planes.
+    assert stats.planar == stats.converted
+
+
+def test_motion_reads_the_grey_plane_and_events_keep_colour(cameras: RtspServer) -> None:
+    snapshots: list[np.ndarray] = []
+    with Run(cameras.clip_url(H264_720), fps=15, detector="motion", detect_fps=5) as run:
+        assert run.detection is not None
+        run.detection.on_event = lambda _event, image: snapshots.append(image)
+        run.wait_published(30)
+        wait_for(lambda: snapshots, 20, "a motion event")  # the test pattern moves
+        stats = run.source.stats
+    # Neither the published frames nor the detector's needed a BGR picture.
+    assert stats.planar == stats.converted > 0
+    snapshot = snapshots[0]
+    assert snapshot.shape == (720, 1280, 3)
+    blue, green, red = (snapshot[..., c].astype(int) for c in range(3))
+    assert float(np.mean(np.abs(red - blue) + np.abs(green - blue))) > 20  # not grey
 
 
 def test_unwatched_h264_camera_decodes_nothing_it_need_not_and_resumes_at_once(

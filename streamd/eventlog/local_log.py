@@ -147,6 +147,9 @@ class LocalEventLog:
         if self.directory is not None:
             try:
                 if keep_snapshot and snapshot is not None:
+                    # Room first: the directory never holds more than the bound,
+                    # not even between this write and the expiry below.
+                    self._drop_snapshots(self.config.max_snapshots - 1)
                     (self.directory / f"{record_id}.jpg").write_bytes(snapshot)
                     self.snapshots.append(record_id)
                 self._write_line(record_id, fields)
@@ -162,10 +165,14 @@ class LocalEventLog:
             self.ring.popleft()
         oldest = parse_stream_id(self.ring[0].id) if self.ring else None
         while self.snapshots and (
-            len(self.snapshots) > self.config.max_snapshots
-            or oldest is None
-            or (parse_stream_id(self.snapshots[0]) or (0, 0)) < oldest
+            oldest is None or (parse_stream_id(self.snapshots[0]) or (0, 0)) < oldest
         ):
+            self._drop_snapshots(len(self.snapshots) - 1)
+        self._drop_snapshots(self.config.max_snapshots)
+
+    def _drop_snapshots(self, keep: int) -> None:
+        """Delete the oldest snapshots until at most ``keep`` are left."""
+        while len(self.snapshots) > max(0, keep):
             gone = self.snapshots.popleft()
             if self.directory is not None:
                 with contextlib.suppress(OSError):

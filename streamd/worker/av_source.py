@@ -18,7 +18,7 @@ full decoding costs the same, but PyAV lets us
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -28,10 +28,12 @@ import cv2
 import numpy as np
 from av.packet import Packet
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from streamd.redact import redact_url
 from streamd.worker.decoding import MAX_KEYFRAME_BACKLOG, is_self_contained_jpeg, jpeg_size
+from streamd.worker.planes import Planes, from_packed_i420
 from streamd.worker.sources import DecodeStats, Frame, Image, KeyframePolicy, SourceError
 
 if TYPE_CHECKING:  # generic in the stubs only
@@ -79,6 +81,11 @@ class AvSource:
         self._need_keyframe = True  # decoder has no valid reference picture
         self._last_key_pts: float | None = None
         self.keyframe_interval: float | None = None  # seconds, from stream timestamps
+        # One converter for the source's life: ``picture.to_ndarray(format=...)`` builds
+        # (and tears down) a new swscale context with its own thread pool for every
+        # frame, which cost ~1 ms per 720p frame in the profile, more than the
+        # conversion itself.
+        self._reformatter = VideoReformatter()
 
     def _describe(self) -> str:
         return redact_url(self.target)
@@ -176,12 +183,11 @@ class AvSource:
             self._need_keyframe = False
             if keyframes_only:
                 # Even the keyframe is decoded only if someone uses this frame.
-                return Frame(
+                return self._frame(
                     context.width,
                     context.height,
-                    self._convert_backlog,
-                    self.stats,
-                    media_time=self._media_time(packet.pts, packet.time_base),
+                    _Once(self._decode_keyframe),
+                    self._media_time(packet.pts, packet.time_base),
                 )
         elif self._need_keyframe:
             return None  # references lost: nothing decodes right until a keyframe
@@ -196,16 +202,27 @@ class AvSource:
         picture = self._decode_backlog()
         if picture is None:
             return None
-
-        def convert(picture: VideoFrame = picture) -> Image:
-            return picture.to_ndarray(format="bgr24")
-
-        return Frame(
+        return self._frame(
             picture.width,
             picture.height,
-            convert,
+            lambda: picture,
+            self._media_time(picture.pts, picture.time_base),
+        )
+
+    def _frame(
+        self,
+        width: int,
+        height: int,
+        picture: Callable[[], VideoFrame],
+        media_time: float | None,
+    ) -> Frame:
+        return Frame(
+            width,
+            height,
+            lambda: self._to_bgr(picture()),
             self.stats,
-            media_time=self._media_time(picture.pts, picture.time_base),
+            media_time=media_time,
+            planar=lambda: _planes(picture()),
         )
 
     def _decode_backlog(self) -> VideoFrame | None:
@@ -223,11 +240,17 @@ class AvSource:
                 latest = pictures[-1]  # a low-delay decoder gives one per packet
         return latest
 
-    def _convert_backlog(self) -> Image:
+    def _decode_keyframe(self) -> VideoFrame:
         picture = self._decode_backlog()
         if picture is None:
             raise SourceError(f"a keyframe from {self._describe()} would not decode")
-        return picture.to_ndarray(format="bgr24")
+        return picture
+
+    def _to_bgr(self, picture: VideoFrame) -> Image:
+        # One thread, like the decoder: a box with many cameras gets its parallelism
+        # from them, and a pool per conversion costs more than it saves at these sizes.
+        bgr = self._reformatter.reformat(picture, format="bgr24", threads=1)
+        return bgr.to_ndarray()
 
     def _jpeg_frame(self, packet: VideoPacket) -> Frame | None:
         jpeg = bytes(packet)
@@ -247,6 +270,35 @@ class AvSource:
         own = jpeg if is_self_contained_jpeg(jpeg) else None
         media_time = self._media_time(packet.pts, packet.time_base)
         return Frame(size[0], size[1], convert, self.stats, jpeg=own, media_time=media_time)
+
+
+class _Once:
+    """A keyframe decoded on first use, then kept (BGR and planes share it)."""
+
+    def __init__(self, decode: Callable[[], VideoFrame]) -> None:
+        self._decode = decode
+        self._picture: VideoFrame | None = None
+
+    def __call__(self) -> VideoFrame:
+        if self._picture is None:
+            self._picture = self._decode()
+        return self._picture
+
+
+# Decoders that give 4:2:0 planes the JPEG can take as they are; ``yuvj420p`` is
+# FFmpeg's name for the full-range variant (MJPEG-style, some IP cameras).
+_I420_FORMATS = frozenset({"yuv420p", "yuvj420p"})
+
+
+def _planes(picture: VideoFrame) -> Planes | None:
+    """The picture's own planes when they suit a JPEG (4:2:0, even size), else None."""
+    if picture.format.name not in _I420_FORMATS or picture.width % 2 or picture.height % 2:
+        return None
+    full = picture.format.name == "yuvj420p" or picture.color_range == _FULL_RANGE
+    return from_packed_i420(picture.to_ndarray(), picture.width, picture.height, limited=not full)
+
+
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
 def _seconds(pts: int | None, time_base: Fraction | None) -> float | None:

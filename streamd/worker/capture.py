@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import cv2
 import structlog
 
 from streamd.backoff import Backoff
@@ -27,9 +28,13 @@ from streamd.states import SourceState
 from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.worker.decoding import can_pass_through, keyframes_suffice
 from streamd.worker.demand import IDLE_REFRESH_S
-from streamd.worker.detection_thread import DetectionRunner
+from streamd.worker.detection_thread import DetectionRunner, DetectorInput
+from streamd.worker.detectors import Detection
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.overlay import draw_overlay
+from streamd.worker.planes import encode_jpeg as encode_planes
+from streamd.worker.planes import resize_to_width as resize_planes
+from streamd.worker.planes import to_bgr as planes_to_bgr
 from streamd.worker.sources import Frame, Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
@@ -162,9 +167,16 @@ class CaptureLoop:
         )
 
     def _offer_to_detector(self, frame: Frame) -> None:
-        # Converted at the detector's rate, not the stream's.
+        # Converted at the detector's rate, not the stream's; the detector thread
+        # takes the newest frame.
         assert self.detection is not None
-        self.detection.offer(frame.image())  # the detector thread takes the newest frame
+        planes = frame.planes() if self.detection.wants_grey else None
+        if planes is None:
+            image = frame.image()
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if self.detection.wants_grey else None
+            self.detection.offer(DetectorInput(image if grey is None else grey, lambda: image))
+        else:
+            self.detection.offer(DetectorInput(planes.y, lambda: planes_to_bgr(planes)))
 
     def _publish(self, frame: Frame, watched: bool, on_interval: bool) -> None:
         capture_ns = time.time_ns()
@@ -189,18 +201,34 @@ class CaptureLoop:
             jpeg, width, height = frame.jpeg, frame.width, frame.height
             self.passed_through += 1
         else:
-            image = frame.image()
-            if drawing:
-                image = draw_overlay(image, detections, timestamp=stamp)
             try:
-                resized = resize_to_width(image, self.camera.width)
-                jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
+                jpeg, width, height = self._encode(frame, drawing, detections, stamp)
             except (EncodeError, ValueError) as exc:
                 self.encode_errors += 1
                 log.warning("frame dropped: encode failed", error=str(exc))
                 return
-            width, height = int(resized.shape[1]), int(resized.shape[0])
             self.encoded += 1
         self.seq += 1
         meta = FrameMeta(self.camera.id, self.seq, capture_ns, 0, width, height)
         deliver(EncodedFrame(meta, jpeg, time.monotonic()))
+
+    def _encode(
+        self,
+        frame: Frame,
+        drawing: bool,
+        detections: tuple[Detection, ...],
+        stamp: float | None,
+    ) -> tuple[bytes, int, int]:
+        """JPEG, width, height. Straight from the decoder's planes when nothing is
+        drawn; through a BGR picture only to draw on it (or when the source has
+        no planes: V4L2, synthetic, MJPEG)."""
+        planes = None if drawing else frame.planes()
+        if planes is not None:
+            sized = resize_planes(planes, self.camera.width)
+            return encode_planes(sized, self.camera.jpeg_quality), sized.width, sized.height
+        image = frame.image()
+        if drawing:
+            image = draw_overlay(image, detections, timestamp=stamp)
+        resized = resize_to_width(image, self.camera.width)
+        jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
+        return jpeg, int(resized.shape[1]), int(resized.shape[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import structlog
@@ -19,6 +20,20 @@ from streamd.worker.detectors import Detection, Detector
 from streamd.worker.events import DetectionEvent, EventTracker
 
 log = structlog.get_logger("streamd.detect")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorInput:
+    """What the detector looks at (BGR, or grey for detectors that read grey)
+    and how to get the same frame in colour for an event's snapshot (called in
+    the detection thread, only when an event starts)."""
+
+    image: np.ndarray
+    colour: Callable[[], np.ndarray]
+
+    @classmethod
+    def of_bgr(cls, image: np.ndarray) -> DetectorInput:
+        return cls(image, lambda: image)
 
 
 class DetectionRunner:
@@ -39,7 +54,8 @@ class DetectionRunner:
         self.latency = LatencyHistogram()  # cumulative, read by heartbeats
         self.runs = 0
         self.errors = 0
-        self._frame: np.ndarray | None = None
+        self.wants_grey = bool(getattr(detector, "reads_grey", False))
+        self._frame: DetectorInput | None = None
         self._ready = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"detect-{camera_id}", daemon=True)
@@ -53,13 +69,13 @@ class DetectionRunner:
             self._ready.notify()
         self._thread.join(timeout)
 
-    def offer(self, image: np.ndarray) -> None:
-        """Called by capture for each published frame; the newest wins."""
+    def offer(self, frame: DetectorInput) -> None:
+        """Called by capture at the detector's rate; the newest wins."""
         with self._ready:
-            self._frame = image
+            self._frame = frame
             self._ready.notify()
 
-    def _take(self) -> np.ndarray | None:
+    def _take(self) -> DetectorInput | None:
         with self._ready:
             while self._frame is None and not self._stop:
                 self._ready.wait()
@@ -74,12 +90,12 @@ class DetectionRunner:
                 with self._ready:
                     if self._ready.wait_for(lambda: self._stop, wait):
                         return
-            image = self._take()
-            if image is None:
+            taken = self._take()
+            if taken is None:
                 return
             started = time.monotonic()
             try:
-                detections = tuple(self.detector.detect(image, started))
+                detections = tuple(self.detector.detect(taken.image, started))
             except Exception as exc:  # a plugin's bug must not stop the camera
                 self.errors += 1
                 if self.errors & (self.errors - 1) == 0:
@@ -91,5 +107,5 @@ class DetectionRunner:
             self.latest = detections
             event = self.tracker.update(detections, finished, time.time())
             if event is not None:
-                self.on_event(event, image)  # the frame it was detected on: its snapshot
+                self.on_event(event, taken.colour())  # the frame it was detected on
             next_due = max(started + self.interval, finished)

@@ -43,11 +43,16 @@ class Detection:
 
 
 class Detector(Protocol):
+    """``image`` is BGR, or grey (HxW) for a detector whose ``reads_grey`` is True:
+    from a video camera that grey is the decoder's Y plane, with no conversion."""
+
     def detect(self, image: np.ndarray, now: float) -> Sequence[Detection]: ...
 
 
 class MotionDetector:
-    """Moving regions against a learned background (MOG2)."""
+    """Moving regions against a learned background (MOG2), on a grey picture."""
+
+    reads_grey = True
 
     def __init__(self, config: DetectorConfig, work_width: int = 320) -> None:
         self.min_area = config.motion_min_area
@@ -84,7 +89,9 @@ class MotionDetector:
             if scale < 1.0
             else image
         )
-        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        grey = cv2.GaussianBlur(small, (5, 5), 0)
         foreground = self._subtractor.apply(grey)
         if now - self._started < self.warmup:
             return []  # still learning the background

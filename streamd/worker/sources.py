@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from streamd.redact import redact_url
+from streamd.worker.planes import Planes
 
 Image = np.ndarray  # HxWx3 uint8, BGR
 OPEN_TIMEOUT_MS = 5000
@@ -36,16 +37,30 @@ class DecodeStats:
     """What a source's frames cost (cumulative; written by the capture thread)."""
 
     decoded: int = 0  # pictures the decoder produced (inter codecs: every frame)
-    converted: int = 0  # frames converted to a BGR image
+    converted: int = 0  # frames converted to a picture we use (BGR or planes)
+    planar: int = 0  # of those, taken as the decoder's planes (no BGR conversion)
 
 
 class Frame:
     """One frame from a source. ``image()`` converts to BGR on first call (counted
-    in ``stats.converted``) and must be called before the source's next ``read()``;
+    in ``stats.converted``); ``planes()`` gives the decoder's own YUV 4:2:0 planes
+    instead, when the source decodes to them (None otherwise), with no BGR
+    conversion. Either must be called before the source's next ``read()``.
     ``jpeg`` is the camera's own complete JPEG when the source is MJPEG;
     ``media_time`` the stream's own timestamp in seconds, when it has one."""
 
-    __slots__ = ("_convert", "_image", "height", "jpeg", "keyframe", "media_time", "stats", "width")
+    __slots__ = (
+        "_convert",
+        "_image",
+        "_planar",
+        "_planes",
+        "height",
+        "jpeg",
+        "keyframe",
+        "media_time",
+        "stats",
+        "width",
+    )
 
     def __init__(
         self,
@@ -57,6 +72,7 @@ class Frame:
         jpeg: bytes | None = None,
         keyframe: bool = True,
         media_time: float | None = None,
+        planar: Callable[[], Planes | None] | None = None,
     ) -> None:
         self.media_time = media_time
         self.width = width
@@ -66,6 +82,8 @@ class Frame:
         self.stats = stats
         self._convert = convert
         self._image: Image | None = None
+        self._planar = planar
+        self._planes: Planes | None = None
 
     @classmethod
     def of_image(cls, image: Image, stats: DecodeStats) -> Frame:
@@ -77,8 +95,26 @@ class Frame:
     def image(self) -> Image:
         if self._image is None:
             self._image = self._convert()
-            self.stats.converted += 1
+            if self._planes is None:
+                self.stats.converted += 1
         return self._image
+
+    def planes(self) -> Planes | None:
+        if self._planes is None and self._planar is not None and self._image is None:
+            self._planes = self._planar()
+            if self._planes is None:
+                self._planar = None  # not a 4:2:0 picture: BGR it is
+            else:
+                self.stats.converted += 1
+                self.stats.planar += 1
+        return self._planes
+
+    def grey(self) -> np.ndarray:
+        """The picture in grey: the Y plane when there are planes, no conversion."""
+        planes = self.planes()
+        if planes is not None:
+            return planes.y
+        return cv2.cvtColor(self.image(), cv2.COLOR_BGR2GRAY)
 
 
 class Source(Protocol):
