@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 import structlog
 from redis.exceptions import RedisError
@@ -344,5 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    # OpenCV's own thread pool (resize, blur, MOG2) costs more in hand-offs than it
+    # saves on a detector's small frames, and a box with many cameras gets its
+    # parallelism from them: one thread per child, like the decoder.
+    cv2.setNumThreads(1)
     configure_logging(args.log_level, context=_log_context(args.camera))
     return asyncio.run(run_worker(args.control_fd))
