@@ -36,6 +36,11 @@ from streamd.stats import LatencyHistogram
 BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 COUNTERS = (
     ("frames_captured", "captured", "Frames read from the source"),
+    ("frames_decoded", "decoded", "Pictures the decoder produced (inter codecs: every frame)"),
+    ("frames_converted", "converted", "Frames converted to a picture (BGR or decoder planes)"),
+    ("frames_from_planes", "planar", "Of those, taken as the decoder's YUV planes: no BGR"),
+    ("frames_encoded", "encoded", "Frames JPEG-encoded"),
+    ("frames_passed_through", "passed_through", "Frames published as the camera's own JPEG"),
     ("frames_published", "published", "Frames published to Redis"),
     ("frames_fallback", "fallback", "Frames sent to the local gateway while Redis was down"),
     ("publish_attempts", "attempts", "Frames the publisher tried to send to Redis"),

@@ -130,6 +130,11 @@ COUNTER_NAMES = (
     "detect_runs",
     "events",
     "skipped_idle",
+    # What the source decoded and converted (decode only what is needed)
+    "decoded",
+    "converted",
+    "planar",
+    "passed_through",
 )
 
 

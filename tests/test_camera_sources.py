@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamd.config import CameraConfig, DetectorConfig
 from streamd.transport.frame import EncodedFrame, parse_frame
@@ -183,7 +184,7 @@ def test_http_mjpeg_publishes_the_cameras_own_jpeg_bytes_through_redis(
 ) -> None:
     jpegs = camera_jpegs()
     with MjpegHttpServer(jpegs, fps=10) as camera:
-        start_daemon(
+        daemon = start_daemon(
             redis_url=redis_server.url,
             cameras=[{"id": "mjpeg", "source": camera.url, "fps": 10, "detector": "none"}],
         )
@@ -201,6 +202,10 @@ def test_http_mjpeg_publishes_the_cameras_own_jpeg_bytes_through_redis(
         assert parsed.meta is not None and parsed.meta.camera_id == "mjpeg"
         assert (parsed.meta.width, parsed.meta.height) == (320, 240)
         assert strip_metadata(payload) in jpegs  # byte for byte what the camera sent
+    figures = wait_for(
+        lambda: decode_metrics(daemon, "mjpeg", "frames_passed_through"), 10, "heartbeat"
+    )
+    assert figures["frames_decoded"] == figures["frames_encoded"] == 0
 
 
 def test_mjpeg_is_decoded_only_for_the_detector() -> None:
@@ -252,6 +257,27 @@ async def test_h265_camera_through_the_daemon_to_a_viewer(
     got = await frames(f"ws://{daemon.base}/ws/h265", 10, timeout=30)
     image = cv2.imdecode(np.frombuffer(got[-1], np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape == (360, 640, 3)
+    # /metrics says what was decoded, and that no frame needed a BGR conversion.
+    figures = wait_for(lambda: decode_metrics(daemon, "h265", "frames_encoded"), 10, "heartbeat")
+    assert figures["frames_decoded"] >= figures["frames_encoded"] >= 10
+    assert figures["frames_from_planes"] == figures["frames_converted"] > 0
+    assert figures["frames_passed_through"] == 0
+
+
+def decode_metrics(daemon: Daemon, camera: str, needed: str) -> dict[str, float] | None:
+    """The camera's decode counters from /metrics, once ``needed`` is above 0."""
+    status, body = daemon.http("/metrics")
+    assert status == 200
+    wanted = ("decoded", "converted", "from_planes", "encoded", "passed_through")
+    figures = {
+        family.name: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        if family.name in {f"streamd_frames_{name}" for name in wanted}
+        for sample in family.samples
+        if sample.labels.get("camera") == camera and sample.name.endswith("_total")
+    }
+    figures = {name.removeprefix("streamd_"): value for name, value in figures.items()}
+    return figures if figures.get(needed, 0) > 0 else None
 
 
 def test_clips_have_the_promised_gop(cameras: RtspServer) -> None:

@@ -217,6 +217,11 @@ class CameraWorker:
         counters["encoded"] = capture.encoded
         counters["encode_errors"] = capture.encode_errors
         counters["skipped_idle"] = capture.skipped_idle
+        counters["passed_through"] = capture.passed_through
+        decoding = capture.source.stats
+        counters["decoded"] = decoding.decoded
+        counters["converted"] = decoding.converted
+        counters["planar"] = decoding.planar
         if self.detection is not None:
             counters["detect_runs"] = self.detection.runs
             self.stats.detect_latency = self.detection.latency.copy()
