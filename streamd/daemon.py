@@ -257,6 +257,10 @@ class Daemon:
         self.config = applied
         self.gateway.apply_config(applied)
         diff = await self.supervisor.apply(applied)
+        if self.node_registry is not None and diff.removed:
+            await self.node_registry.forget(diff.removed)
+            if self.directory is not None:
+                await self.directory.refresh_quietly()  # this gateway's list, at once
         log.info(
             "config reloaded",
             added=list(diff.added),

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from streamd.registry.store import CAMERAS_KEY
+
 from .conftest import Daemon, RedisServer, kill_quietly, pid_alive, wait_for, write_config
 from .viewers import Watcher
 
@@ -161,6 +163,8 @@ async def test_reload_applies_only_the_difference(
         cameras=[{"id": "keep", **SYNTH}, {"id": "change", **SYNTH}, {"id": "gone", **SYNTH}],
     )
     before = {cid: wait_pid(daemon, cid) for cid in ("keep", "change", "gone")}
+    registry = redis_server.client()
+    wait_for(lambda: registry.hexists(CAMERAS_KEY, "gone"), 10, "gone in the camera registry")
     async with Watcher(f"ws://{daemon.base}/ws/keep") as viewer:
         await viewer.wait_frames(5, timeout=10)
         start = time.monotonic()
@@ -180,6 +184,8 @@ async def test_reload_applies_only_the_difference(
             10,
             "config reloaded",
         )
+        # Unlisted by the time the reload is done, not when its lease runs out.
+        assert "gone" not in cameras(daemon)
         after = {
             cid: await asyncio.to_thread(wait_pid, daemon, cid) for cid in ("keep", "change", "new")
         }

@@ -108,18 +108,22 @@ class CameraDirectory:
         self.now_ms = snapshot.now_ms
         self._read_at = asyncio.get_running_loop().time()
 
+    async def refresh_quietly(self) -> None:
+        """Refresh; a failure is counted and logged once, never raised."""
+        try:
+            await self.refresh()
+            if self.read_failures:
+                log.info("camera registry readable again", failures=self.read_failures)
+                self.read_failures = 0
+        except (RedisError, OSError) as exc:
+            self.read_failures += 1
+            if self.read_failures == 1:
+                log.warning("camera registry unreadable", error=str(exc) or type(exc).__name__)
+            await self.connection.failed()
+
     async def run(self) -> None:
         while True:
-            try:
-                await self.refresh()
-                if self.read_failures:
-                    log.info("camera registry readable again", failures=self.read_failures)
-                    self.read_failures = 0
-            except (RedisError, OSError) as exc:
-                self.read_failures += 1
-                if self.read_failures == 1:
-                    log.warning("camera registry unreadable", error=str(exc) or type(exc).__name__)
-                await self.connection.failed()
+            await self.refresh_quietly()
             await asyncio.sleep(POLL_S)
 
     async def close(self) -> None:

@@ -170,6 +170,16 @@ class NodeRegistry:
         self._last_frame[camera_id] = (seq, previous_ms)
         return previous_ms
 
+    async def forget(self, camera_ids: Iterable[str]) -> None:
+        """Cameras a reload removed: unlisted now, not when their lease runs out
+        (until then every gateway would show them as live)."""
+        gone = [c for c in camera_ids if self.leases.pop(c, None) is not None]
+        if not gone:
+            return
+        with contextlib.suppress(RedisError, OSError, TimeoutError):  # else they expire
+            client = await self.connection.client()
+            await asyncio.wait_for(store.forget(client, gone, self.node), 2.0)
+
     async def release_all(self) -> None:
         """A clean stop: give up our leases now, so a standby takes over at once."""
         owned = [c for c, lease in self.leases.items() if lease.role is Role.OWNER]

@@ -76,6 +76,21 @@ return 1
 """
 )
 
+# KEYS: owner, claims, leases, cameras. ARGV: node, camera id. A camera this node
+# no longer runs (a reload removed it): hand over, and unlist it if ours.
+FORGET = (
+    _NOW
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+return 1
+"""
+)
+
 # KEYS: cameras, leases. ARGV: retain_ms, max entries. Returns {now, id, expiry, json, ...}.
 READ = (
     _NOW
@@ -141,6 +156,18 @@ async def release(client: aioredis.Redis, camera_ids: Iterable[str], node: str) 
         for camera_id in camera_ids:
             pipe.eval(
                 RELEASE, 3, owner_key(camera_id), claims_key(camera_id), LEASES_KEY, node, camera_id
+            )
+        await pipe.execute()
+
+
+async def forget(client: aioredis.Redis, camera_ids: Iterable[str], node: str) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        for camera_id in camera_ids:
+            pipe.eval(
+                FORGET,
+                4,
+                *(owner_key(camera_id), claims_key(camera_id), LEASES_KEY, CAMERAS_KEY),
+                *(node, camera_id),
             )
         await pipe.execute()
 
