@@ -178,7 +178,7 @@ class NodeRegistry:
             return
         with contextlib.suppress(RedisError, OSError, TimeoutError):  # else they expire
             client = await self.connection.client()
-            await asyncio.wait_for(store.forget(client, gone, self.node), 2.0)
+            await asyncio.wait_for(store.release(client, gone, self.node, unlist=True), 2.0)
 
     async def release_all(self) -> None:
         """A clean stop: give up our leases now, so a standby takes over at once."""

@@ -63,29 +63,21 @@ return now
 """
 )
 
-# KEYS: owner, claims, leases. ARGV: node, camera id. A clean stop: hand over now.
+# KEYS: owner, claims, leases, cameras. ARGV: node, camera id, unlist. Hand over
+# now: a clean stop marks our cameras expired (other nodes' lists show them
+# offline); a camera a reload removed ("unlist" = 1) is taken off the list.
 RELEASE = (
     _NOW
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-end
-return 1
-"""
-)
-
-# KEYS: owner, claims, leases, cameras. ARGV: node, camera id. A camera this node
-# no longer runs (a reload removed it): hand over, and unlist it if ours.
-FORGET = (
-    _NOW
-    + """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('HDEL', KEYS[4], ARGV[2])
+  if ARGV[3] == '1' then
+    redis.call('ZREM', KEYS[3], ARGV[2])
+    redis.call('HDEL', KEYS[4], ARGV[2])
+  else
+    redis.call('ZADD', KEYS[3], now, ARGV[2])
+  end
 end
 return 1
 """
@@ -151,24 +143,13 @@ async def announce(
     await client.eval(ANNOUNCE, 2, CAMERAS_KEY, LEASES_KEY, *args)
 
 
-async def release(client: aioredis.Redis, camera_ids: Iterable[str], node: str) -> None:
+async def release(
+    client: aioredis.Redis, camera_ids: Iterable[str], node: str, *, unlist: bool = False
+) -> None:
     async with client.pipeline(transaction=False) as pipe:
         for camera_id in camera_ids:
-            pipe.eval(
-                RELEASE, 3, owner_key(camera_id), claims_key(camera_id), LEASES_KEY, node, camera_id
-            )
-        await pipe.execute()
-
-
-async def forget(client: aioredis.Redis, camera_ids: Iterable[str], node: str) -> None:
-    async with client.pipeline(transaction=False) as pipe:
-        for camera_id in camera_ids:
-            pipe.eval(
-                FORGET,
-                4,
-                *(owner_key(camera_id), claims_key(camera_id), LEASES_KEY, CAMERAS_KEY),
-                *(node, camera_id),
-            )
+            keys = (owner_key(camera_id), claims_key(camera_id), LEASES_KEY, CAMERAS_KEY)
+            pipe.eval(RELEASE, 4, *keys, node, camera_id, "1" if unlist else "0")
         await pipe.execute()
 
 
