@@ -127,17 +127,16 @@ class FramePublisher:
 
     def submit(self, frame: EncodedFrame) -> None:
         """Send or queue a frame without waiting (called on the event loop)."""
-        if self._link is not None:
-            if not self._in_flight:
-                self._send([frame])
-                return
-            if time.monotonic() - self._in_flight_since <= self._reply_timeout:
-                dropped = self._queue.push(frame)
-                if dropped:
-                    self.stats.dropped["queue_full"] += dropped
-                return
-            self._link_failed(TimeoutError("no reply from redis"))
-        self._deliver_locally([frame])
+        if self._link is None:
+            self._deliver_locally([frame])
+        elif not self._in_flight:
+            self._send([frame])
+        else:
+            dropped = self._queue.push(frame)  # sent when the replies are in
+            if dropped:
+                self.stats.dropped["queue_full"] += dropped
+            if time.monotonic() - self._in_flight_since > self._reply_timeout:
+                self._link_failed(TimeoutError("no reply from redis"))
 
     async def run(self) -> None:
         """Keep Redis connected (frames themselves are sent from ``submit``)."""
@@ -157,12 +156,18 @@ class FramePublisher:
         assert self._link is not None
         publish_ns = time.time_ns()
         head = self._head
-        packed = [pack_publish(head, frame.meta, publish_ns, frame.jpeg) for frame in batch]
+        if len(batch) == 1:
+            command, self._in_flight_bytes = pack_publish(
+                head, batch[0].meta, publish_ns, batch[0].jpeg
+            )
+        else:
+            packed = [pack_publish(head, frame.meta, publish_ns, frame.jpeg) for frame in batch]
+            command = b"".join(command for command, _ in packed)
+            self._in_flight_bytes = sum(size for _, size in packed)
         self._in_flight = batch
-        self._in_flight_bytes = sum(len(command) for command in packed)
         self._in_flight_since = time.monotonic()
         self._replied = 0
-        self._link.write(packed[0] if len(packed) == 1 else b"".join(packed))
+        self._link.write(command)
 
     def _on_replies(self, replies: list[int | ReplyError]) -> None:
         """On the event loop, from the link: count replies, then send what waited."""

@@ -33,14 +33,15 @@ def publish_head(command: bytes, channel: bytes) -> bytes:
     return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(command), command, len(channel), channel)
 
 
-def pack_publish(head: bytes, meta: FrameMeta, publish_ns: int, jpeg: bytes) -> bytes:
+def pack_publish(head: bytes, meta: FrameMeta, publish_ns: int, jpeg: bytes) -> tuple[bytes, int]:
     """One command carrying the frame's wire payload (``frame.pack_frame``'s
-    bytes), built with one copy of the JPEG."""
+    bytes), built with one copy of the JPEG; and the payload's size."""
     if not jpeg.startswith(SOI):
         raise FrameError("not_jpeg")
     header = frame_header(meta, publish_ns)
     size = len(header) + len(jpeg) - len(SOI)
-    return b"".join((head, b"$%d\r\n" % size, header, memoryview(jpeg)[len(SOI) :], CRLF))
+    command = b"".join((head, b"$%d\r\n" % size, header, memoryview(jpeg)[len(SOI) :], CRLF))
+    return command, size
 
 
 class IntegerReplies:
