@@ -29,12 +29,12 @@ class PublishLink(asyncio.Protocol):
     """Writes packed commands; hands each chunk of replies to ``on_replies`` and
     a lost connection (or a reply no publish gets) to ``on_lost``, once."""
 
-    def __init__(self, on_replies: Replies, on_lost: Lost) -> None:
+    def __init__(self, on_replies: Replies, on_lost: Lost, owner: object = None) -> None:
         self._on_replies = on_replies
         self._on_lost = on_lost
         self._replies = IntegerReplies()
         self._transport: asyncio.Transport | None = None
-        self._writer: asyncio.StreamWriter | None = None  # see open_link
+        self._owner = owner  # kept alive with the link (see open_link)
 
     @property
     def open(self) -> bool:
@@ -91,11 +91,10 @@ async def open_link(client: aioredis.Redis, on_replies: Replies, on_lost: Lost) 
         raise RedisConnectionError("frame link not connected")
     transport = writer.transport
     assert isinstance(transport, asyncio.Transport)
-    link = PublishLink(on_replies, on_lost)
+    # redis-py's StreamWriter closes the transport when collected: the link keeps it.
+    link = PublishLink(on_replies, on_lost, owner=writer)
     transport.set_protocol(link)
     link.connection_made(transport)
     # The socket is ours now; redis-py must neither read it nor close it later.
-    # Its StreamWriter stays referenced: when collected, it closes the transport.
-    link._writer = writer
     connection._reader = connection._writer = None
     return link
