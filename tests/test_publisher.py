@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from structlog.testing import capture_logs
 
 from streamd.backoff import Backoff
 from streamd.stats import CameraCounters
@@ -240,11 +241,14 @@ async def test_refused_publish_falls_back_without_spinning(redis_server: RedisSe
         # Every refused frame marks Redis down, and PING still answers: without a
         # pause between such rounds each frame would cost a PING and a new link.
         before = await _command_calls(redis_server, "ping")
-        for seq in range(2, 102):  # 100 frames in about 0.5 s
-            harness.publisher.submit(frame(seq))
-            await asyncio.sleep(0.005)
+        with capture_logs() as logs:
+            for seq in range(2, 102):  # 100 frames in about 0.5 s
+                harness.publisher.submit(frame(seq))
+                await asyncio.sleep(0.005)
         pings = await _command_calls(redis_server, "ping") - before
         assert pings <= 30, f"{pings} PINGs for 100 refused frames"
+        warnings = [e for e in logs if e["event"].startswith("redis publish failed")]
+        assert warnings == [], "one warning per outage, not one per refused frame"
     finally:
         await harness.stop()
     assert harness.balanced()

@@ -114,6 +114,7 @@ class FramePublisher:
         # frames go local without counting as failed publishes.
         self._connecting = self._topology is not None
         self._announce_next_success = True
+        self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
 
@@ -128,7 +129,7 @@ class FramePublisher:
     def submit(self, frame: EncodedFrame) -> None:
         """Send or queue a frame without waiting (called on the event loop)."""
         if self._link is None:
-            self._deliver_locally([frame])
+            self._deliver_locally(frame)
         elif not self._in_flight:
             self._send([frame])
         else:
@@ -176,10 +177,10 @@ class FramePublisher:
         if self._replied > len(batch):
             self._link_failed(RedisError("more replies than frames sent"))
             return
-        errors = [reply for reply in replies if isinstance(reply, ReplyError)]
-        if errors:
-            self._link_failed(RedisError(errors[0].message))
-            return
+        for reply in replies:
+            if isinstance(reply, ReplyError):  # -MOVED after a failover, -NOPERM, ...
+                self._link_failed(RedisError(reply.message))
+                return
         if self._replied < len(batch):
             return  # the rest of this batch's replies are on their way
         self._published(batch)
@@ -197,6 +198,7 @@ class FramePublisher:
         counters["published"] += len(batch)
         counters["bytes_published"] += self._in_flight_bytes
         self._in_flight = []
+        self._failure_logged = False
         latency, capture_to_publish = self.stats.publish_latency, self.stats.capture_to_publish
         for frame in batch:
             latency.record(done - frame.queued_at)
@@ -228,15 +230,13 @@ class FramePublisher:
             self.stats.counters["failures"] += len(frames)
             self.stats.dropped[reason] += len(frames)
 
-    def _deliver_locally(self, batch: list[EncodedFrame]) -> None:
-        """No link: Redis down, still connecting, or disabled."""
+    def _deliver_locally(self, frame: EncodedFrame) -> None:
+        """No link (Redis down, still connecting, or disabled): the embedded
+        fallback. Frames come here one by one, so none goes stale in a queue."""
         counted = self._topology is None or self._connecting
         if not counted:
-            self._count_not_published(batch, "redis_down")
-        elif len(batch) > 1:
-            self.stats.dropped["fallback_stale"] += len(batch) - 1
-        # Embedded fallback: only the newest frame matters to a live viewer.
-        if self._fallback(pack_for_sending(batch[-1])):
+            self._count_not_published([frame], "redis_down")
+        if self._fallback(pack_for_sending(frame)):
             self.stats.counters["fallback"] += 1
         elif counted:  # otherwise already counted as not reaching Redis
             self.stats.dropped["fallback_busy"] += 1
@@ -290,7 +290,10 @@ class FramePublisher:
 
     def _mark_down(self, exc: BaseException) -> None:
         self._close_link()
-        if self._redis_up:
+        # Once per outage: a Redis that answers PING but refuses every frame goes
+        # up and down with each frame, and must not log each time.
+        if self._redis_up and not self._failure_logged:
+            self._failure_logged = True
             log.warning(
                 "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
             )
