@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,7 +25,7 @@ from streamd.transport.resp import (
     publish_head,
 )
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 
 CHANNEL = "video:pub"
 FAST = Backoff(initial=0.05, cap=0.2)
@@ -276,3 +277,31 @@ async def test_without_redis_frames_go_to_the_fallback() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_frame_link_is_opened_the_way_the_url_says(tmp_path: Path) -> None:
+    """Unix socket, user and password, database: redis-py's handshake, our socket.
+    The default user may not publish, so a link that skipped AUTH would fail."""
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(free_port(), tmp_path, ("--unixsocket", str(socket_path)))
+    server.start()
+    admin = aioredis.Redis(port=server.port)
+    pubsub = admin.pubsub()
+    try:
+        await admin.execute_command("ACL", "SETUSER", "cam", "on", ">pw", "+@all", "~*", "&*")
+        await pubsub.subscribe(CHANNEL)
+        await admin.execute_command("ACL", "SETUSER", "default", "-publish")
+        harness = Harness(f"unix://cam:pw@{socket_path}?db=3")
+        await harness.start()
+        try:
+            harness.publisher.submit(frame(1))
+            await until(harness.published(1), 5, "a frame over the unix socket")
+            got = await received(pubsub, 1)
+        finally:
+            await harness.stop()
+    finally:
+        await pubsub.aclose()
+        await admin.aclose()
+        server.kill()
+    assert [parse_frame(d, 1 << 20).meta.seq for d in got] == [1]  # type: ignore[union-attr]
+    assert harness.stats.counters["failures"] == 0
