@@ -36,10 +36,6 @@ class PublishLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._owner = owner  # kept alive with the link (see open_link)
 
-    @property
-    def open(self) -> bool:
-        return self._transport is not None
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
@@ -47,10 +43,6 @@ class PublishLink(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self._transport is not None
         self._transport.write(data)
-
-    def buffered(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-        return self._transport.get_write_buffer_size() if self._transport else 0
 
     def data_received(self, data: bytes) -> None:
         try:
