@@ -87,14 +87,16 @@ def node_url(seed: str, host: str, port: int) -> str:
 
 def plain_client(url: str, *, max_connections: int = 2) -> aioredis.Redis:
     """A pooled RESP2 client that fails fast: streamd runs its own reconnects."""
+    # TCP keepalive only for TCP: redis-py's unix socket connection refuses the option.
+    keepalive = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return aioredis.Redis.from_url(
         url,
         max_connections=max_connections,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
-        socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
         protocol=2,
+        **keepalive,
     )
 
 

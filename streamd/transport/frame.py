@@ -70,18 +70,26 @@ class ParsedFrame:
     meta: FrameMeta | None
 
 
-def pack_frame(meta: FrameMeta, jpeg: bytes) -> bytes:
-    """Insert the metadata segment into an encoded JPEG (one copy of the body)."""
-    if not jpeg.startswith(SOI):
-        raise FrameError("not_jpeg")
+def frame_header(meta: FrameMeta, publish_ns: int) -> bytes:
+    """SOI and the metadata segment: what goes before the JPEG's own bytes after
+    its SOI (``publish_ns`` given apart, so sending needs no new ``FrameMeta``)."""
     cam = meta.camera_id.encode("ascii")
     body = (
         MAGIC
         + bytes((FORMAT_VERSION, len(cam)))
         + cam
-        + _TAIL.pack(meta.seq, meta.capture_ns, meta.publish_ns, meta.width, meta.height)
+        + _TAIL.pack(meta.seq, meta.capture_ns, publish_ns, meta.width, meta.height)
     )
-    return b"".join((SOI, COM, struct.pack(">H", len(body) + 2), body, memoryview(jpeg)[2:]))
+    return SOI + COM + struct.pack(">H", len(body) + 2) + body
+
+
+def pack_frame(meta: FrameMeta, jpeg: bytes, publish_ns: int | None = None) -> bytes:
+    """Insert the metadata segment into an encoded JPEG (one copy of the body);
+    ``publish_ns`` replaces the one in ``meta``."""
+    if not jpeg.startswith(SOI):
+        raise FrameError("not_jpeg")
+    stamp = meta.publish_ns if publish_ns is None else publish_ns
+    return b"".join((frame_header(meta, stamp), memoryview(jpeg)[2:]))
 
 
 def _parse_meta(segment: bytes) -> FrameMeta:

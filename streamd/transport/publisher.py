@@ -1,16 +1,21 @@
 """The child's frame publisher: one long-lived pooled ``redis.asyncio`` client,
-adaptive pipelining, and the embedded fallback.
+a frame link beside it, adaptive batching, and the embedded fallback.
 
-Capture never waits on Redis: ``submit`` puts the frame in a small bounded queue
-where the newest frame wins, and returns at once. One sender task takes
-*everything* queued whenever the connection is free and sends it in a single
-pipeline, so batching grows with load and adds no latency when idle.
+Capture never waits on Redis: ``submit`` (on the event loop, handed over from the
+capture thread) writes the frame at once as one pre-packed ``PUBLISH`` on the
+frame link (``publish_link``) when no batch is awaiting its replies; otherwise
+the frame waits in a small bounded queue where the newest frame wins, and when
+the replies come in, *everything* queued goes out in one write, so batching
+grows with load and adds no latency when idle. The pooled client serves the
+rest (PING, events, who watches); its pipelines cost more CPU per frame than
+the frame itself, which is why frames have their own connection.
 
 While Redis is down (or disabled) the newest frame goes to ``fallback`` (the
 control socket to the supervisor's gateway) and a reconnect loop
 (``retry.AsyncRetry``) probes Redis with capped exponential backoff and jitter,
 so publishing resumes within one capped delay (``reconnect``'s ``cap``, 1 s by
-default) of Redis coming back.
+default) of Redis coming back. A batch whose replies take longer than
+``reply_timeout`` counts as failed and Redis as down, as a socket timeout would.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import redis.asyncio as aioredis
 import structlog
@@ -32,13 +36,15 @@ from streamd.states import RedisState
 from streamd.stats import CameraCounters
 from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import EncodedFrame, pack_frame
+from streamd.transport.publish_link import PublishLink, open_link
+from streamd.transport.resp import ReplyError, pack_publish, publish_head
 
 log = structlog.get_logger("streamd.publisher")
 
 
 def pack_for_sending(frame: EncodedFrame) -> bytes:
     """The wire payload, stamped with the time it leaves this process."""
-    return pack_frame(replace(frame.meta, publish_ns=time.time_ns()), frame.jpeg)
+    return pack_frame(frame.meta, frame.jpeg, time.time_ns())
 
 
 class LatestWinsQueue:
@@ -66,6 +72,9 @@ class LatestWinsQueue:
         return len(self._items)
 
 
+REPLY_TIMEOUT_S = 2.0  # as the pooled client's socket timeout
+
+
 class FramePublisher:
     def __init__(
         self,
@@ -78,26 +87,34 @@ class FramePublisher:
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
         cluster: bool = False,
         seeds: Sequence[str] = (),
+        reply_timeout: float = REPLY_TIMEOUT_S,
     ) -> None:
         self.channel = channel
         self.stats = stats
         self._fallback = fallback
         self._queue = LatestWinsQueue(queue_size)
-        self._wakeup = asyncio.Event()
         self._reconnect = reconnect
+        self._reply_timeout = reply_timeout
         self._redis_url = redis_url
         # In a Redis Cluster frames go by SPUBLISH to the master of the channel's
         # slot (found again after a failover); elsewhere by PUBLISH to ``redis_url``.
         self._topology = Topology(redis_url, cluster=cluster, seeds=seeds) if redis_url else None
         self._cluster = cluster
+        self._head = publish_head(b"SPUBLISH" if cluster else b"PUBLISH", channel.encode())
         self._client_url = redis_url if redis_url and not cluster else None
         self._client = plain_client(self._client_url) if self._client_url else None
         self._side_clients: dict[str, aioredis.Redis] = {}  # other masters (events)
+        self._link: PublishLink | None = None  # frames only; open while Redis is up
+        self._in_flight: list[EncodedFrame] = []  # the batch awaiting its replies
+        self._in_flight_bytes = 0
+        self._in_flight_since = 0.0
+        self._replied = 0
         self._redis_up = False
         # Until the first PING resolves, Redis is neither up nor known to be down:
         # frames go local without counting as failed publishes.
         self._connecting = self._topology is not None
         self._announce_next_success = True
+        self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
 
@@ -110,72 +127,82 @@ class FramePublisher:
         return RedisState.UP if self._redis_up else RedisState.DOWN
 
     def submit(self, frame: EncodedFrame) -> None:
-        """Queue a frame without waiting (called from the event loop)."""
-        dropped = self._queue.push(frame)
-        if dropped:
-            self.stats.dropped["queue_full"] += dropped
-        self._wakeup.set()
+        """Send or queue a frame without waiting (called on the event loop)."""
+        if self._link is None:
+            self._deliver_locally(frame)
+        elif not self._in_flight:
+            self._send([frame])
+        else:
+            dropped = self._queue.push(frame)  # sent when the replies are in
+            if dropped:
+                self.stats.dropped["queue_full"] += dropped
+            if time.monotonic() - self._in_flight_since > self._reply_timeout:
+                self._link_failed(TimeoutError("no reply from redis"))
 
     async def run(self) -> None:
-        reconnector = asyncio.create_task(self._reconnect_loop()) if self._topology else None
+        """Keep Redis connected (frames themselves are sent from ``submit``)."""
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                batch = self._queue.take_all()
-                if batch:
-                    await self._deliver(batch)
+            if self._topology is not None:
+                await self._reconnect_loop()
+            else:
+                await asyncio.Event().wait()  # nothing to connect: the fallback only
         finally:
-            if reconnector is not None:
-                reconnector.cancel()
+            self._close_link()
             for client in [self._client, *self._side_clients.values()]:
                 if client is not None:
                     await client.aclose()
 
-    async def _deliver(self, batch: list[EncodedFrame]) -> None:
-        if self._topology is not None and not self._connecting:
-            # Attempts are counted with their outcome, so that at any instant
-            # attempts == published + failures (no in-flight skew in a snapshot).
-            was_up = self._redis_up
-            if was_up and await self._publish(batch):
-                self.stats.counters["attempts"] += len(batch)
-                return
-            # Frames that did not reach Redis, by reason; the newest still goes local.
-            self.stats.counters["attempts"] += len(batch)
-            self.stats.counters["failures"] += len(batch)
-            self.stats.dropped["publish_error" if was_up else "redis_down"] += len(batch)
-        elif len(batch) > 1:
-            self.stats.dropped["fallback_stale"] += len(batch) - 1
-        counted = self._topology is None or self._connecting
-        # Embedded fallback: only the newest frame matters to a live viewer.
-        if self._fallback(pack_for_sending(batch[-1])):
-            self.stats.counters["fallback"] += 1
-        elif counted:  # otherwise already counted as not reaching Redis
-            self.stats.dropped["fallback_busy"] += 1
+    # --- the frame link -------------------------------------------------------------
+    def _send(self, batch: list[EncodedFrame]) -> None:
+        assert self._link is not None
+        publish_ns = time.time_ns()
+        head = self._head
+        if len(batch) == 1:
+            command, self._in_flight_bytes = pack_publish(
+                head, batch[0].meta, publish_ns, batch[0].jpeg
+            )
+        else:
+            packed = [pack_publish(head, frame.meta, publish_ns, frame.jpeg) for frame in batch]
+            command = b"".join(command for command, _ in packed)
+            self._in_flight_bytes = sum(size for _, size in packed)
+        self._in_flight = batch
+        self._in_flight_since = time.monotonic()
+        self._replied = 0
+        self._link.write(command)
 
-    async def _publish(self, batch: list[EncodedFrame]) -> bool:
-        assert self._client is not None
-        size = 0
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for frame in batch:
-                    payload = pack_for_sending(frame)
-                    size += len(payload)
-                    if self._cluster:
-                        pipe.spublish(self.channel, payload)
-                    else:
-                        pipe.publish(self.channel, payload)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._mark_down(exc)
-            return False
+    def _on_replies(self, replies: list[int | ReplyError]) -> None:
+        """On the event loop, from the link: count replies, then send what waited."""
+        batch = self._in_flight
+        self._replied += len(replies)
+        if self._replied > len(batch):
+            self._link_failed(RedisError("more replies than frames sent"))
+            return
+        for reply in replies:
+            if isinstance(reply, ReplyError):  # -MOVED after a failover, -NOPERM, ...
+                self._link_failed(RedisError(reply.message))
+                return
+        if self._replied < len(batch):
+            return  # the rest of this batch's replies are on their way
+        self._published(batch)
+        waiting = self._queue.take_all()
+        if waiting:
+            self._send(waiting)
+
+    def _published(self, batch: list[EncodedFrame]) -> None:
+        # Attempts are counted with their outcome, so that at any instant
+        # attempts == published + failures (no in-flight skew in a snapshot).
         done = time.monotonic()
         done_ns = time.time_ns()
-        self.stats.counters["published"] += len(batch)
-        self.stats.counters["bytes_published"] += size
+        counters = self.stats.counters
+        counters["attempts"] += len(batch)
+        counters["published"] += len(batch)
+        counters["bytes_published"] += self._in_flight_bytes
+        self._in_flight = []
+        self._failure_logged = False
+        latency, capture_to_publish = self.stats.publish_latency, self.stats.capture_to_publish
         for frame in batch:
-            self.stats.publish_latency.record(done - frame.queued_at)
-            self.stats.capture_to_publish.record((done_ns - frame.meta.capture_ns) / 1e9)
+            latency.record(done - frame.queued_at)
+            capture_to_publish.record((done_ns - frame.meta.capture_ns) / 1e9)
         if self._announce_next_success:
             self._announce_next_success = False
             log.info(
@@ -184,7 +211,40 @@ class FramePublisher:
                 channel=self.channel,
                 batch=len(batch),
             )
-        return True
+
+    def _link_failed(self, exc: BaseException) -> None:
+        """The link broke (or Redis refused a frame): what was sent or waiting did
+        not reach Redis; Redis counts as down until PING answers again."""
+        failed, waiting = self._in_flight, self._queue.take_all()
+        self._in_flight = []
+        self._mark_down(exc)  # closes the link
+        self._count_not_published(failed, "publish_error")
+        self._count_not_published(waiting, "redis_down")
+        newest = (failed + waiting)[-1:]
+        if newest and self._fallback(pack_for_sending(newest[0])):
+            self.stats.counters["fallback"] += 1
+
+    def _count_not_published(self, frames: list[EncodedFrame], reason: str) -> None:
+        if frames:
+            self.stats.counters["attempts"] += len(frames)
+            self.stats.counters["failures"] += len(frames)
+            self.stats.dropped[reason] += len(frames)
+
+    def _deliver_locally(self, frame: EncodedFrame) -> None:
+        """No link (Redis down, still connecting, or disabled): the embedded
+        fallback. Frames come here one by one, so none goes stale in a queue."""
+        counted = self._topology is None or self._connecting
+        if not counted:
+            self._count_not_published([frame], "redis_down")
+        if self._fallback(pack_for_sending(frame)):
+            self.stats.counters["fallback"] += 1
+        elif counted:  # otherwise already counted as not reaching Redis
+            self.stats.dropped["fallback_busy"] += 1
+
+    def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
 
     async def publish_event(self, channel: str, payload: bytes) -> bool:
         """Best effort: True if Redis took it (the caller falls back otherwise)."""
@@ -229,7 +289,11 @@ class FramePublisher:
         return bool(numsub and numsub[0][1]) or bool(numpat)
 
     def _mark_down(self, exc: BaseException) -> None:
-        if self._redis_up:
+        self._close_link()
+        # Once per outage: a Redis that answers PING but refuses every frame goes
+        # up and down with each frame, and must not log each time.
+        if self._redis_up and not self._failure_logged:
+            self._failure_logged = True
             log.warning(
                 "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
             )
@@ -239,9 +303,15 @@ class FramePublisher:
     async def _reconnect_loop(self) -> None:
         """Probe Redis each time it goes down; mark it up when PING answers."""
         retry = AsyncRetry(self._reconnect, (RedisError, OSError))
+        up_at: float | None = None
         while True:
             await self._down.wait()
+            if up_at is not None and time.monotonic() - up_at < self._reconnect.initial:
+                # Up and at once down again (a link Redis drops right away, a refused
+                # frame): PING answers, so only this keeps the loop from spinning.
+                await asyncio.sleep(self._reconnect.initial)
             await retry.call_with_retry(self._ping, self._on_ping_failed)
+            up_at = time.monotonic()
             self._connecting = False
             self._redis_up = True
             self._announce_next_success = True
@@ -262,6 +332,8 @@ class FramePublisher:
                 log.info("publishing to shard master", master=redact_url(url or ""))
         assert self._client is not None
         await self._client.ping()
+        self._close_link()
+        self._link = await open_link(self._client, self._on_replies, self._link_failed)
 
     async def _client_for(self, name: str) -> aioredis.Redis:
         assert self._topology is not None and self._client is not None
