@@ -10,39 +10,63 @@ Every frame source (the Redis subscriber, the children's control sockets) calls
 ``Hub.publish``; every viewer connection owns a ``Mailbox``. Publishing replaces
 whatever the mailbox still holds, so a slow viewer skips frames (counted) and
 never delays another viewer or grows memory: each viewer pins at most one frame.
+A mailbox may have a ``send_now``: a viewer whose socket is idle takes the frame
+at once, written by ``publish`` itself, with no task to wake (the common case);
+only a busy socket leaves it in the mailbox for the viewer's sender task.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streamd.stats import DeliveryStats
 from streamd.transport.frame import FrameMeta
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class HubFrame:
+    """Treated as immutable, except ``message``: a cache (not frozen: a frozen
+    dataclass costs a ``object.__setattr__`` per field, on every frame)."""
+
     camera_id: str
     payload: bytes  # a complete JPEG, forwarded as received
     meta: FrameMeta | None
     received_ns: int
+    # The /ws/{id} WebSocket message (frame header + JPEG), built once by the
+    # first viewer that needs it and shared by all.
+    message: bytes | None = None
+
+
+# Write a frame to an idle viewer now; False when its socket is busy (or gone).
+SendNow = Callable[[HubFrame], bool]
 
 
 class Mailbox:
     """Holds at most one frame; ``put`` replaces, ``get`` waits."""
 
-    def __init__(self, camera_id: str, notify: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        notify: asyncio.Event | None = None,
+        send_now: SendNow | None = None,
+    ) -> None:
         self.camera_id = camera_id
         self._frame: HubFrame | None = None
         self._ready = asyncio.Event()
         self._notify = notify  # shared by all mailboxes of one multiplexed viewer
+        self._send_now = send_now
         self.delivered = 0
         self.skipped = 0
 
     def put(self, frame: HubFrame) -> None:
+        # Nothing waiting here means the sender task is idle: if the socket is
+        # too, write at once (the task would only do the same, a loop turn later).
+        if self._frame is None and self._send_now is not None and self._send_now(frame):
+            self.delivered += 1
+            return
         if self._frame is not None:
             self.skipped += 1
         self._frame = frame
@@ -147,11 +171,16 @@ class Hub:
             mailbox.put(frame)
             self.skipped_total += mailbox.skipped - before
 
-    def attach(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
+    def attach(
+        self,
+        camera_id: str,
+        notify: asyncio.Event | None = None,
+        send_now: SendNow | None = None,
+    ) -> Mailbox:
         """A new viewer: its mailbox starts with the cached frame, if any."""
         feed = self._feed(camera_id)
         self._idle_foreign.pop(camera_id, None)
-        mailbox = Mailbox(camera_id, notify)
+        mailbox = Mailbox(camera_id, notify, send_now)
         if feed.latest is not None:
             mailbox.put(feed.latest)
         feed.mailboxes.add(mailbox)
