@@ -107,6 +107,11 @@ class RespReader:
                     return replies
                 self.skipped += 1
                 self._item(Skipped(self._skipped), replies)
+            if self._items is None and self._buf.startswith(_MESSAGE_HEADS, self._start):
+                message = self._whole_message()
+                if message is not None:
+                    replies.append(message)
+                    continue
             item = self._next_item()
             if item is _INCOMPLETE:
                 return replies
@@ -138,6 +143,39 @@ class RespReader:
         if not self._remaining:
             replies.append(items)
             self._items = None
+
+    def _whole_message(self) -> list[Item] | None:
+        """The common reply, ``[kind, channel, data]`` of a (s)message, when it is
+        all here and plain (no oversized or null bulk): read in one go. None
+        leaves it to the element-by-element path, which reads everything."""
+        start = self._start
+        kind = _MESSAGE if self._buf[start + 5] == 0x37 else _SMESSAGE  # "$7" or "$8"
+        channel = self._plain_bulk(start + 10 + len(kind))
+        if channel is None:
+            return None
+        data = self._plain_bulk(channel[1])
+        if data is None:
+            return None
+        self._start = data[1]
+        self._need = 0
+        return [kind, channel[0], data[0]]
+
+    def _plain_bulk(self, at: int) -> tuple[bytes, int] | None:
+        """A complete bulk string at ``at`` within ``max_bulk`` and where it ends."""
+        buf, end = self._buf, self._end
+        if at >= end or buf[at] != 0x24:
+            return None
+        eol = buf.find(_CRLF, at, min(end, at + 22))
+        if eol < 0:
+            return None
+        digits = buf[at + 1 : eol]
+        if not digits.isdigit():
+            return None
+        length = int(digits)
+        data_end = eol + 2 + length
+        if length > self.max_bulk or data_end + 2 > end or buf[data_end : data_end + 2] != _CRLF:
+            return None
+        return bytes(self._view[eol + 2 : data_end]), data_end + 2
 
     def _next_item(self) -> object:
         buf, start, end = self._buf, self._start, self._end
@@ -194,5 +232,12 @@ class RespReader:
         raise RespProtocolError(f"unsupported reply type {bytes((kind,))!r}")
 
 
+# The (s)message replies of RESP2 arrays and RESP3 pushes, up to the channel's "$".
+_MESSAGE_HEADS = tuple(
+    b"%s3\r\n$%d\r\n%s\r\n" % (kind, len(name), name)
+    for kind in (b"*", b">")
+    for name in (b"message", b"smessage")
+)
+_MESSAGE, _SMESSAGE = b"message", b"smessage"
 _INCOMPLETE = object()  # more bytes are needed
 _OPENED = object()  # an array or a skip began: no item yet

@@ -44,6 +44,7 @@ PING_DEADLINE_S = 15.0
 CONNECT_TIMEOUT_S = 2.0
 CONFIRM_TIMEOUT_S = 5.0  # the first subscription confirmed, or the session failed
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_ROUTES = 1024
 
 
 class FrameSubscriber:
@@ -76,6 +77,7 @@ class FrameSubscriber:
         self._connection: PubSubConnection | None = None
         self._confirmed: asyncio.Future[None] | None = None
         self._last_pong = time.monotonic()
+        self._routes: dict[bytes, tuple[bool, str]] = {}  # channel → _route(channel)
         self._frames = prefix.encode()
         self._events = EVENT_CHANNEL_PREFIX.encode()
         self._message = b"smessage" if sharded else b"message"
@@ -184,24 +186,32 @@ class FrameSubscriber:
         # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
         if type(reply) is list and len(reply) == 3 and reply[0] == self._message:
             channel, data = reply[1], reply[2]
-            if type(channel) is not bytes:
+            route = self._routes.get(channel)  # type: ignore[arg-type]
+            if route is None:
+                route = self._route(channel)
+            is_frame, camera_id = route
+            if not camera_id:
                 return
-            if channel.startswith(self._frames):
-                camera_id = channel[len(self._frames) :].decode("ascii", "replace")
-                if is_valid_camera_id(camera_id):
-                    if type(data) is bytes:
-                        self.on_frame(camera_id, data)
-                    elif isinstance(data, Skipped):
-                        self.on_dropped(camera_id, "too_large")
-            elif channel.startswith(self._events):
-                camera_id = channel[len(self._events) :].decode("ascii", "replace")
-                if is_valid_camera_id(camera_id):
-                    if type(data) is bytes:
-                        self.on_event(camera_id, data)
-                    elif isinstance(data, Skipped):
-                        self.on_dropped(camera_id, "bad_event")
+            if type(data) is bytes:
+                (self.on_frame if is_frame else self.on_event)(camera_id, data)
+            elif isinstance(data, Skipped):
+                self.on_dropped(camera_id, "too_large" if is_frame else "bad_event")
             return
         self._on_control_reply(reply)
+
+    def _route(self, channel: object) -> tuple[bool, str]:
+        """(frames or events, camera id) of a channel; "" for no camera of ours."""
+        route = (False, "")
+        if isinstance(channel, bytes):
+            for is_frame, prefix in ((True, self._frames), (False, self._events)):
+                if channel.startswith(prefix):
+                    camera_id = channel[len(prefix) :].decode("ascii", "replace")
+                    route = (is_frame, camera_id if is_valid_camera_id(camera_id) else "")
+                    break
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()  # channels are ours, so few; bounded all the same
+            self._routes[channel] = route
+        return route
 
     def _on_control_reply(self, reply: Reply) -> None:
         if isinstance(reply, RespError):
