@@ -56,8 +56,7 @@ class PubSubConnection(asyncio.BufferedProtocol):
 
     # --- asyncio.BufferedProtocol -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
