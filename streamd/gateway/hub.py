@@ -18,6 +18,7 @@ only a busy socket leaves it in the mailbox for the viewer's sender task.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -61,18 +62,20 @@ class Mailbox:
         self.delivered = 0
         self.skipped = 0
 
-    def put(self, frame: HubFrame) -> None:
+    def put(self, frame: HubFrame) -> bool:
+        """True when the frame was written to the viewer at once (``send_now``)."""
         # Nothing waiting here means the sender task is idle: if the socket is
         # too, write at once (the task would only do the same, a loop turn later).
         if self._frame is None and self._send_now is not None and self._send_now(frame):
             self.delivered += 1
-            return
+            return True
         if self._frame is not None:
             self.skipped += 1
         self._frame = frame
         self._ready.set()
         if self._notify is not None:
             self._notify.set()
+        return False
 
     def take(self) -> HubFrame | None:
         """The pending frame, if any, without waiting."""
@@ -166,10 +169,13 @@ class Hub:
         feed.frames += 1
         feed.delivery.received += 1
         feed.last_seq = frame.meta.seq if frame.meta is not None else None
+        sent_now = 0
         for mailbox in feed.mailboxes:
             before = mailbox.skipped
-            mailbox.put(frame)
+            sent_now += mailbox.put(frame)
             self.skipped_total += mailbox.skipped - before
+        if sent_now:
+            self.record_sent(frame, time.time_ns(), sent_now)
 
     def attach(
         self,
@@ -181,8 +187,8 @@ class Hub:
         feed = self._feed(camera_id)
         self._idle_foreign.pop(camera_id, None)
         mailbox = Mailbox(camera_id, notify, send_now)
-        if feed.latest is not None:
-            mailbox.put(feed.latest)
+        if feed.latest is not None and mailbox.put(feed.latest):
+            self.record_sent(feed.latest, time.time_ns())
         feed.mailboxes.add(mailbox)
         return mailbox
 
@@ -200,17 +206,19 @@ class Hub:
             return len(feed.mailboxes) if feed else 0
         return sum(len(f.mailboxes) for f in self.feeds.values())
 
-    def record_sent(self, frame: HubFrame, sent_ns: int) -> None:
-        """A viewer got ``frame``: count it and its capture → sent latency."""
+    def record_sent(self, frame: HubFrame, sent_ns: int, viewers: int = 1) -> None:
+        """``viewers`` got ``frame`` at ``sent_ns``: count them and the capture →
+        sent latency (once per viewer)."""
         feed = self.feeds.get(frame.camera_id)
         if feed is None:
             return
-        feed.delivery.sent += 1
-        feed.delivery.bytes_sent += len(frame.payload)
+        feed.delivery.sent += viewers
+        feed.delivery.bytes_sent += len(frame.payload) * viewers
         if frame.meta is None or frame.meta.capture_ns <= 0:
             return
         if plausible_capture(frame.meta.capture_ns, frame.received_ns):
-            feed.delivery.end_to_end.record(max(0, sent_ns - frame.meta.capture_ns) / 1e9)
+            latency = max(0, sent_ns - frame.meta.capture_ns) / 1e9
+            feed.delivery.end_to_end.record(latency, viewers)
 
     def delivery(self, camera_id: str) -> DeliveryStats:
         feed = self.feeds.get(camera_id)

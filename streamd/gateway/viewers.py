@@ -93,7 +93,7 @@ def single_message(frame: HubFrame) -> bytes:
     return message
 
 
-def direct_sender(gateway: Gateway, ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNow:
+def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNow:
     """Write a frame to an idle viewer's socket from ``Hub.publish`` itself: one
     write of a message shared by all viewers, no task switch. A socket with
     anything unsent, or paused, or closing, is left to the sender task (which
@@ -113,8 +113,7 @@ def direct_sender(gateway: Gateway, ws: web.WebSocketResponse, request: web.Base
             transport.write(single_message(frame))
         except (RuntimeError, OSError):  # closed under us: the sender task notices
             return False
-        gateway.hub.record_sent(frame, time.time_ns())
-        return True
+        return True  # counted by the hub, once for all viewers it reached at once
 
     return send_now
 
@@ -127,7 +126,7 @@ async def run_single(
     request: web.BaseRequest | None = None,
 ) -> None:
     """``/ws/{id}``: one JPEG per binary message; text ``ping`` → ``pong``."""
-    send_now = direct_sender(gateway, ws, request) if request is not None else None
+    send_now = direct_sender(ws, request) if request is not None else None
     mailbox = gateway.watch(camera_id, send_now=send_now)
     log.info(
         "viewer connected", camera_id=camera_id, peer=peer, viewers=gateway.hub.viewers(camera_id)
