@@ -114,6 +114,12 @@ async def test_hub_writes_to_idle_viewers_at_once_and_leaves_busy_ones_to_their_
     # counted by the viewers' tasks (record_sent), not here.
     assert hub.delivery("a").sent == 3
     assert plain.skipped == 5  # never read: holds 6, replaced 1 to 5
+    latest = hub.latest("a")
+    assert latest is not None
+    latest.message = b"built by a viewer"
+    hub.detach(direct)
+    hub.detach(plain)
+    assert latest.message is None  # an unwatched feed keeps one copy of its frame
 
 
 async def test_hub_drops_duplicate_seq_and_bounds_unwatched_foreign_cameras() -> None:

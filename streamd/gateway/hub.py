@@ -197,7 +197,11 @@ class Hub:
         if feed is None:
             return
         feed.mailboxes.discard(mailbox)
-        if not feed.mailboxes and mailbox.camera_id not in self._pinned:
+        if feed.mailboxes:
+            return
+        if feed.latest is not None:
+            feed.latest.message = None  # nobody to send it to: keep only the JPEG
+        if mailbox.camera_id not in self._pinned:
             self._idle(mailbox.camera_id)
 
     def viewers(self, camera_id: str | None = None) -> int:
