@@ -119,7 +119,7 @@ class FrameSubscriber:
 
     def _send(self, command: str, channel: str) -> None:
         connection = self._connection
-        if connection is None or not self.subscribed:
+        if connection is None:
             return  # the next session subscribes to everything wanted
         # A write that fails means the connection broke: run() resubscribes all.
         connection.send(self._subscribe if command == "subscribe" else self._unsubscribe, channel)
@@ -153,6 +153,8 @@ class FrameSubscriber:
                 # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
                 channels.insert(0, GATEWAY_CONTROL_CHANNEL)
                 connection.send(self._subscribe, *channels)
+            # From here on (no await since ``channels`` was read) every change of
+            # what is wanted goes out at once, also while the first is confirmed.
             self._connection = connection
             if channels:
                 async with asyncio.timeout(CONFIRM_TIMEOUT_S):
