@@ -31,7 +31,7 @@ from streamd.config import Config, ConfigError, load_config
 from streamd.eventlog.local_log import LocalEventLog, default_directory
 from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
-from streamd.gateway.server import Gateway
+from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.registry.connection import RegistryConnection
@@ -63,12 +63,16 @@ class Daemon:
         topology = Topology(
             config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
         )
+        # Larger messages are read past by the subscriber (the gateway would refuse them).
+        max_message_bytes = max(config.server.max_frame_bytes, MAX_EVENT_BYTES)
         if config.redis.enabled and config.redis.cluster:
             self.subscriber = ShardedFrameSubscriber(
                 topology,
                 config.redis.channel_prefix,
                 on_frame=self._ingest,
                 on_event=self._ingest_event,
+                max_message_bytes=max_message_bytes,
+                on_dropped=self._dropped,
             )
         elif config.redis.enabled:
             self.subscriber = FrameSubscriber(
@@ -76,6 +80,8 @@ class Daemon:
                 config.redis.channel_prefix,
                 on_frame=self._ingest,
                 on_event=self._ingest_event,
+                max_message_bytes=max_message_bytes,
+                on_dropped=self._dropped,
             )
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
@@ -133,6 +139,9 @@ class Daemon:
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)
+
+    def _dropped(self, camera_id: str, reason: str) -> None:
+        self.gateway.reject(camera_id, reason)
 
     def _ingest_child_event(self, camera_id: str, body: bytes) -> None:
         """Without Redis a child sends the event's JSON, a NUL byte, its snapshot."""

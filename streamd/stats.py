@@ -29,14 +29,14 @@ class LatencyHistogram:
         self.total = 0
         self.sum_s = 0.0
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, times: int = 1) -> None:
         if seconds <= _MIN_S:
             index = 0
         else:
             index = min(_BUCKETS, 1 + int(math.log(seconds / _MIN_S, _GROWTH)))
-        self.counts[index] += 1
-        self.total += 1
-        self.sum_s += max(seconds, 0.0)
+        self.counts[index] += times
+        self.total += times
+        self.sum_s += max(seconds, 0.0) * times
 
     def percentile(self, fraction: float) -> float | None:
         """Upper edge of the bucket holding the ``fraction`` quantile, in seconds."""

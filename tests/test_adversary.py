@@ -576,6 +576,41 @@ async def test_hostile_redis_publisher_cannot_stop_an_honest_viewer(
     log.assert_clean()
 
 
+async def test_oversized_redis_messages_are_counted_not_kept(
+    daemon: Daemon, module_redis: RedisServer
+) -> None:
+    """Frames over max_frame_bytes and events over 64 KiB are read past by the
+    subscriber (never buffered whole), counted, and honest frames keep coming."""
+    log = LogSlice(daemon)
+    pid = daemon.process.pid
+    before_rss = rss_kib(pid)
+    too_large = metric(daemon, "streamd_frames_rejected_total", "too_large")
+    bad_event = metric(daemon, "streamd_frames_rejected_total", "bad_event")
+    client = module_redis.client()
+    rounds = 5
+    async with connect(f"ws://{daemon.base}/ws") as mux:  # the gateway subscribes door's events
+        await mux.send(json.dumps({"op": "subscribe", "cameras": ["door"]}))
+        await mux.recv()
+        pipe = client.pipeline(transaction=False)
+        for _ in range(rounds):
+            pipe.publish("video:door", b"\xff\xd8" + b"\x00" * (4 << 20))
+            pipe.publish("streamd:events:door", b" " * (100 * 1024))
+        await asyncio.to_thread(pipe.execute)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: (
+                metric(daemon, "streamd_frames_rejected_total", "too_large") >= too_large + rounds
+                and metric(daemon, "streamd_frames_rejected_total", "bad_event")
+                >= bad_event + rounds
+            ),
+            20,
+            "oversized messages counted",
+        )
+    assert await honest_frames(daemon, 1.0) >= 3
+    assert rss_kib(pid) - before_rss < 20_000
+    log.assert_clean()
+
+
 def test_cross_site_pushes_and_config_posts_are_refused(daemon: Daemon) -> None:
     log = LogSlice(daemon)
     frame = jpeg(3)

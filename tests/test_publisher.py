@@ -19,8 +19,8 @@ from streamd.transport.frame import EncodedFrame, FrameMeta, pack_frame, parse_f
 from streamd.transport.publisher import FramePublisher
 from streamd.transport.resp import (
     IntegerReplies,
-    ReplyError,
     RespError,
+    RespProtocolError,
     pack_publish,
     publish_head,
 )
@@ -126,14 +126,14 @@ def test_integer_replies_split_anywhere() -> None:
     for cut in range(len(stream) + 1):
         parser = IntegerReplies()
         replies = parser.feed(stream[:cut]) + parser.feed(stream[cut:])
-        assert replies == [1, 0, ReplyError("MOVED 3999 127.0.0.1:6381"), 12]
+        assert replies == [1, 0, RespError("MOVED 3999 127.0.0.1:6381"), 12]
 
 
 @pytest.mark.parametrize(
     "data", [b"+OK\r\n", b"$3\r\nabc\r\n", b"*1\r\n", b">3\r\n", b":x\r\n", b":" + b"9" * 600]
 )
 def test_replies_a_publish_never_gets_are_refused(data: bytes) -> None:
-    with pytest.raises(RespError):
+    with pytest.raises(RespProtocolError):
         IntegerReplies().feed(data)
 
 

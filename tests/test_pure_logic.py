@@ -83,6 +83,45 @@ async def test_hub_new_viewer_gets_cached_frame_at_once() -> None:
     assert got.meta is not None and got.meta.seq == 7
 
 
+async def test_hub_writes_to_idle_viewers_at_once_and_leaves_busy_ones_to_their_task() -> None:
+    hub = Hub()
+    hub.publish(hub_frame("a", 1))
+    written: list[int] = []
+    busy = False
+
+    def send_now(frame: HubFrame) -> bool:
+        if busy:
+            return False
+        assert frame.meta is not None
+        written.append(frame.meta.seq)
+        return True
+
+    direct = hub.attach("a", send_now=send_now)  # the cached frame goes out at once
+    plain = hub.attach("a")
+    hub.publish(hub_frame("a", 2))
+    assert written == [1, 2] and direct.take() is None and direct.delivered == 2
+    busy = True  # its socket still sends: frames wait in the mailbox, latest wins
+    hub.publish(hub_frame("a", 3))
+    hub.publish(hub_frame("a", 4))
+    busy = False
+    hub.publish(hub_frame("a", 5))  # one is waiting: no jumping ahead of it
+    assert written == [1, 2] and direct.skipped == 2
+    waiting = await direct.get()
+    assert waiting.meta is not None and waiting.meta.seq == 5
+    hub.publish(hub_frame("a", 6))
+    assert written == [1, 2, 6]
+    # Counted once per viewer reached: 3 direct writes; the mailbox deliveries are
+    # counted by the viewers' tasks (record_sent), not here.
+    assert hub.delivery("a").sent == 3
+    assert plain.skipped == 5  # never read: holds 6, replaced 1 to 5
+    latest = hub.latest("a")
+    assert latest is not None
+    latest.message = b"built by a viewer"
+    hub.detach(direct)
+    hub.detach(plain)
+    assert latest.message is None  # an unwatched feed keeps one copy of its frame
+
+
 async def test_hub_drops_duplicate_seq_and_bounds_unwatched_foreign_cameras() -> None:
     hub = Hub(pinned=["a"], max_idle_foreign=2)
     hub.publish(hub_frame("a", 1))

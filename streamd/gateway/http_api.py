@@ -237,7 +237,7 @@ async def open_viewer(
             gateway.refuse_quietly("invalid_camera_id")
             await close_viewer(ws, CLOSE_POLICY, "invalid camera id")
         else:
-            await run_single(gateway, ws, target.camera_id, peer)
+            await run_single(gateway, ws, target.camera_id, peer, request)
     finally:
         gateway.websockets.discard(ws)
         if not ws.closed:

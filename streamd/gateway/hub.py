@@ -10,45 +10,72 @@ Every frame source (the Redis subscriber, the children's control sockets) calls
 ``Hub.publish``; every viewer connection owns a ``Mailbox``. Publishing replaces
 whatever the mailbox still holds, so a slow viewer skips frames (counted) and
 never delays another viewer or grows memory: each viewer pins at most one frame.
+A mailbox may have a ``send_now``: a viewer whose socket is idle takes the frame
+at once, written by ``publish`` itself, with no task to wake (the common case);
+only a busy socket leaves it in the mailbox for the viewer's sender task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streamd.stats import DeliveryStats
 from streamd.transport.frame import FrameMeta
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class HubFrame:
+    """Treated as immutable, except ``message``: a cache (not frozen: a frozen
+    dataclass costs a ``object.__setattr__`` per field, on every frame)."""
+
     camera_id: str
     payload: bytes  # a complete JPEG, forwarded as received
     meta: FrameMeta | None
     received_ns: int
+    # The /ws/{id} WebSocket message (frame header + JPEG), built once by the
+    # first viewer that needs it and shared by all.
+    message: bytes | None = None
+
+
+# Write a frame to an idle viewer now; False when its socket is busy (or gone).
+SendNow = Callable[[HubFrame], bool]
 
 
 class Mailbox:
     """Holds at most one frame; ``put`` replaces, ``get`` waits."""
 
-    def __init__(self, camera_id: str, notify: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        notify: asyncio.Event | None = None,
+        send_now: SendNow | None = None,
+    ) -> None:
         self.camera_id = camera_id
         self._frame: HubFrame | None = None
         self._ready = asyncio.Event()
         self._notify = notify  # shared by all mailboxes of one multiplexed viewer
+        self._send_now = send_now
         self.delivered = 0
         self.skipped = 0
 
-    def put(self, frame: HubFrame) -> None:
+    def put(self, frame: HubFrame) -> bool:
+        """True when the frame was written to the viewer at once (``send_now``)."""
+        # Nothing waiting here means the sender task is idle: if the socket is
+        # too, write at once (the task would only do the same, a loop turn later).
+        if self._frame is None and self._send_now is not None and self._send_now(frame):
+            self.delivered += 1
+            return True
         if self._frame is not None:
             self.skipped += 1
         self._frame = frame
         self._ready.set()
         if self._notify is not None:
             self._notify.set()
+        return False
 
     def take(self) -> HubFrame | None:
         """The pending frame, if any, without waiting."""
@@ -142,18 +169,26 @@ class Hub:
         feed.frames += 1
         feed.delivery.received += 1
         feed.last_seq = frame.meta.seq if frame.meta is not None else None
+        sent_now = 0
         for mailbox in feed.mailboxes:
             before = mailbox.skipped
-            mailbox.put(frame)
+            sent_now += mailbox.put(frame)
             self.skipped_total += mailbox.skipped - before
+        if sent_now:
+            self.record_sent(frame, time.time_ns(), sent_now)
 
-    def attach(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
+    def attach(
+        self,
+        camera_id: str,
+        notify: asyncio.Event | None = None,
+        send_now: SendNow | None = None,
+    ) -> Mailbox:
         """A new viewer: its mailbox starts with the cached frame, if any."""
         feed = self._feed(camera_id)
         self._idle_foreign.pop(camera_id, None)
-        mailbox = Mailbox(camera_id, notify)
-        if feed.latest is not None:
-            mailbox.put(feed.latest)
+        mailbox = Mailbox(camera_id, notify, send_now)
+        if feed.latest is not None and mailbox.put(feed.latest):
+            self.record_sent(feed.latest, time.time_ns())
         feed.mailboxes.add(mailbox)
         return mailbox
 
@@ -162,7 +197,11 @@ class Hub:
         if feed is None:
             return
         feed.mailboxes.discard(mailbox)
-        if not feed.mailboxes and mailbox.camera_id not in self._pinned:
+        if feed.mailboxes:
+            return
+        if feed.latest is not None:
+            feed.latest.message = None  # nobody to send it to: keep only the JPEG
+        if mailbox.camera_id not in self._pinned:
             self._idle(mailbox.camera_id)
 
     def viewers(self, camera_id: str | None = None) -> int:
@@ -171,17 +210,19 @@ class Hub:
             return len(feed.mailboxes) if feed else 0
         return sum(len(f.mailboxes) for f in self.feeds.values())
 
-    def record_sent(self, frame: HubFrame, sent_ns: int) -> None:
-        """A viewer got ``frame``: count it and its capture → sent latency."""
+    def record_sent(self, frame: HubFrame, sent_ns: int, viewers: int = 1) -> None:
+        """``viewers`` got ``frame`` at ``sent_ns``: count them and the capture →
+        sent latency (once per viewer)."""
         feed = self.feeds.get(frame.camera_id)
         if feed is None:
             return
-        feed.delivery.sent += 1
-        feed.delivery.bytes_sent += len(frame.payload)
+        feed.delivery.sent += viewers
+        feed.delivery.bytes_sent += len(frame.payload) * viewers
         if frame.meta is None or frame.meta.capture_ns <= 0:
             return
         if plausible_capture(frame.meta.capture_ns, frame.received_ns):
-            feed.delivery.end_to_end.record(max(0, sent_ns - frame.meta.capture_ns) / 1e9)
+            latency = max(0, sent_ns - frame.meta.capture_ns) / 1e9
+            feed.delivery.end_to_end.record(latency, viewers)
 
     def delivery(self, camera_id: str) -> DeliveryStats:
         feed = self.feeds.get(camera_id)

@@ -25,6 +25,8 @@ VERSION = 1
 MAX_CAMERAS_PER_MESSAGE = 64
 MAX_JSON_DEPTH = 16  # our messages nest 3 deep; more is an attack on the parser
 _TAIL = struct.Struct(">QQ")
+_WS_LEN16 = struct.Struct(">BBH")
+_WS_LEN64 = struct.Struct(">BBQ")
 
 
 class ClientMessageError(StreamdError, ValueError):
@@ -36,6 +38,15 @@ class ClientCommand:
     op: str  # subscribe | unsubscribe | ping
     cameras: tuple[str, ...] = ()
     events_since: str | None = None  # subscribe: replay kept events after this id
+
+
+def websocket_binary_header(length: int) -> bytes:
+    """RFC 6455 header of one unmasked, unfragmented binary message (server → client)."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 1 << 16:
+        return _WS_LEN16.pack(0x82, 126, length)
+    return _WS_LEN64.pack(0x82, 127, length)
 
 
 def frame_header(camera_id: str, seq: int, capture_ns: int) -> bytes:

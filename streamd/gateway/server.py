@@ -33,7 +33,7 @@ from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import duplicated, embeddable, host_allowed
-from streamd.gateway.hub import Hub, HubFrame, Mailbox
+from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
 from streamd.gateway.listener import (
     Connection,
     GatedServer,
@@ -116,10 +116,10 @@ class Gateway:
         try:
             parsed = parse_frame(payload, self.config.server.max_frame_bytes)
         except FrameError as exc:
-            self._reject(camera_id, exc.reason)
+            self.reject(camera_id, exc.reason)
             return False
         if parsed.meta is not None and parsed.meta.camera_id != camera_id:
-            self._reject(camera_id, "camera_mismatch")
+            self.reject(camera_id, "camera_mismatch")
             return False
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
         return True
@@ -138,12 +138,12 @@ class Gateway:
             if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
                 raise ValueError("not an event id")
         except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
-            self._reject(camera_id, "bad_event")
+            self.reject(camera_id, "bad_event")
             return
         if isinstance(self.events, LocalEventLog) and "id" not in event:
             record = self.events.append(event, snapshot)
             if record is None:
-                self._reject(camera_id, "bad_event")
+                self.reject(camera_id, "bad_event")
                 return
             event = record.to_json()
         self._keep_event(camera_id, event)
@@ -161,7 +161,8 @@ class Gateway:
     def last_event(self, camera_id: str) -> dict[str, Any] | None:
         return self._last_events.get(camera_id)
 
-    def _reject(self, camera_id: str, reason: str) -> None:
+    def reject(self, camera_id: str, reason: str) -> None:
+        """Count an untrusted frame or event dropped (by reason); log sparsely."""
         self.rejected[reason] += 1
         total = sum(self.rejected.values())
         if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
@@ -271,8 +272,13 @@ class Gateway:
                     viewer.carry_out(viewer.session.on_state(camera_id, state))
 
     # --- viewers' demand --------------------------------------------------------------------
-    def watch(self, camera_id: str, notify: asyncio.Event | None = None) -> Mailbox:
-        mailbox = self.hub.attach(camera_id, notify)
+    def watch(
+        self,
+        camera_id: str,
+        notify: asyncio.Event | None = None,
+        send_now: SendNow | None = None,
+    ) -> Mailbox:
+        mailbox = self.hub.attach(camera_id, notify, send_now)
         if self.subscriber is not None:
             self.subscriber.want(camera_id)
             self.subscriber.want_events(camera_id)

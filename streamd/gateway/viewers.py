@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from streamd.eventlog.records import EventQuery
 from streamd.gateway import protocol
-from streamd.gateway.hub import Mailbox
+from streamd.gateway.hub import HubFrame, Mailbox, SendNow
 from streamd.gateway.session import MultiplexSession, Refused, Replay, Reply, Unwatch, Watch
 
 if TYPE_CHECKING:
@@ -84,11 +84,50 @@ async def _run_until_closed(
             await send_task
 
 
+def single_message(frame: HubFrame) -> bytes:
+    """The ``/ws/{id}`` WebSocket message of a frame, built once per frame."""
+    message = frame.message
+    if message is None:
+        header = protocol.websocket_binary_header(len(frame.payload))
+        message = frame.message = b"".join((header, frame.payload))
+    return message
+
+
+def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNow:
+    """Write a frame to an idle viewer's socket from ``Hub.publish`` itself: one
+    write of a message shared by all viewers, no task switch. A socket with
+    anything unsent, or paused, or closing, is left to the sender task (which
+    waits for the socket to drain, so a slow viewer skips frames as before)."""
+    transport, connection = request.transport, request.protocol
+
+    def send_now(frame: HubFrame) -> bool:
+        if (
+            transport is None
+            or ws.closed
+            or transport.is_closing()
+            or connection.writing_paused
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        try:
+            transport.write(single_message(frame))
+        except (RuntimeError, OSError):  # closed under us: the sender task notices
+            return False
+        return True  # counted by the hub, once for all viewers it reached at once
+
+    return send_now
+
+
 async def run_single(
-    gateway: Gateway, ws: web.WebSocketResponse, camera_id: str, peer: str
+    gateway: Gateway,
+    ws: web.WebSocketResponse,
+    camera_id: str,
+    peer: str,
+    request: web.BaseRequest | None = None,
 ) -> None:
     """``/ws/{id}``: one JPEG per binary message; text ``ping`` → ``pong``."""
-    mailbox = gateway.watch(camera_id)
+    send_now = direct_sender(ws, request) if request is not None else None
+    mailbox = gateway.watch(camera_id, send_now=send_now)
     log.info(
         "viewer connected", camera_id=camera_id, peer=peer, viewers=gateway.hub.viewers(camera_id)
     )

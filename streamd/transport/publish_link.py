@@ -19,9 +19,9 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streamd.transport.resp import IntegerReplies, ReplyError, RespError
+from streamd.transport.resp import IntegerReplies, RespError, RespProtocolError
 
-Replies = Callable[[list[int | ReplyError]], None]
+Replies = Callable[[list[int | RespError]], None]
 Lost = Callable[[BaseException], None]
 
 
@@ -47,7 +47,7 @@ class PublishLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             replies = self._replies.feed(data)
-        except RespError as exc:
+        except RespProtocolError as exc:
             self._fail(exc)
             return
         if replies:

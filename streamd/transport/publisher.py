@@ -37,7 +37,7 @@ from streamd.stats import CameraCounters
 from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import EncodedFrame, pack_frame
 from streamd.transport.publish_link import PublishLink, open_link
-from streamd.transport.resp import ReplyError, pack_publish, publish_head
+from streamd.transport.resp import RespError, pack_publish, publish_head
 
 log = structlog.get_logger("streamd.publisher")
 
@@ -170,7 +170,7 @@ class FramePublisher:
         self._replied = 0
         self._link.write(command)
 
-    def _on_replies(self, replies: list[int | ReplyError]) -> None:
+    def _on_replies(self, replies: list[int | RespError]) -> None:
         """On the event loop, from the link: count replies, then send what waited."""
         batch = self._in_flight
         self._replied += len(replies)
@@ -178,8 +178,8 @@ class FramePublisher:
             self._link_failed(RedisError("more replies than frames sent"))
             return
         for reply in replies:
-            if isinstance(reply, ReplyError):  # -MOVED after a failover, -NOPERM, ...
-                self._link_failed(RedisError(reply.message))
+            if isinstance(reply, RespError):  # -MOVED after a failover, -NOPERM, ...
+                self._link_failed(RedisError(str(reply)))
                 return
         if self._replied < len(batch):
             return  # the rest of this batch's replies are on their way

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from streamd.backoff import Backoff
 from streamd.redact import redact_url
 from streamd.transport.cluster import Topology
-from streamd.transport.subscriber import FrameSubscriber
+from streamd.transport.subscriber import DEFAULT_MAX_MESSAGE_BYTES, FrameSubscriber
 
 log = structlog.get_logger("streamd.subscriber")
 CHECK_S = 0.25  # how soon a failed shard session is noticed
@@ -39,8 +39,19 @@ class ShardedFrameSubscriber(FrameSubscriber):
         on_frame: Callable[[str, bytes], None],
         reconnect: Backoff = Backoff(initial=0.1, cap=1.0),
         on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_dropped: Callable[[str, str], None] = lambda _camera, _reason: None,
     ) -> None:
-        super().__init__(topology.url, prefix, on_frame, reconnect, on_event)
+        super().__init__(
+            topology.url,
+            prefix,
+            on_frame,
+            reconnect,
+            on_event,
+            max_message_bytes=max_message_bytes,
+            on_dropped=on_dropped,
+        )
         self.topology = topology
         self.nodes: dict[str, FrameSubscriber] = {}  # master URL → its subscriber
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -83,7 +94,13 @@ class ShardedFrameSubscriber(FrameSubscriber):
         node = self.nodes.get(url)
         if node is None:
             node = FrameSubscriber(
-                url, self.prefix, self.on_frame, on_event=self.on_event, sharded=True
+                url,
+                self.prefix,
+                self.on_frame,
+                on_event=self.on_event,
+                sharded=True,
+                max_message_bytes=self.max_message_bytes,
+                on_dropped=self.on_dropped,
             )
             self.nodes[url] = node
             if self._running:

@@ -3,10 +3,16 @@
 It subscribes to ``{prefix}{camera_id}`` only for cameras a viewer of this
 gateway watches (not to a pattern), so Redis itself knows which cameras are
 watched (``PUBSUB NUMSUB``) and a camera nobody watches need not be encoded.
-Detection events (``streamd:events:{camera_id}``) are wanted separately. It speaks RESP2:
-redis-py's RESP3 push handling drains frame-sized messages far slower, until Redis'
-output-buffer limit disconnects the client (``python -m benchmarks.gateway_drain``
-measures both in one run).
+Detection events (``streamd:events:{camera_id}``) are wanted separately.
+
+Frames are read by ``pubsub_connection`` (the event loop reads into one buffer,
+each payload is copied once and handed to ``on_frame`` from within the read),
+not by redis-py, whose asyncio reader copies every frame-sized message several
+times and wakes a task per read. A message larger than ``max_message_bytes`` is
+read past without being kept and reported to ``on_dropped``. It speaks RESP2:
+redis-py's RESP3 push handling drained frame-sized messages far slower, until
+Redis' output-buffer limit disconnected the client (``python -m
+benchmarks.gateway_drain`` measures the subscribers in one run).
 
 Redis drops subscribers (output-buffer limit, ``CLIENT KILL``, restarts): the
 ``run`` loop notices, reconnects with capped backoff and resubscribes everything
@@ -21,22 +27,24 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from streamd.backoff import Backoff
 from streamd.config import is_valid_camera_id
 from streamd.redact import redact_url
 from streamd.retry import AsyncRetry
 from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL
+from streamd.transport.pubsub_connection import PubSubConnection, open_pubsub
+from streamd.transport.resp import Reply, RespError, RespReader, Skipped
 
 log = structlog.get_logger("streamd.subscriber")
 PING_INTERVAL_S = 5.0
 PING_DEADLINE_S = 15.0
+CONNECT_TIMEOUT_S = 2.0
+CONFIRM_TIMEOUT_S = 5.0  # the first subscription confirmed, or the session failed
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_ROUTES = 1024
 
 
 class FrameSubscriber:
@@ -49,6 +57,8 @@ class FrameSubscriber:
         on_event: Callable[[str, bytes], None] = lambda _camera, _data: None,
         *,
         sharded: bool = False,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_dropped: Callable[[str, str], None] = lambda _camera, _reason: None,
     ) -> None:
         self.url = url
         # Sharded: SSUBSCRIBE on one cluster master (``transport.sharded`` routes
@@ -57,12 +67,22 @@ class FrameSubscriber:
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_event = on_event
+        # (camera id, reason) of a message read past: too large to keep
+        self.on_dropped = on_dropped
+        self.max_message_bytes = max_message_bytes
         self._retry = AsyncRetry(reconnect, (RedisError, OSError, TimeoutError))
         self.wanted: Counter[str] = Counter()
         self.subscribed = False
         self.sessions = 0
-        self._pubsub: PubSub | None = None
+        self._connection: PubSubConnection | None = None
+        self._confirmed: asyncio.Future[None] | None = None
         self._last_pong = time.monotonic()
+        self._routes: dict[bytes, tuple[bool, str]] = {}  # channel → _route(channel)
+        self._frames = prefix.encode()
+        self._events = EVENT_CHANNEL_PREFIX.encode()
+        self._message = b"smessage" if sharded else b"message"
+        self._subscribe = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self._unsubscribe = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
 
     # --- what to subscribe to -----------------------------------------------------
     def want(self, camera_id: str) -> None:
@@ -98,21 +118,11 @@ class FrameSubscriber:
             self._send("unsubscribe", channel)
 
     def _send(self, command: str, channel: str) -> None:
-        pubsub = self._pubsub
-        if pubsub is None or not self.subscribed:
+        connection = self._connection
+        if connection is None:
             return  # the next session subscribes to everything wanted
-        if self.sharded:
-            call = (
-                pubsub.ssubscribe(channel)
-                if command == "subscribe"
-                else pubsub.sunsubscribe(channel)
-            )
-        else:
-            call = (
-                pubsub.subscribe(channel) if command == "subscribe" else pubsub.unsubscribe(channel)
-            )
-        task = asyncio.ensure_future(call)
-        task.add_done_callback(_ignore_result)
+        # A write that fails means the connection broke: run() resubscribes all.
+        connection.send(self._subscribe if command == "subscribe" else self._unsubscribe, channel)
 
     # --- the connection -------------------------------------------------------------
     async def run(self) -> None:
@@ -130,28 +140,29 @@ class FrameSubscriber:
             )
 
     async def _session(self) -> None:
-        client = aioredis.Redis.from_url(
-            self.url,
-            protocol=2,
-            socket_connect_timeout=2.0,
-            socket_timeout=None,  # a subscriber blocks in read for as long as it likes
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            socket_read_size=1 << 20,
-        )
-        pubsub = client.pubsub()
+        reader = RespReader(self.max_message_bytes)
+        self._confirmed = asyncio.get_running_loop().create_future()
+        connection = await open_pubsub(self.url, reader, self._on_reply, CONNECT_TIMEOUT_S)
         watchdog: asyncio.Task[None] | None = None
         try:
             channels = list(self.wanted)
             if self.sharded:
                 # One SSUBSCRIBE per channel: a batch must not span hash slots.
-                for channel in channels:
-                    await pubsub.ssubscribe(channel)
+                connection.send_many((self._subscribe, channel) for channel in channels)
             else:
                 # Always subscribed: the connection is in pub/sub mode even with no camera wanted.
                 channels.insert(0, GATEWAY_CONTROL_CHANNEL)
-                await pubsub.subscribe(*channels)
-            self._pubsub = pubsub
+                connection.send(self._subscribe, *channels)
+            # From here on (no await since ``channels`` was read) every change of
+            # what is wanted goes out at once, also while the first is confirmed.
+            self._connection = connection
+            if channels:
+                async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+                    await asyncio.wait(
+                        (self._confirmed, connection.closed), return_when=asyncio.FIRST_COMPLETED
+                    )
+                if connection.closed.done():
+                    await connection.closed  # raises why
             self.subscribed = True
             self.sessions += 1
             self._retry.succeeded()
@@ -163,50 +174,64 @@ class FrameSubscriber:
                 redis_url=redact_url(self.url),
                 channels=len(channels),
             )
-            watchdog = asyncio.create_task(self._ping_watchdog(pubsub))
-            await self._read_loop(pubsub)
+            watchdog = asyncio.create_task(self._ping_watchdog(connection))
+            await connection.closed  # raises why it ended
         finally:
             self.subscribed = False
-            self._pubsub = None
+            self._connection = None
             if watchdog is not None:
                 watchdog.cancel()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            connection.close()
 
-    async def _read_loop(self, pubsub: PubSub) -> None:
-        prefix = self.prefix.encode()
-        cut = len(prefix)
-        events = EVENT_CHANNEL_PREFIX.encode()
-        message = b"smessage" if self.sharded else b"message"
-        while True:
-            response = await pubsub.parse_response(block=True)
-            # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
-            if not isinstance(response, list) or not response:
-                continue
-            kind = response[0]
-            if kind == message and len(response) == 3:
-                channel, data = response[1], response[2]
+    def _on_reply(self, reply: Reply) -> None:
+        """Every reply of the connection, from within the read (keep it lean)."""
+        # RESP2 pub/sub replies: [b"message", channel, data], [b"pong", b""], ...
+        if type(reply) is list and len(reply) == 3 and reply[0] == self._message:
+            channel, data = reply[1], reply[2]
+            route = self._routes.get(channel)  # type: ignore[arg-type]
+            if route is None:
+                route = self._route(channel)
+            is_frame, camera_id = route
+            if not camera_id:
+                return
+            if type(data) is bytes:
+                (self.on_frame if is_frame else self.on_event)(camera_id, data)
+            elif isinstance(data, Skipped):
+                self.on_dropped(camera_id, "too_large" if is_frame else "bad_event")
+            return
+        self._on_control_reply(reply)
+
+    def _route(self, channel: object) -> tuple[bool, str]:
+        """(frames or events, camera id) of a channel; "" for no camera of ours."""
+        route = (False, "")
+        if isinstance(channel, bytes):
+            for is_frame, prefix in ((True, self._frames), (False, self._events)):
                 if channel.startswith(prefix):
-                    camera_id = channel[cut:].decode("ascii", "replace")
-                    if is_valid_camera_id(camera_id):
-                        self.on_frame(camera_id, data)
-                        continue
-                elif channel.startswith(events):
-                    camera_id = channel[len(events) :].decode("ascii", "replace")
-                    if is_valid_camera_id(camera_id):
-                        self.on_event(camera_id, data)
-                        continue
-            elif kind == b"pong":
-                self._last_pong = time.monotonic()
-            elif kind == b"sunsubscribe" and len(response) == 3:
-                channel = response[1].decode("ascii", "replace")
-                if channel in self.wanted:
-                    # The server dropped it: its slot moved to another master.
-                    raise SlotMovedError(f"redis moved shard channel {channel} away")
+                    camera_id = channel[len(prefix) :].decode("ascii", "replace")
+                    route = (is_frame, camera_id if is_valid_camera_id(camera_id) else "")
+                    break
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()  # channels are ours, so few; bounded all the same
+            self._routes[channel] = route
+        return route
 
-    async def _ping_watchdog(self, pubsub: PubSub) -> None:
+    def _on_control_reply(self, reply: Reply) -> None:
+        if isinstance(reply, RespError):
+            raise ResponseError(str(reply))  # ends the session: run() reconnects
+        if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+            self._last_pong = time.monotonic()
+        elif isinstance(reply, list) and len(reply) == 3:
+            kind, channel = reply[0], reply[1]
+            if kind in (b"subscribe", b"ssubscribe"):
+                if self._confirmed is not None and not self._confirmed.done():
+                    self._confirmed.set_result(None)
+            elif kind == b"sunsubscribe" and isinstance(channel, bytes):
+                name = channel.decode("ascii", "replace")
+                if name in self.wanted:
+                    # The server dropped it: its slot moved to another master.
+                    raise SlotMovedError(f"redis moved shard channel {name} away")
+
+    async def _ping_watchdog(self, connection: PubSubConnection) -> None:
         """Close a connection that stopped answering, so ``run`` reconnects."""
         while True:
             await asyncio.sleep(PING_INTERVAL_S)
@@ -214,18 +239,11 @@ class FrameSubscriber:
                 log.warning(
                     "redis subscription silent; reconnecting", redis_url=redact_url(self.url)
                 )
-                if pubsub.connection is not None:
-                    await pubsub.connection.disconnect()
+                connection.fail(TimeoutError("redis did not answer PING"))
                 return
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.ping()
+                connection.send("PING")
 
 
 class SlotMovedError(RedisError):
     """A shard channel we still want was unsubscribed by the server."""
-
-
-def _ignore_result(task: asyncio.Future[object]) -> None:
-    # A failed (un)subscribe means the connection broke; run() resubscribes all.
-    if not task.cancelled():
-        task.exception()
