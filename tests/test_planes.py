@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamd.worker.av_source import AvSource
@@ -84,6 +84,7 @@ def test_colours_match_ffmpegs_own_conversion(tmp_path: Path, clip: Clip) -> Non
     assert float(cv2.absdiff(to_bgr(planes), reference).mean()) < 4
 
 
+@settings(deadline=None, max_examples=60)  # OpenCV's first resize of a size is slow
 @given(
     st.integers(1, 200).map(lambda n: 2 * n),
     st.integers(1, 120).map(lambda n: 2 * n),
