@@ -140,6 +140,51 @@ def test_no_orphans_when_supervisor_is_killed(
     assert survivors == []
 
 
+def test_no_orphan_even_when_a_task_ignores_cancellation(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        redis_url=redis_server.url,
+        cameras=[{"id": "x", **SYNTH, "detector": "tests.plugins.detectors:Stubborn"}],
+    )
+    pid = wait_pid(daemon, "x")
+    time.sleep(1.0)
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait(5)
+    deadline = time.monotonic() + 20
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survived = pid_alive(pid)
+    kill_quietly(pid)
+    assert not survived
+
+
+def test_no_orphans_when_supervisor_is_killed_while_redis_hangs(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    """A stalled Redis (frames pile up unsent) must not hold a child's shutdown."""
+    big = {"source": "synthetic:?width=1280&height=720", "fps": 15, "detector": "none"}
+    daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "x", **big}])
+    pid = wait_pid(daemon, "x")
+    watcher = redis_server.client().pubsub()  # watched: frames are published
+    watcher.subscribe("video:x")
+    assert redis_server.process is not None
+    time.sleep(1.5)
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # socket buffers fill; replies stop
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait(5)
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survived = pid_alive(pid)
+        kill_quietly(pid)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert not survived
+
+
 def test_unusable_camera_config_is_not_restarted(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,8 @@ from streamd.worker.spec import WorkerSpec
 log = structlog.get_logger("streamd.worker")
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
+# Capture and detection get 3 s each to stop, closing connections the rest.
+STOP_DEADLINE_S = 10.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -284,6 +287,11 @@ async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) 
                     log.info("publish interval", publish_every=every)
 
 
+def _exit_at_deadline() -> None:
+    log.error("camera child did not stop in time; exiting", deadline_s=STOP_DEADLINE_S)
+    os._exit(ExitCode.FAILURE)
+
+
 async def run_worker(control_fd: int) -> int:
     sock = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -328,6 +336,11 @@ async def run_worker(control_fd: int) -> int:
     await asyncio.wait([watcher, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     reason = "signal" if stop.is_set() else "supervisor gone" if watcher.done() else "task ended"
     log.info("camera child stopping", reason=reason)
+    # Whatever a task or a plugin does with its cancellation, the child exits:
+    # with the supervisor gone nobody else would end it (never an orphan).
+    deadline = threading.Timer(STOP_DEADLINE_S, _exit_at_deadline)
+    deadline.daemon = True
+    deadline.start()
     await asyncio.to_thread(worker.capture.stop)
     if worker.detection is not None:
         await asyncio.to_thread(worker.detection.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -48,3 +49,20 @@ class Storm(FixedBox):
     def detect(self, image: np.ndarray, now: float) -> list[Detection]:
         self.calls += 1
         return [Detection("odd" if self.calls % 2 else "even", 0.9, FIXED_BOX)]
+
+
+class Stubborn(FixedBox):
+    """A plugin with a bug: it leaves a task on the child's event loop that
+    ignores cancellation (the child must still exit)."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__(config)
+        self.task = asyncio.get_running_loop().create_task(_ignore_cancellation())
+
+
+async def _ignore_cancellation() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
