@@ -427,10 +427,11 @@ def test_viewer_misses_nothing_across_a_gateway_restart(
     path = tmp_path / "streamd.toml"
     caps = "\n[events]\nmax_events = 50\nmax_snapshots = 5\n"
     daemon = start(path, module_redis.url, [storm], caps)
-    url = f"ws://{daemon.base}/ws"
-    _, live = asyncio.run(_live_event_ids(url, 3, None))
+    try:  # a failed check must not leave the daemon running
+        _, live = asyncio.run(_live_event_ids(f"ws://{daemon.base}/ws", 3, None))
+    finally:
+        daemon.stop()
     last_seen = live[-1]
-    daemon.stop()
     assert_no_traceback(daemon)
     restarted = start(path, module_redis.url, [storm], caps)  # events go on while we are away
     try:
@@ -463,22 +464,24 @@ def test_embedded_events_are_bounded_and_survive_a_restart(tmp_path: Path) -> No
     storm = {**STORM, "fps": 20}
     path = tmp_path / "streamd.toml"
     daemon = start(path, None, [storm, MOVING], extra)
-    wait_for(lambda: len(list(directory.glob("*.jpg"))) >= 5, 15, "snapshots on disk")
-    time.sleep(2.0)  # ~40 more storm events: every cap is reached
-    kept = events(daemon, "limit=500")
-    assert 25 <= len(kept) <= 30
-    assert [key(e["id"]) for e in kept] == sorted(key(e["id"]) for e in kept)
-    snapshots = sorted(directory.glob("*.jpg"))
-    assert len(snapshots) <= 5 and all(p.stat().st_size <= 64 * 1024 for p in snapshots)
-    segment_lines = sum(len(p.read_text().splitlines()) for p in directory.glob("events*.jsonl"))
-    assert segment_lines <= 30
-    newest = kept[-1]
-    status, jpeg = get(daemon, newest["snapshot"]) if newest["snapshot"] else (404, b"")
-    assert status == 200 and jpeg[:2] == b"\xff\xd8"
-    assert get(daemon, kept[0]["snapshot"] or "/api/events/1-0/snapshot.jpg")[0] == 404
-    page = json.loads(get(daemon, "/api/events?limit=10")[1])
-    assert len(page["events"]) == 10 and page["cursor"] == page["events"][-1]["id"]
-    daemon.stop()
+    try:  # a failed check must not leave the daemon running
+        wait_for(lambda: len(list(directory.glob("*.jpg"))) >= 5, 15, "snapshots on disk")
+        time.sleep(2.0)  # ~40 more storm events: every cap is reached
+        kept = events(daemon, "limit=500")
+        assert 25 <= len(kept) <= 30
+        assert [key(e["id"]) for e in kept] == sorted(key(e["id"]) for e in kept)
+        snapshots = sorted(directory.glob("*.jpg"))
+        assert len(snapshots) <= 5 and all(p.stat().st_size <= 64 * 1024 for p in snapshots)
+        jsonl = directory.glob("events*.jsonl")
+        assert sum(len(p.read_text().splitlines()) for p in jsonl) <= 30
+        newest = kept[-1]
+        status, jpeg = get(daemon, newest["snapshot"]) if newest["snapshot"] else (404, b"")
+        assert status == 200 and jpeg[:2] == b"\xff\xd8"
+        assert get(daemon, kept[0]["snapshot"] or "/api/events/1-0/snapshot.jpg")[0] == 404
+        page = json.loads(get(daemon, "/api/events?limit=10")[1])
+        assert len(page["events"]) == 10 and page["cursor"] == page["events"][-1]["id"]
+    finally:
+        daemon.stop()
     assert_no_traceback(daemon)
     restarted = start(path, None, [MOVING], extra)  # the storm camera is gone
     try:
