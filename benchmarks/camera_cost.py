@@ -53,6 +53,7 @@ def _bgr_jpeg(picture: VideoFrame, reformatter: VideoReformatter) -> None:
 
 
 def _floor_worker(path: str, frames: int, via_bgr: bool, out: Queue[float]) -> None:
+    cv2.setNumThreads(1)  # as in the camera child
     done = 0
     opening = 0.0
     if path.endswith(".mjpeg"):
