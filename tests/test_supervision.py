@@ -131,13 +131,21 @@ def test_no_orphans_when_supervisor_is_killed(
         redis_url=redis_server.url, cameras=[{"id": "x", **SYNTH}, {"id": "y", **SYNTH}]
     )
     pids = [wait_pid(daemon, "x"), wait_pid(daemon, "y")]
+    assert survivors_of_a_killed_supervisor(daemon, pids, within=2.0) == []
+
+
+def survivors_of_a_killed_supervisor(daemon: Daemon, pids: list[int], within: float) -> list[int]:
+    """SIGKILL the daemon; the children still alive ``within`` seconds later
+    (each then killed, so a failing test leaves no orphan behind)."""
     daemon.process.send_signal(signal.SIGKILL)
     daemon.process.wait(5)
-    time.sleep(2.0)
+    deadline = time.monotonic() + within
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     survivors = [p for p in pids if pid_alive(p)]
     for pid in survivors:
         kill_quietly(pid)
-    assert survivors == []
+    return survivors
 
 
 def test_no_orphan_even_when_a_task_ignores_cancellation(
@@ -149,14 +157,7 @@ def test_no_orphan_even_when_a_task_ignores_cancellation(
     )
     pid = wait_pid(daemon, "x")
     time.sleep(1.0)
-    daemon.process.send_signal(signal.SIGKILL)
-    daemon.process.wait(5)
-    deadline = time.monotonic() + 20
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    survived = pid_alive(pid)
-    kill_quietly(pid)
-    assert not survived
+    assert survivors_of_a_killed_supervisor(daemon, [pid], within=20.0) == []
 
 
 def test_no_orphans_when_supervisor_is_killed_while_redis_hangs(
@@ -173,16 +174,10 @@ def test_no_orphans_when_supervisor_is_killed_while_redis_hangs(
     redis_server.process.send_signal(signal.SIGSTOP)
     try:
         time.sleep(3.0)  # socket buffers fill; replies stop
-        daemon.process.send_signal(signal.SIGKILL)
-        daemon.process.wait(5)
-        deadline = time.monotonic() + 15
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        survived = pid_alive(pid)
-        kill_quietly(pid)
+        survivors = survivors_of_a_killed_supervisor(daemon, [pid], within=15.0)
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
-    assert not survived
+    assert survivors == []
 
 
 def test_unusable_camera_config_is_not_restarted(
