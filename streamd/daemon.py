@@ -30,6 +30,8 @@ from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
 from streamd.eventlog.local_log import LocalEventLog, default_directory
 from streamd.eventlog.redis_log import RedisEventStore
+from streamd.forkserver.client import ForkServerClient
+from streamd.forkserver.metrics import ForkServerCollector
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
 from streamd.metrics import StreamdCollector
@@ -40,7 +42,7 @@ from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.signals import SignalRequests
 from streamd.states import ExitCode
-from streamd.supervisor import Supervisor
+from streamd.supervisor import Supervisor, child_environment
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
@@ -85,8 +87,18 @@ class Daemon:
             )
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
+        # The warm fork server children are forked from (started first in ``run``).
+        self.fork_server = (
+            ForkServerClient(child_environment(os.environ, ""))
+            if config.supervisor.fork_server
+            else None
+        )
         self.supervisor = Supervisor(
-            config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
+            config,
+            on_frame=self._ingest,
+            on_event=self._ingest_child_event,
+            parent_env=os.environ,
+            fork_server=self.fork_server,
         )
         # The camera registry (Redis): this node's cameras and leases; every node's cameras.
         self.node_registry: NodeRegistry | None = None
@@ -126,6 +138,7 @@ class Daemon:
                 lambda: self.hub.untimed,
             )
         )
+        self.registry.register(ForkServerCollector(self.supervisor.launcher))
         if self.node_registry is not None:
             self.registry.register(RegistryCollector(self.node_registry))
         if isinstance(self.subscriber, ShardedFrameSubscriber):
@@ -187,6 +200,8 @@ class Daemon:
                 viewers=self.hub.viewers(camera_id),
                 restarts=child.status.lifecycle.restarts,
                 stalls=child.status.stalls,
+                started_by=child.status.started_by if child.status.pid is not None else None,
+                start_timeouts=child.status.start_timeouts,
             )
             for camera_id, child in self.supervisor.children.items()
         }
@@ -345,6 +360,10 @@ class Daemon:
 
     async def _run(self) -> int:
         config = self.config
+        if self.fork_server is not None:
+            # First: it imports what children need while the gateway and the
+            # registry start; children wait for it (bounded) at their first start.
+            await self.fork_server.start()
         try:
             if config.server.enabled:
                 await self.gateway.start()
@@ -356,6 +375,8 @@ class Daemon:
                 tls_cert=config.server.tls_cert,
                 error=str(exc),
             )
+            if self.fork_server is not None:
+                await self.fork_server.stop()
             return ExitCode.CANNOT_LISTEN
         if self.node_registry is not None:
             await self.node_registry.first_round()  # a standby never starts its child
@@ -400,6 +421,8 @@ class Daemon:
             return ExitCode.FAILURE
         finally:
             await _cancel(background)
+            if self.fork_server is not None:
+                await self.fork_server.stop()
         log.info("video stream manager stopped")
         self.notifier.close()
         return ExitCode.OK

@@ -66,6 +66,13 @@ class Lifecycle:
         self.failures = 0
 
 
+def control_closed_is_news(stopped_by_us: bool) -> bool:
+    """A control channel reset by a child we were stopping (SIGTERM/SIGKILL with
+    our messages unread) is expected; any other reset is worth a line (the exit
+    itself is logged either way). Never a "bad control message"."""
+    return not stopped_by_us
+
+
 @dataclass(frozen=True)
 class SpecDiff:
     """What a reload changes, by camera id (pure: compares full child specs, so a
