@@ -6,8 +6,9 @@ exec (``python -m streamd.worker --camera ID``) while it is down; either way in
 their own session, so a Ctrl-C in a terminal reaches the supervisor only and it
 stops the children in order. At most ``starting.start_slots`` children are
 starting (launched, no first heartbeat yet) at once. Each child gets one end of
-a ``socketpair``: the camera spec goes down it, heartbeats and fallback frames come up it. A child whose
-heartbeats stop for ``stall_timeout`` (hung, ``SIGSTOP``) is killed and restarted.
+a ``socketpair``: the camera spec goes down it, heartbeats and fallback frames
+come up it. A child whose heartbeats stop for ``stall_timeout`` (hung,
+``SIGSTOP``) is killed and restarted; the stall timer starts at its first.
 """
 
 from __future__ import annotations

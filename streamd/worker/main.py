@@ -58,6 +58,7 @@ FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before
 SPEC_TIMEOUT_S = 10.0
 # Capture and detection get 3 s each to stop, closing connections the rest.
 STOP_DEADLINE_S = 10.0
+CANCEL_ROUNDS, CANCEL_ROUND_S = 5, 0.5
 PR_SET_PDEATHSIG = 1
 
 
@@ -289,6 +290,22 @@ async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) 
                     log.info("publish interval", publish_every=every)
 
 
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel, and cancel again what swallowed it: a library that turns a
+    ``CancelledError`` into its own error mid-connect (redis-py's PING during a
+    reconnect) leaves a task retrying, then waiting, as if never cancelled."""
+    pending = set(tasks)
+    for _ in range(CANCEL_ROUNDS):
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=CANCEL_ROUND_S)
+        if not pending:
+            break
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failed task is not news while stopping
+
+
 def _exit_at_deadline() -> None:
     log.error("camera child did not stop in time; exiting", deadline_s=STOP_DEADLINE_S)
     os._exit(ExitCode.FAILURE)
@@ -369,9 +386,7 @@ async def run_worker(control_fd: int, supervisor_pidfd: int | None = None) -> in
     await asyncio.to_thread(worker.capture.stop)
     if worker.detection is not None:
         await asyncio.to_thread(worker.detection.stop)
-    for task in [watcher, watcher_of_pidfd, stopper, *tasks]:
-        task.cancel()
-    await asyncio.gather(watcher, watcher_of_pidfd, stopper, *tasks, return_exceptions=True)
+    await _cancel_all([watcher, watcher_of_pidfd, stopper, *tasks])
     with contextlib.suppress(ConnectionError, OSError):
         writer.close()
     return 0
