@@ -242,6 +242,9 @@ class CameraChild:
             asyncio.create_task(self._read_control(reader)),
             asyncio.create_task(self._watch_heartbeats(process)),
             asyncio.create_task(self._watch_memory(process)),
+            # A stop asked for while the child was being launched (waiting for
+            # a start slot or the fork server) ends it as soon as it exists.
+            asyncio.create_task(self._stop_when_asked(process)),
         ]
         try:
             exit_code = await process.wait()
@@ -327,6 +330,10 @@ class CameraChild:
                 )
                 await self._terminate(process)
                 return
+
+    async def _stop_when_asked(self, process: ChildProcess) -> None:
+        await self._stopping.wait()
+        await self._terminate(process)
 
     async def _watch_memory(self, process: ChildProcess) -> None:
         """Replace a child whose RSS passes ``child_memory_max``; it restarts through
