@@ -41,6 +41,7 @@ from streamd.registry.directory import CameraDirectory
 from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.signals import SignalRequests
+from streamd.starting import StartMethod
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor, child_environment
 from streamd.systemd import Notifier, watchdog_interval
@@ -88,7 +89,7 @@ class Daemon:
             for camera in config.cameras:
                 self.subscriber.want_events(camera.id)
         # The warm fork server children are forked from (started first in ``run``).
-        self.fork_server = (
+        self.fork_server_client = (
             ForkServerClient(child_environment(os.environ, ""))
             if config.supervisor.fork_server
             else None
@@ -98,7 +99,7 @@ class Daemon:
             on_frame=self._ingest,
             on_event=self._ingest_child_event,
             parent_env=os.environ,
-            fork_server=self.fork_server,
+            fork_server=self.fork_server_client,
         )
         # The camera registry (Redis): this node's cameras and leases; every node's cameras.
         self.node_registry: NodeRegistry | None = None
@@ -185,6 +186,18 @@ class Daemon:
                 status, recent=RecentFigures.from_stats_line(lines.get(camera_id, {}))
             )
             for camera_id, status in self.supervisor.statuses().items()
+        }
+
+    def fork_server(self) -> dict[str, object] | None:
+        """Its state, and how many children were forked, spawned, spawned as a fallback."""
+        if self.fork_server_client is None:
+            return None
+        launcher = self.supervisor.launcher
+        return {
+            **self.fork_server_client.info().to_json(),
+            "children_forked": launcher.started[StartMethod.FORK],
+            "children_spawned": launcher.started[StartMethod.SPAWN],
+            "spawn_fallbacks": launcher.fallbacks,
         }
 
     def cameras(self) -> dict[str, dict[str, Any]]:
@@ -360,10 +373,10 @@ class Daemon:
 
     async def _run(self) -> int:
         config = self.config
-        if self.fork_server is not None:
+        if self.fork_server_client is not None:
             # First: it imports what children need while the gateway and the
             # registry start; children wait for it (bounded) at their first start.
-            await self.fork_server.start()
+            await self.fork_server_client.start()
         try:
             if config.server.enabled:
                 await self.gateway.start()
@@ -375,8 +388,8 @@ class Daemon:
                 tls_cert=config.server.tls_cert,
                 error=str(exc),
             )
-            if self.fork_server is not None:
-                await self.fork_server.stop()
+            if self.fork_server_client is not None:
+                await self.fork_server_client.stop()
             return ExitCode.CANNOT_LISTEN
         if self.node_registry is not None:
             await self.node_registry.first_round()  # a standby never starts its child
@@ -421,8 +434,8 @@ class Daemon:
             return ExitCode.FAILURE
         finally:
             await _cancel(background)
-            if self.fork_server is not None:
-                await self.fork_server.stop()
+            if self.fork_server_client is not None:
+                await self.fork_server_client.stop()
         log.info("video stream manager stopped")
         self.notifier.close()
         return ExitCode.OK

@@ -257,7 +257,12 @@ class Gateway:
             )
             info["last_event"] = self.last_event(camera_id)
             result[camera_id] = info
-        return {"cameras": result}
+        fork_server = self.control.fork_server()
+        return (
+            {"cameras": result}
+            if fork_server is None
+            else {"cameras": result, "fork_server": fork_server}
+        )
 
     async def _state_loop(self) -> None:
         """Tell multiplexed viewers when a camera's state changes (≤ 1 s late)."""
