@@ -22,6 +22,7 @@ from streamd.forkserver.protocol import (
     Failed,
     Forked,
     ForkRequest,
+    Message,
     ProtocolError,
     Ready,
     decode,
@@ -47,7 +48,7 @@ stable_after = 0.5
 
 # --- pure ----------------------------------------------------------------------------
 def test_protocol_round_trips_and_refuses_junk() -> None:
-    messages = [
+    messages: list[Message] = [
         Ready(7),
         ForkRequest(3, ("python", "-m", "streamd.worker"), {"A": "b"}),
         Forked(3, 1234),
