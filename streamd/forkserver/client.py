@@ -49,6 +49,12 @@ class ForkServerUnavailable(RuntimeError):
     """No fork now: the caller spawns the child instead."""
 
 
+class ForkInterrupted(OSError):
+    """The fork server went away with our request in flight: it may have forked
+    a child holding the control fd, so this start fails (the caller closes its
+    end, which ends such a child) rather than spawn a second one on the same fd."""
+
+
 @dataclass(frozen=True)
 class ForkServerInfo:
     """For ``/metrics``, ``/api/cameras`` and ``streamd status``."""
@@ -149,15 +155,21 @@ class ForkServerClient:
         reply: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = reply
         try:
-            await self._send(sock, encode(ForkRequest(request_id, tuple(argv), env)), fd)
-            pid, pidfd = await asyncio.wait_for(asyncio.shield(reply), FORK_REPLY_TIMEOUT_S)
-        except TimeoutError:
-            log.error("fork server did not answer; replacing it", pid=self.pid)
-            self._kill()
-            raise ForkServerUnavailable("no answer") from None
-        except OSError as exc:
-            self._lost()
-            raise ForkServerUnavailable(str(exc)) from None
+            try:
+                await self._send(sock, encode(ForkRequest(request_id, tuple(argv), env)), fd)
+            except OSError as exc:  # not sent: nothing was forked
+                self._lost()
+                raise ForkServerUnavailable(str(exc)) from None
+            try:
+                pid, pidfd = await asyncio.wait_for(asyncio.shield(reply), FORK_REPLY_TIMEOUT_S)
+            except TimeoutError:
+                log.error("fork server did not answer; replacing it", pid=self.pid)
+                self._kill()
+                raise ForkInterrupted("the fork server did not answer") from None
+            except ForkServerUnavailable as exc:
+                if self._sock is None:  # it died with the request in flight
+                    raise ForkInterrupted(f"the fork server died during the fork: {exc}") from None
+                raise  # it answered: the fork itself failed
         finally:
             self._pending.pop(request_id, None)
         child = ForkedProcess(pid, pidfd)
