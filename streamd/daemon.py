@@ -294,13 +294,13 @@ class Daemon:
         self.config = applied
         self.gateway.apply_config(applied)
         diff = await self.supervisor.apply(applied)
-        if self.node_registry is not None and diff.added:
-            # Claimed now, not at the next registry round: their children start at once.
-            await self.node_registry.tick()
         if self.node_registry is not None and diff.removed:
             await self.node_registry.forget(diff.removed)
             if self.directory is not None:
                 await self.directory.refresh_quietly()  # this gateway's list, at once
+        if self.node_registry is not None and diff.added:
+            # Claimed now, not at the next registry round: their children start at once.
+            await self.node_registry.tick()
         log.info(
             "config reloaded",
             added=list(diff.added),
