@@ -18,6 +18,9 @@ that folder). Synthetic cameras at 5 fps, 320x240, no viewers, ``detector =
 - ``idle_cpu_pct``: camera children's CPU per camera over ``--idle`` seconds, % of a core
 - ``restart_s``: a SIGKILLed child → its camera ``live`` again (``restart_delay_initial`` 0.2 s)
 - ``reload_s``: SIGHUP adding ``--add`` cameras (a drop-in) → all of them ``live``
+- ``fallback_restart_s`` (fork only): the fork server SIGKILLed, at once a child
+  SIGKILLed → its camera ``live`` again (exec'd meanwhile, or forked by the new
+  fork server); ``forkserver_back_s``: the fork server SIGKILLed → ``up`` again
 
 The load average is printed with each variant: others' work moves the figures.
 """
@@ -62,6 +65,9 @@ class Figures:
     idle_cpu_pct: float = 0.0
     restart_s: float | None = None
     reload_s: float | None = None
+    fallback_restart_s: float | None = None
+    fallback_started_by: str | None = None
+    forkserver_back_s: float | None = None
     started_by: dict[str, int] = field(default_factory=dict)
     load_after: float = 0.0
 
@@ -108,14 +114,16 @@ class Run:
             stderr=subprocess.STDOUT,
         )
 
-    def cameras(self) -> dict[str, dict[str, Any]]:
+    def answer(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/api/cameras"
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}/api/cameras", timeout=5
-            ) as r:
-                return dict(json.load(r)["cameras"])
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return dict(json.load(answer))
         except OSError:
             return {}
+
+    def cameras(self) -> dict[str, dict[str, Any]]:
+        return dict(self.answer().get("cameras", {}))
 
     def wait_live(self, ids: list[str], within: float, since: float) -> tuple[float | None, int]:
         deadline = since + within
@@ -173,6 +181,8 @@ def measure(variant: str, checkout: Path, redis_port: int, args: argparse.Namesp
             figures.idle_cpu_pct = round(100 * used / seconds / max(1, len(child_pids)), 3)
             figures.restart_s = restart_time(run, ids[0])
             figures.reload_s = reload_time(run, args)
+            if variant == "fork":
+                fallback_time(run, ids[1], figures)
         finally:
             figures.load_after = round(os.getloadavg()[0], 2)
             run.stop()
@@ -189,6 +199,28 @@ def restart_time(run: Run, camera_id: str) -> float | None:
             return round(time.monotonic() - killed, 2)
         time.sleep(0.05)
     return None
+
+
+def fallback_time(run: Run, camera_id: str, figures: Figures) -> None:
+    server = int(run.answer()["fork_server"]["pid"])
+    pid = int(run.cameras()[camera_id]["pid"])
+    os.kill(server, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 60 and (
+        figures.fallback_restart_s is None or figures.forkserver_back_s is None
+    ):
+        answer = run.answer()
+        camera = answer.get("cameras", {}).get(camera_id, {})
+        if figures.fallback_restart_s is None and camera.get("pid") not in (None, pid):
+            if camera.get("state") == "live":
+                figures.fallback_restart_s = round(time.monotonic() - killed, 2)
+                figures.fallback_started_by = camera.get("started_by")
+        fork_server = answer.get("fork_server", {})
+        if figures.forkserver_back_s is None and fork_server.get("pid") not in (None, server):
+            if fork_server.get("state") == "up":
+                figures.forkserver_back_s = round(time.monotonic() - killed, 2)
+        time.sleep(0.05)
 
 
 def reload_time(run: Run, args: argparse.Namespace) -> float | None:
