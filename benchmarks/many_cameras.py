@@ -212,14 +212,14 @@ def fallback_time(run: Run, camera_id: str, figures: Figures) -> None:
     ):
         answer = run.answer()
         camera = answer.get("cameras", {}).get(camera_id, {})
-        if figures.fallback_restart_s is None and camera.get("pid") not in (None, pid):
-            if camera.get("state") == "live":
-                figures.fallback_restart_s = round(time.monotonic() - killed, 2)
-                figures.fallback_started_by = camera.get("started_by")
+        back = camera.get("pid") not in (None, pid) and camera.get("state") == "live"
+        if figures.fallback_restart_s is None and back:
+            figures.fallback_restart_s = round(time.monotonic() - killed, 2)
+            figures.fallback_started_by = camera.get("started_by")
         fork_server = answer.get("fork_server", {})
-        if figures.forkserver_back_s is None and fork_server.get("pid") not in (None, server):
-            if fork_server.get("state") == "up":
-                figures.forkserver_back_s = round(time.monotonic() - killed, 2)
+        up = fork_server.get("pid") not in (None, server) and fork_server.get("state") == "up"
+        if figures.forkserver_back_s is None and up:
+            figures.forkserver_back_s = round(time.monotonic() - killed, 2)
         time.sleep(0.05)
 
 
