@@ -150,6 +150,7 @@ class CameraChild:
         if self.running:
             return
         self._stopping = asyncio.Event()
+        self.status.lifecycle.on_start_requested()
         self._task = asyncio.create_task(self.keep_alive(), name=f"child-{self.camera_id}")
 
     async def keep_alive(self) -> None:

@@ -33,6 +33,12 @@ class Lifecycle:
     restarts: int = 0
     started_at: float | None = None
 
+    def on_start_requested(self) -> None:
+        """Asked to run: STARTING already while it waits for a start slot or the
+        fork server (a stopped camera that is about to start is not stopped)."""
+        if self.state is ChildState.STOPPED:
+            self.state = ChildState.STARTING
+
     def on_spawned(self, now: float) -> None:
         if self.started_at is not None:
             self.restarts += 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from streamd.backoff import Backoff
 from streamd.forkserver.entry import with_control_fd, worker_args
 from streamd.forkserver.process import ExitWatch
 from streamd.forkserver.protocol import (
@@ -28,9 +29,10 @@ from streamd.forkserver.protocol import (
     decode,
     encode,
 )
-from streamd.lifecycle import control_closed_is_news
+from streamd.lifecycle import Lifecycle, control_closed_is_news
 from streamd.proctitle import fit_argv
 from streamd.starting import StartChoice, choose_start, start_slots
+from streamd.states import ChildState
 
 from .conftest import Daemon, RedisServer, kill_quietly, pid_alive, wait_for
 from .support import streamd_processes
@@ -93,6 +95,20 @@ def test_command_line_of_a_forked_child() -> None:
     assert len(area) == 80 and area.split(b"\0")[:7] == [a.encode() for a in argv]
     short = fit_argv(argv, 50)  # too long: the interpreter's path gives way first
     assert short.startswith(b"python\0-m\0streamd.worker\0--camera\0door\0") and short[-1] == 0
+
+
+def test_a_camera_waiting_for_its_start_is_starting_not_stopped() -> None:
+    life = Lifecycle(Backoff(0.5, 60.0))
+    life.on_start_requested()
+    assert life.state is ChildState.STARTING and life.restarts == 0
+    life.on_spawned(0.0)
+    life.on_exit(1.0, 1, draw=lambda: 0.0)
+    life.on_start_requested()  # a restart waiting out its delay stays in backoff
+    assert state_of(life) is ChildState.BACKOFF
+
+
+def state_of(life: Lifecycle) -> ChildState:
+    return life.state
 
 
 def test_a_reset_from_a_child_we_stopped_is_not_news() -> None:
