@@ -51,6 +51,7 @@ from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
 STATUS_INTERVAL_S = 5.0
+FORK_SERVER_READY_S = 20.0
 
 
 class Daemon:
@@ -377,9 +378,11 @@ class Daemon:
     async def _run(self) -> int:
         config = self.config
         if self.fork_server_client is not None:
-            # First: it imports what children need while the gateway and the
-            # registry start; children wait for it (bounded) at their first start.
+            # First, and ready before the gateway answers: as with exec, a camera
+            # has its child (a pid) as soon as /healthz does. Bounded: if it is
+            # not ready by then, children are exec'd until it is.
             await self.fork_server_client.start()
+            await self.fork_server_client.wait_ready(FORK_SERVER_READY_S)
         try:
             if config.server.enabled:
                 await self.gateway.start()

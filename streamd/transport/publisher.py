@@ -21,6 +21,7 @@ default) of Redis coming back. A batch whose replies take longer than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -113,6 +114,9 @@ class FramePublisher:
         # Until the first PING resolves, Redis is neither up nor known to be down:
         # frames go local without counting as failed publishes.
         self._connecting = self._topology is not None
+        self._first_attempt_done = asyncio.Event()  # the first connection answered or failed
+        if not self._connecting:
+            self._first_attempt_done.set()
         self._announce_next_success = True
         self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
@@ -261,6 +265,11 @@ class FramePublisher:
             return False
         return True
 
+    async def first_connection(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, while the first connection is being made."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt_done.wait(), within)
+
     def client_if_up(self) -> aioredis.Redis | None:
         """The Redis client while Redis answers (events go to the stream with it).
         None in a Redis Cluster: the kept-events keys do not share a hash slot yet
@@ -313,6 +322,7 @@ class FramePublisher:
             await retry.call_with_retry(self._ping, self._on_ping_failed)
             up_at = time.monotonic()
             self._connecting = False
+            self._first_attempt_done.set()
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
@@ -348,6 +358,7 @@ class FramePublisher:
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
         self._connecting = False
+        self._first_attempt_done.set()
         if failures == 1:
             log.warning(
                 "redis unreachable; frames go to the local gateway",

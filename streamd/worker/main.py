@@ -56,6 +56,7 @@ from streamd.worker.spec import WorkerSpec
 log = structlog.get_logger("streamd.worker")
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
+FIRST_CONNECT_WAIT_S = 2.0
 # Capture and detection get 3 s each to stop, closing connections the rest.
 STOP_DEADLINE_S = 10.0
 CANCEL_ROUNDS, CANCEL_ROUND_S = 5, 0.5
@@ -153,6 +154,10 @@ class CameraWorker:
         """Kept in the stream (with its snapshot) and published live; without Redis,
         to the supervisor with the snapshot after a NUL byte (JSON never has one)."""
         async with self._event_order:
+            # Forked warm, a child detects within milliseconds, before its first
+            # Redis connection is up: its first events wait for it (bounded)
+            # rather than go past the stream to the gateway without an id.
+            await self.publisher.first_connection(FIRST_CONNECT_WAIT_S)
             client = self.publisher.client_if_up()
             if client is not None:
                 try:
