@@ -292,7 +292,9 @@ def parse_hvcc(data: bytes) -> Extradata:
         count = int.from_bytes(data[pos + 1 : pos + 3], "big")
         block, pos = _read_u16_blocks(data, pos + 3, count)
         nals += block
-    return Extradata(nals, length_size)
+    # hvcC may also hold declarative SEI (x265's settings): not parameter sets.
+    wanted = PARAMETER_SET_TYPES[Codec.H265]
+    return Extradata([n for n in nals if nal_type(n, Codec.H265) in wanted], length_size)
 
 
 def parse_extradata(data: bytes, codec: Codec) -> Extradata:
