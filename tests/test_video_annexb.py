@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,8 @@ def test_split_inverts_join_with_3_and_4_byte_start_codes(
 ) -> None:
     assert annexb.split_nals(annexb.join_nals(nals)) == nals
     mixed = b"".join(
-        (b"\x00\x00\x01" if s else b"\x00\x00\x00\x01") + n for n, s in zip(nals, short, strict=False)
+        (b"\x00\x00\x01" if s else b"\x00\x00\x00\x01") + n
+        for n, s in zip(nals, short, strict=False)
     )
     assert annexb.split_nals(mixed) == nals
 
@@ -144,7 +146,9 @@ def test_keyframe_types() -> None:
 # -- extradata and length-prefixed samples -----------------------------------
 
 
-@pytest.mark.parametrize(("key", "codec", "decoder"), [("mp4", H264, "h264"), ("mkv", H265, "hevc")])
+@pytest.mark.parametrize(
+    ("key", "codec", "decoder"), [("mp4", H264, "h264"), ("mkv", H265, "hevc")]
+)
 def test_avcc_hvcc_samples_become_decodable_annexb_units(
     clips: dict[str, Path], key: str, codec: Codec, decoder: str
 ) -> None:
@@ -176,14 +180,10 @@ def test_annexb_extradata_is_split(clips: dict[str, Path]) -> None:
 
 @given(st.binary(max_size=120), st.sampled_from([H264, H265]))
 def test_extradata_parsers_raise_only_annexb_error(data: bytes, codec: Codec) -> None:
-    try:
+    with contextlib.suppress(AnnexBError):
         annexb.parse_extradata(data, codec)
-    except AnnexBError:
-        pass
-    try:
+    with contextlib.suppress(AnnexBError):
         annexb.split_length_prefixed(data, 4)
-    except AnnexBError:
-        pass
 
 
 # -- parameter sets on keyframes ---------------------------------------------

@@ -4,6 +4,7 @@ independent check of streamd.video's own splitting and rewriting)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from fractions import Fraction
@@ -52,11 +53,7 @@ def packets(path: Path) -> list[tuple[bytes, bool, int | None, int | None]]:
     """(bytes, is_keyframe, pts, dts) of each demuxed packet, in decode order."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        return [
-            (bytes(p), p.is_keyframe, p.pts, p.dts)
-            for p in container.demux(stream)
-            if p.size
-        ]
+        return [(bytes(p), p.is_keyframe, p.pts, p.dts) for p in container.demux(stream) if p.size]
 
 
 def extradata(path: Path) -> bytes:
@@ -77,9 +74,8 @@ def decode_units(codec: str, units: list[bytes]) -> list[tuple[int, int]]:
         packet = av.Packet(unit)
         packet.pts = index
         packet.time_base = Fraction(1, 15)
-        try:
+        # A unit the decoder refuses is a frame missing from the result.
+        with contextlib.suppress(av.InvalidDataError):
             sizes += [(f.width, f.height) for f in context.decode(packet)]
-        except av.InvalidDataError:
-            pass  # a unit the decoder refuses is a frame missing from the result
     sizes += [(f.width, f.height) for f in context.decode(None)]
     return sizes
