@@ -311,6 +311,11 @@ def test_rewritten_stream_decodes_every_frame_without_reorder_delay(
     assert verdict is Reorder.REWRITE, verdict
     rewritten = replace_sps(stripped, tmp_path / "rewritten.h264",
                             sps.rewrite_nal(stream_sps(stripped)))  # fmt: skip
+    said = sps.parse_nal(stream_sps(rewritten))
+    assert said.vui is not None and said.vui.restriction is not None
+    assert said.vui.restriction.max_num_reorder_frames == 0
+    # FFmpeg guesses has_b_frames = 0 even without the restriction (Chrome's
+    # hardware path does not), so this only checks that it reads the stream.
     assert ffprobe_frames(rewritten) == (frames, width, height, 0)
     units = [data for data, _, _, _ in video_clips.packets(rewritten)]
     assert video_clips.decode_units("h264", units) == [(width, height)] * frames
