@@ -58,7 +58,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1  # the shutdown deadline passed; what was left was killed
     USAGE = 2
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: the CLI cannot reach the daemon
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the CLI cannot reach the daemon, or systemd is absent
+    NO_PERMISSION = 77  # EX_NOPERM: ``streamd install --systemd`` needs root
     CANNOT_LISTEN = 71  # EX_OSERR: the gateway cannot listen (port taken, bad TLS files)
     CONFIG = 78  # EX_CONFIG: unusable configuration; a child is not restarted
     FORCED = 130  # a second SIGINT/SIGTERM: exit at once (128 + SIGINT)

@@ -51,6 +51,7 @@ def test_enum_values_are_the_strings_on_the_wire() -> None:
     assert json.dumps([SourceState.LIVE, RedisState.DOWN]) == '["live", "down"]'
     assert f"{SourceState.STALLED}" == "stalled" and str(ChildState.BACKOFF) == "backoff"
     assert (ExitCode.CANNOT_LISTEN, ExitCode.CONFIG, ExitCode.FORCED) == (71, 78, 130)
+    assert int(ExitCode.NO_PERMISSION) == 77  # EX_NOPERM
     assert {s for s in RedisState if s.uses_fallback} == {
         RedisState.DOWN,
         RedisState.DISABLED,
