@@ -21,7 +21,8 @@ from streamd.transport.publisher import pack_for_sending
 from streamd.worker.capture import CaptureLoop
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import build_detector
-from streamd.worker.sources import Source, open_source
+from streamd.worker.frames import Source
+from streamd.worker.sources import open_source
 
 from .cameras import Clip, MjpegHttpServer, RtspServer, make_clip
 from .conftest import Daemon, RedisServer, wait_for
@@ -286,3 +287,4 @@ def test_clips_have_the_promised_gop(cameras: RtspServer) -> None:
         wait_for(lambda: getattr(run.source, "keyframe_interval", None), 30, "keyframe interval")
         interval = getattr(run.source, "keyframe_interval", None)
     assert interval is not None and abs(interval - 2.0) < 0.1
+

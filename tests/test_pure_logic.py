@@ -13,7 +13,7 @@ from streamd.states import ChildState, ExitCode
 from streamd.stats import LatencyHistogram, bucket_upper_edge
 from streamd.transport.frame import EncodedFrame, FrameMeta
 from streamd.transport.publisher import LatestWinsQueue
-from streamd.worker.sources import Pacer
+from streamd.worker.capture import Pacer
 
 
 def test_backoff_grows_exponentially_to_the_cap() -> None:

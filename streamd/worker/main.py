@@ -47,8 +47,9 @@ from streamd.worker.demand import DemandPolicy
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
+from streamd.worker.frames import Source, SourceError
 from streamd.worker.snapshot import event_snapshot
-from streamd.worker.sources import Source, SourceError, open_source
+from streamd.worker.sources import open_source
 from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
