@@ -11,13 +11,11 @@ All calls block; they run in the child's capture thread, never in its event loop
 from __future__ import annotations
 
 import datetime as dt
-import os
 from urllib.parse import parse_qs
 
 import cv2
 import numpy as np
 
-from streamd.redact import redact_url
 from streamd.worker.frames import DecodeStats, Frame, Image, KeyframePolicy, Source, SourceError
 
 OPEN_TIMEOUT_MS = 5000
@@ -110,18 +108,19 @@ class SyntheticSource(_NoKeyframes):
 
 
 class CaptureSource(_NoKeyframes):
-    """Anything OpenCV's VideoCapture opens; used for V4L2 devices. ``grab`` on
-    every frame, ``retrieve`` (decode to BGR) only for frames that are used."""
+    """A V4L2 device through OpenCV's VideoCapture (files and streams go through
+    PyAV). ``grab`` on every frame, ``retrieve`` (decode to BGR) only for frames
+    that are used."""
 
-    def __init__(self, target: str | int, *, live: bool, loop: bool = False) -> None:
+    live = True
+
+    def __init__(self, device: int) -> None:
         self.stats = DecodeStats()
-        self.target = target
-        self.live = live
-        self.loop = loop
+        self.device = device
         self._capture: cv2.VideoCapture | None = None
 
     def _describe(self) -> str:
-        return redact_url(str(self.target))
+        return f"device:{self.device}"
 
     def open(self) -> None:
         self.close()
@@ -131,12 +130,7 @@ class CaptureSource(_NoKeyframes):
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             READ_TIMEOUT_MS,
         ]
-        if isinstance(self.target, int):
-            capture = cv2.VideoCapture(self.target, cv2.CAP_V4L2, params)
-        else:
-            if not self.live and not os.path.exists(self.target):
-                raise SourceError(f"file not found: {self._describe()}")
-            capture = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2, params)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {self._describe()}")
@@ -144,14 +138,7 @@ class CaptureSource(_NoKeyframes):
 
     def read(self) -> Frame | None:
         capture = self._capture
-        if capture is None:
-            return None
-        grabbed = capture.grab()
-        if not grabbed and self.loop and not self.live:
-            # End of file: start over so a file works as an endless test camera.
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            grabbed = capture.grab()
-        if not grabbed:
+        if capture is None or not capture.grab():
             return None
         self.stats.decoded += 1
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -178,7 +165,7 @@ def open_source(spec: str, *, loop: bool = True) -> Source:
     if spec.startswith("synthetic:"):
         return SyntheticSource.from_spec(spec)
     if spec.startswith("device:"):
-        return CaptureSource(int(spec.removeprefix("device:")), live=True)
+        return CaptureSource(int(spec.removeprefix("device:")))
     if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return AvSource(spec, live=True)
     return AvSource(spec, live=False, loop=loop)
