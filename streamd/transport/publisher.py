@@ -269,10 +269,6 @@ class FramePublisher:
         (events are still published live, by SPUBLISH)."""
         return self._client if self._redis_up and not self._cluster else None
 
-    def mark_down(self, exc: BaseException) -> None:
-        """A caller's Redis command failed: probe and fall back like a failed publish."""
-        self._mark_down(exc)
-
     async def watched_on_redis(self) -> bool | None:
         """Does anyone listen on our channel (or on any pattern)? None if unknown."""
         if self._client is None or not self._redis_up:
