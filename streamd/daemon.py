@@ -21,7 +21,6 @@ import time
 from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -173,10 +172,6 @@ class Daemon:
             )
             for camera_id, status in self.supervisor.statuses().items()
         }
-
-    def cameras(self) -> dict[str, dict[str, Any]]:
-        """The same as JSON objects (the API's shape)."""
-        return {camera_id: s.to_json() for camera_id, s in self.camera_statuses().items()}
 
     def samples(self) -> dict[str, CameraSample]:
         return {
