@@ -178,7 +178,7 @@ class Daemon:
             camera_id: CameraSample(
                 figures=child.status.totals(),
                 delivery=self.hub.delivery(camera_id).copy(),
-                state=child.status.source_state,
+                state=child.status.camera_state,
                 viewers=self.hub.viewers(camera_id),
                 restarts=child.status.lifecycle.restarts,
                 stalls=child.status.stalls,
