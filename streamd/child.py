@@ -258,9 +258,9 @@ class CameraChild:
                 await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
             except TimeoutError:
                 self.status.stalls += 1
-                self.status.last_error = "child stalled (no heartbeat)"
+                self.status.last_error = "child hung (no heartbeat)"
                 self.log.error(
-                    "camera child stalled: no heartbeat; replacing it",
+                    "camera child hung: no heartbeat; replacing it",
                     pid=process.pid,
                     stall_timeout_s=self.settings.stall_timeout,
                 )
