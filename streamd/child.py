@@ -65,8 +65,9 @@ class ChildStatus:
         self.heartbeat = None
 
     @property
-    def source_state(self) -> CameraState:
-        """The source's state, or the child's own while none runs or reports."""
+    def camera_state(self) -> CameraState:
+        """What the camera is said to be: its source's state, or the child's own
+        while none runs or reports."""
         if self.pid is None:
             return ChildState.CONFLICT if self.held_by else self.lifecycle.state
         if self.heartbeat is None:
@@ -80,7 +81,7 @@ class ChildStatus:
     def camera_status(self) -> CameraStatus:
         heartbeat = self.heartbeat
         return CameraStatus(
-            state=self.source_state,
+            state=self.camera_state,
             child=self.lifecycle.state,
             pid=self.pid,
             redis=self.redis_state,
@@ -257,9 +258,9 @@ class CameraChild:
                 await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
             except TimeoutError:
                 self.status.stalls += 1
-                self.status.last_error = "child stalled (no heartbeat)"
+                self.status.last_error = "child hung (no heartbeat)"
                 self.log.error(
-                    "camera child stalled: no heartbeat; replacing it",
+                    "camera child hung: no heartbeat; replacing it",
                     pid=process.pid,
                     stall_timeout_s=self.settings.stall_timeout,
                 )

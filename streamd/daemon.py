@@ -21,7 +21,6 @@ import time
 from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -174,16 +173,12 @@ class Daemon:
             for camera_id, status in self.supervisor.statuses().items()
         }
 
-    def cameras(self) -> dict[str, dict[str, Any]]:
-        """The same as JSON objects (the API's shape)."""
-        return {camera_id: s.to_json() for camera_id, s in self.camera_statuses().items()}
-
     def samples(self) -> dict[str, CameraSample]:
         return {
             camera_id: CameraSample(
                 figures=child.status.totals(),
                 delivery=self.hub.delivery(camera_id).copy(),
-                state=child.status.source_state,
+                state=child.status.camera_state,
                 viewers=self.hub.viewers(camera_id),
                 restarts=child.status.lifecycle.restarts,
                 stalls=child.status.stalls,

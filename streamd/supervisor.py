@@ -174,7 +174,7 @@ class Supervisor:
         return any(c.status.redis_state.uses_fallback for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(1 for c in self.children.values() if c.status.source_state is SourceState.LIVE)
+        return sum(1 for c in self.children.values() if c.status.camera_state is SourceState.LIVE)
 
     def statuses(self) -> dict[str, CameraStatus]:
         return {cid: child.status.camera_status() for cid, child in self.children.items()}

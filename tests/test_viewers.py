@@ -116,10 +116,10 @@ def test_rate_limiter_and_camera_state() -> None:
     limiter = protocol.RateLimiter(rate=2.0)
     assert [limiter.allow(0.0) for _ in range(3)] == [True, True, False]
     assert limiter.allow(0.6)  # refilled
-    assert protocol.camera_state(SourceState.STALLED, 0.1, 5.0) == "stalled"
-    assert protocol.camera_state(None, None, 5.0) == "offline"
-    assert protocol.camera_state(None, 1.0, 5.0) == "live"
-    assert protocol.camera_state(None, 9.0, 5.0) == "stalled"
+    assert protocol.camera_state(SourceState.STALLED, 0.1) == "stalled"
+    assert protocol.camera_state(None, None) == "offline"
+    assert protocol.camera_state(None, 1.0) == "live"
+    assert protocol.camera_state(None, 9.0) == "stalled"
 
 
 def test_client_messages_and_frame_header() -> None:

@@ -278,7 +278,7 @@ class OldApi:
                 camera,
                 statuses.get(camera.id),
                 self._size(camera.id),
-                self.gateway.camera_state(camera.id, statuses).value,
+                self.gateway.camera_state(camera.id, statuses),
             )
             for camera in self.gateway.config.cameras
             if camera.id in visible
@@ -291,7 +291,7 @@ class OldApi:
                     camera_id,
                     directory.info(camera_id) or {},
                     self._size(camera_id),
-                    self.gateway.camera_state(camera_id, statuses).value,
+                    self.gateway.camera_state(camera_id, statuses),
                 )
                 for camera_id in directory.ids()
                 if camera_id in visible and camera_id not in configured
@@ -340,7 +340,7 @@ class OldApi:
             return json_response(200, body)
         if camera is None:
             return self._refuse("not_found", 404, f"camera {camera_id} is not configured here")
-        state = self.gateway.camera_state(camera_id, statuses).value
+        state = self.gateway.camera_state(camera_id, statuses)
         entry = old_shapes.camera_entry(camera, status, self._size(camera_id), state)
         return json_response(200, entry)
 

@@ -14,7 +14,7 @@ from redis.typing import EncodableT, FieldT
 from streamd.camera_status import CameraStatus
 from streamd.config import CameraConfig
 from streamd.redact import redact_url
-from streamd.states import ChildState
+from streamd.states import CameraState, ChildState, SourceState
 
 MAX_STREAM_INTERVAL = 1000
 MAX_LOG_INTERVAL = 86_400
@@ -112,11 +112,14 @@ def camera_type(source: str) -> str:
 
 
 def camera_entry(
-    camera: CameraConfig, status: CameraStatus | None, size: tuple[int, int] | None, state: str
+    camera: CameraConfig,
+    status: CameraStatus | None,
+    size: tuple[int, int] | None,
+    state: CameraState,
 ) -> dict[str, Any]:
     """One camera as the old ``GET /api/v1/cameras`` listed it. ``state`` is the
     gateway's judgement (for external cameras, by frame age)."""
-    active = running(status) if not camera.external else state == "live"
+    active = running(status) if not camera.external else state is SourceState.LIVE
     return {
         "id": camera.id,
         "name": camera.name or camera.id,
@@ -136,7 +139,7 @@ def camera_entry(
 
 
 def remote_camera_entry(
-    camera_id: str, info: Mapping[str, Any], size: tuple[int, int] | None, state: str
+    camera_id: str, info: Mapping[str, Any], size: tuple[int, int] | None, state: CameraState
 ) -> dict[str, Any]:
     """A camera of another streamd node (the registry's ``info``), in the same shape."""
     node = str(info.get("node", ""))
@@ -144,12 +147,12 @@ def remote_camera_entry(
         "id": camera_id,
         "name": info.get("name") or camera_id,
         "location": info.get("location") or "",
-        "status": "active" if state == "live" else "inactive",
+        "status": "active" if state is SourceState.LIVE else "inactive",
         "camera_type": "remote",
         "resolution": list(size) if size else [None, None],
         "fps": None,
         "source": f"streamd node {node}",
-        "active": state == "live",
+        "active": state is SourceState.LIVE,
         "enabled": True,
         "state": state,
         "node": node,

@@ -19,7 +19,7 @@ from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
 from streamd.eventlog.records import parse_stream_id
 from streamd.gateway.hub import HubFrame
-from streamd.states import CameraState, SourceState
+from streamd.states import CameraState, SourceState, picture_stalled
 
 VERSION = 1
 MAX_CAMERAS_PER_MESSAGE = 64
@@ -160,13 +160,11 @@ class RateLimiter:
         return False
 
 
-def camera_state(
-    supervised: CameraState | None, last_frame_age: float | None, stale_after: float
-) -> CameraState:
+def camera_state(supervised: CameraState | None, last_frame_age: float | None) -> CameraState:
     """What a viewer should be told: the supervisor's word for our own cameras,
     otherwise judged by frame age (cameras on other nodes)."""
     if supervised is not None:
         return supervised
     if last_frame_age is None:
         return SourceState.OFFLINE
-    return SourceState.LIVE if last_frame_age <= stale_after else SourceState.STALLED
+    return SourceState.STALLED if picture_stalled(last_frame_age) else SourceState.LIVE

@@ -53,7 +53,6 @@ from streamd.transport.subscriber import FrameSubscriber
 log = structlog.get_logger("streamd.gateway")
 MAX_EVENT_BYTES = 64 * 1024
 MAX_IDLE_FOREIGN_EVENTS = 256  # newest events kept for unconfigured cameras (LRU)
-STALE_AFTER_S = 5.0
 STATE_TICK_S = 1.0
 KEEPALIVE_TIMEOUT_S = 5.0  # idle HTTP connections count toward the limits: free them soon
 
@@ -235,8 +234,8 @@ class Gateway:
         age = (time.time_ns() - latest.received_ns) / 1e9 if latest else None
         status = statuses.get(camera_id)
         if status is None and self.directory is not None:
-            return protocol.camera_state(self.directory.state(camera_id), age, STALE_AFTER_S)
-        return protocol.camera_state(status.state if status else None, age, STALE_AFTER_S)
+            return protocol.camera_state(self.directory.state(camera_id), age)
+        return protocol.camera_state(status.state if status else None, age)
 
     def cameras(self, presented: str | None) -> dict[str, Any]:
         statuses = self.control.camera_statuses()

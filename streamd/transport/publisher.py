@@ -4,9 +4,10 @@ a frame link beside it, adaptive batching, and the embedded fallback.
 Capture never waits on Redis: ``submit`` (on the event loop, handed over from the
 capture thread) writes the frame at once as one pre-packed ``PUBLISH`` on the
 frame link (``publish_link``) when no batch is awaiting its replies; otherwise
-the frame waits in a small bounded queue where the newest frame wins, and when
-the replies come in, *everything* queued goes out in one write, so batching
-grows with load and adds no latency when idle. The pooled client serves the
+the frame waits in a small bounded queue that drops its oldest frame when full
+(the newest ``queue_size`` frames stay, in order), and when the replies come in,
+*everything* queued goes out in one write, so batching grows with load and adds
+no latency when idle. The pooled client serves the
 rest (PING, events, who watches); its pipelines cost more CPU per frame than
 the frame itself, which is why frames have their own connection.
 
@@ -47,8 +48,9 @@ def pack_for_sending(frame: EncodedFrame) -> bytes:
     return pack_frame(frame.meta, frame.jpeg, time.time_ns())
 
 
-class LatestWinsQueue:
-    """Bounded FIFO that drops the oldest entry when full (pure)."""
+class DropOldestQueue:
+    """Bounded FIFO that drops the oldest entry when full (pure); all of it is
+    taken at once, as one batch."""
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[EncodedFrame] = deque()
@@ -92,7 +94,7 @@ class FramePublisher:
         self.channel = channel
         self.stats = stats
         self._fallback = fallback
-        self._queue = LatestWinsQueue(queue_size)
+        self._queue = DropOldestQueue(queue_size)
         self._reconnect = reconnect
         self._reply_timeout = reply_timeout
         self._redis_url = redis_url
@@ -266,10 +268,6 @@ class FramePublisher:
         None in a Redis Cluster: the kept-events keys do not share a hash slot yet
         (events are still published live, by SPUBLISH)."""
         return self._client if self._redis_up and not self._cluster else None
-
-    def mark_down(self, exc: BaseException) -> None:
-        """A caller's Redis command failed: probe and fall back like a failed publish."""
-        self._mark_down(exc)
 
     async def watched_on_redis(self) -> bool | None:
         """Does anyone listen on our channel (or on any pattern)? None if unknown."""

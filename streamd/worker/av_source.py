@@ -33,8 +33,8 @@ from av.video.stream import VideoStream
 
 from streamd.redact import redact_url
 from streamd.worker.decoding import MAX_KEYFRAME_BACKLOG, is_self_contained_jpeg, jpeg_size
+from streamd.worker.frames import DecodeStats, Frame, Image, KeyframePolicy, SourceError
 from streamd.worker.planes import Planes, from_packed_i420
-from streamd.worker.sources import DecodeStats, Frame, Image, KeyframePolicy, SourceError
 
 if TYPE_CHECKING:  # generic in the stubs only
     VideoPacket = Packet[VideoStream]

@@ -30,7 +30,7 @@ from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
 from streamd.eventlog.redis_log import RedisEventWriter
 from streamd.observability import configure_logging
-from streamd.states import ExitCode, SourceState, event_channel
+from streamd.states import ExitCode, SourceState, event_channel, picture_stalled
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
@@ -47,8 +47,9 @@ from streamd.worker.demand import DemandPolicy
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import DetectorError, build_detector
 from streamd.worker.events import DetectionEvent
+from streamd.worker.frames import Source, SourceError
 from streamd.worker.snapshot import event_snapshot
-from streamd.worker.sources import Source, SourceError, open_source
+from streamd.worker.sources import open_source
 from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
@@ -197,11 +198,10 @@ class CameraWorker:
     def source_state(self) -> SourceState:
         """The capture state, or ``stalled`` when a live source stopped delivering."""
         last = self.capture.last_frame_at
-        stall_after = max(3.0, 5.0 / self.spec.camera.fps)
         if (
             self.state is SourceState.LIVE
             and last is not None
-            and time.monotonic() - last > stall_after
+            and picture_stalled(time.monotonic() - last, self.spec.camera.fps)
         ):
             return SourceState.STALLED
         return self.state
