@@ -20,6 +20,7 @@ from streamd.gateway.responses import (
     json_response,
     read_body,
     response,
+    wall_policy,
 )
 from streamd.gateway.routes import Route, RouteKind
 from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
@@ -68,7 +69,9 @@ async def handle(
     if kind in events_api.ROUTE_KINDS:
         return await events_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
-        return response(200, wall_page(), "text/html; charset=utf-8")
+        page = response(200, wall_page(), "text/html; charset=utf-8")
+        page.headers["Content-Security-Policy"] = wall_policy(request.headers.get("Host"))
+        return page
     if kind is RouteKind.HEALTHZ:
         ok, detail = gateway.healthy()
         body = {

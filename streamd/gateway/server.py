@@ -26,7 +26,6 @@ from aiohttp import web
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
 from streamd.eventlog.local_log import LocalEventLog
-from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
@@ -41,6 +40,7 @@ from streamd.gateway.listener import (
     http_error_logger,
     sample_accept_errors,
 )
+from streamd.gateway.live_events import viewer_event
 from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
 from streamd.gateway.routes import Route, RouteKind, route
@@ -125,22 +125,25 @@ class Gateway:
         return True
 
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it. An
+        """Validate an untrusted detection event, keep the newest, forward it. What
+        viewers get is rebuilt from checked fields (``live_events``): never a
+        publisher's ``snapshot`` URL, a non-finite number or an implausible id. An
         event from our own child without Redis (``snapshot`` given, or None) is
         also kept in the embedded log, which gives it its id."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
-            event = protocol.loads_bounded(payload)
-            if not isinstance(event, dict) or event.get("camera_id") != camera_id:
-                raise ValueError("not an event for this camera")
-            ident = event.get("id")  # clients order and replay by it
-            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
-                raise ValueError("not an event id")
-        except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
+            # ValueError also for JSONDecodeError, UnicodeDecodeError, too deep, NaN
+            checked = viewer_event(
+                camera_id, protocol.loads_bounded(payload), time.time_ns() // 10**6
+            )
+        except ValueError:
             self.reject(camera_id, "bad_event")
             return
-        if isinstance(self.events, LocalEventLog) and "id" not in event:
+        if checked.id_ignored:
+            self.reject(camera_id, "implausible_event_id")
+        event = checked.event
+        if isinstance(self.events, LocalEventLog) and "id" not in event and not checked.id_ignored:
             record = self.events.append(event, snapshot)
             if record is None:
                 self.reject(camera_id, "bad_event")
