@@ -31,7 +31,12 @@ from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
-from streamd.gateway.guards import duplicated, embeddable, host_allowed
+from streamd.gateway.guards import (
+    duplicated,
+    embeddable,
+    host_allowed,
+    viewer_origin_allowed,
+)
 from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
 from streamd.gateway.listener import (
     Connection,
@@ -43,6 +48,7 @@ from streamd.gateway.listener import (
 from streamd.gateway.live_events import viewer_event
 from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
+from streamd.gateway.revoke import ViewerAccess, lost_access
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.registry.directory import CameraDirectory
@@ -81,7 +87,9 @@ class Gateway:
         self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
         self.events: EventStore | None = None  # kept events (set by the daemon)
-        self.websockets: set[web.WebSocketResponse] = set()
+        # Open WebSockets and what let them in (checked again on reload).
+        self.websockets: dict[web.WebSocketResponse, ViewerAccess] = {}
+        self._revoking: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -90,11 +98,43 @@ class Gateway:
         self.old_api = OldApi(self, env or {})
 
     def apply_config(self, config: Config) -> None:
-        """A reload: cameras and token/limit settings apply at once; listen waits."""
+        """A reload: cameras and token/limit settings apply at once (open sockets
+        that lost access are closed); listen waits (the daemon keeps it)."""
         self._follow_external(self.config, config)
         self.config = config
         self.hub.pin(c.id for c in config.cameras)
         self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
+        self.revoke_lost_access()
+
+    def revoke_lost_access(self) -> int:
+        """Close the WebSockets the current settings would no longer let in (a
+        revoked or narrowed token, an origin no longer listed); how many."""
+        watched: dict[web.WebSocketResponse, set[str]] = {
+            viewer.ws: viewer.session.cameras for viewer in self.multiplexed
+        }
+        allowed_origins = self.config.server.allowed_origins
+        closed = 0
+        for ws, access in list(self.websockets.items()):
+            if ws.closed:
+                continue
+
+            def decide(
+                need: Need, camera_id: str | None, access: ViewerAccess = access
+            ) -> Decision:
+                return self.decide(need, access.token, access.peer, camera_id)
+
+            origin_ok = viewer_origin_allowed(access.origin, access.host, allowed_origins)
+            revocation = lost_access(access, watched.get(ws, ()), decide, origin_ok)
+            if revocation is None:
+                continue
+            closed += 1
+            self.refuse_quietly("access_revoked", peer=access.peer, code=revocation.code)
+            task = asyncio.create_task(close_viewer(ws, revocation.code, revocation.reason))
+            self._revoking.add(task)
+            task.add_done_callback(self._revoking.discard)
+        if closed:
+            log.info("viewers closed: access withdrawn by reload", closed=closed)
+        return closed
 
     def _follow_external(self, old: Config | None, new: Config) -> None:
         """Cameras another program publishes are subscribed to all the time, so
