@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
+from streamd.config.server import reload_server
 from streamd.eventlog.local_log import LocalEventLog, default_directory
 from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
@@ -243,14 +244,13 @@ class Daemon:
             )
             return False, str(exc)
         old = self.config
-        # The listening socket and the Redis connections stay as started.
-        for label, changed in (
-            ("server", old.server != new.server),
-            ("redis", old.redis != new.redis),
-        ):
-            if changed:
-                log.warning("config section changed; it applies at the next restart", section=label)
-        applied = replace(new, server=old.server, redis=old.redis)
+        # The listening socket and the Redis connections stay as started; access
+        # settings (tokens, origins, limits) apply at once: a revoked token stops.
+        server = reload_server(old.server, new.server)
+        pending = list(server.pending) + (["redis"] if old.redis != new.redis else [])
+        if pending:
+            log.warning("config changes not applied until the next restart", keys=pending)
+        applied = replace(new, server=server.server, redis=old.redis)
         if self.subscriber is not None:
             new_ids = {c.id for c in new.cameras}
             old_ids = {c.id for c in old.cameras}
@@ -271,10 +271,10 @@ class Daemon:
             removed=list(diff.removed),
             changed=list(diff.changed),
             unchanged=len(diff.unchanged),
+            applied=list(server.applied),
+            not_applied=pending,
         )
-        return True, (
-            f"added {len(diff.added)}, removed {len(diff.removed)}, changed {len(diff.changed)}"
-        )
+        return True, reload_summary(diff.added, diff.removed, diff.changed, server.applied, pending)
 
     # --- systemd ---------------------------------------------------------------------
     def _report_status(self) -> None:
@@ -406,6 +406,22 @@ class Daemon:
             await self.node_registry.release_all()  # a standby takes over at once
         if self.directory is not None:
             await self.directory.close()
+
+
+def reload_summary(
+    added: Collection[str],
+    removed: Collection[str],
+    changed: Collection[str],
+    applied: Collection[str],
+    pending: Collection[str],
+) -> str:
+    """What a reload did, for the API's ``detail`` and ``streamd reload``'s output."""
+    summary = f"added {len(added)}, removed {len(removed)}, changed {len(changed)}"
+    if applied:
+        summary += f"; applied: {', '.join(applied)}"
+    if pending:
+        summary += f"; NOT applied until restart: {', '.join(pending)}"
+    return summary
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

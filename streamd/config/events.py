@@ -7,7 +7,7 @@ import re
 from streamd.config.model import EventsConfig
 from streamd.config.reader import TableReader, byte_size, present
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)", re.ASCII)
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 MAX_RETENTION_S = 366 * 86400.0
 

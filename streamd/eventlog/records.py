@@ -20,11 +20,12 @@ from typing import Any
 
 from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
+from streamd.untrusted import ascii_decimal, ascii_int, loads
 
 STREAM_KEY = "streamd:events"
 SNAPSHOT_PREFIX = "streamd:snapshot:"
 SNAPSHOT_INDEX_KEY = "streamd:snapshots"  # ids of kept snapshots, oldest first
-STREAM_ID = re.compile(r"(\d{1,19})-(\d{1,19})")
+STREAM_ID = re.compile(r"([0-9]{1,19})-([0-9]{1,19})", re.ASCII)  # \d would match "٣"
 MAX_EVENT_JSON = 64 * 1024
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -99,11 +100,13 @@ def decode_entry(entry_id: Any, fields: Any) -> EventRecord | None:
     camera, raw_time, raw_event = values.get("camera"), values.get("time"), values.get("event")
     if camera is None or not is_valid_camera_id(camera) or raw_time is None or raw_event is None:
         return None
+    if not raw_time.isascii():  # float() reads "٣" as 3
+        return None
     if len(raw_event) > MAX_EVENT_JSON:
         return None
     try:
         when = float(raw_time)
-        event = json.loads(raw_event)
+        event = loads(raw_event)  # no NaN: it would make every answer carrying it invalid
     except (ValueError, RecursionError):
         return None
     if not math.isfinite(when) or not isinstance(event, dict):
@@ -145,9 +148,12 @@ class EventQuery:
 
 def _time_ms(name: str, value: str) -> int:
     """Unix seconds (``1732860000.5``) or ISO 8601 with a zone (``2026-11-29T03:00:00Z``)."""
-    try:
-        seconds = float(value)
-    except ValueError:
+    decimal = ascii_decimal(value)  # float() would take "٣", "nan", "1_0" and " 1"
+    if decimal is not None:
+        seconds = decimal
+    else:
+        if not value.isascii():
+            raise QueryError(f"{name} must be unix seconds or an ISO 8601 time with a zone")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -191,10 +197,10 @@ def parse_query(params: Iterable[tuple[str, str]]) -> EventQuery:
         raise QueryError(f"label must be 1 to {MAX_LABEL} characters")
     limit = DEFAULT_LIMIT
     if "limit" in seen:
-        text = seen["limit"]
-        if not text.isdigit() or not 1 <= int(text[:6]) <= MAX_LIMIT or len(text) > 6:
+        parsed = ascii_int(seen["limit"], 1, MAX_LIMIT, max_digits=6)
+        if parsed is None:
             raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        limit = int(text)
+        limit = parsed
     since = _time_ms("since", seen["since"]) if "since" in seen else None
     until = _time_ms("until", seen["until"]) if "until" in seen else None
     if since is not None and until is not None and until < since:

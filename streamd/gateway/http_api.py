@@ -20,7 +20,9 @@ from streamd.gateway.responses import (
     json_response,
     read_body,
     response,
+    wall_policy,
 )
+from streamd.gateway.revoke import ViewerAccess
 from streamd.gateway.routes import Route, RouteKind
 from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
 
@@ -68,7 +70,9 @@ async def handle(
     if kind in events_api.ROUTE_KINDS:
         return await events_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
-        return response(200, wall_page(), "text/html; charset=utf-8")
+        page = response(200, wall_page(), "text/html; charset=utf-8")
+        page.headers["Content-Security-Policy"] = wall_policy(request.headers.get("Host"))
+        return page
     if kind is RouteKind.HEALTHZ:
         ok, detail = gateway.healthy()
         body = {
@@ -229,7 +233,13 @@ async def open_viewer(
         return gateway.refuse("bad_request", 400, "expected a WebSocket upgrade")
     await ws.prepare(request)
     connection.upgraded = True
-    gateway.websockets.add(ws)
+    gateway.websockets[ws] = ViewerAccess(
+        token_of(request),
+        peer,
+        origin,
+        request.headers.get("Host"),
+        target.camera_id if stream else None,
+    )
     try:
         if not stream:
             await MultiplexedViewer(gateway, ws, token_of(request), peer).run()
@@ -239,7 +249,7 @@ async def open_viewer(
         else:
             await run_single(gateway, ws, target.camera_id, peer, request)
     finally:
-        gateway.websockets.discard(ws)
+        gateway.websockets.pop(ws, None)
         if not ws.closed:
             await close_viewer(ws, 1000, "")
     return ws

@@ -15,6 +15,7 @@ from streamd.camera_status import CameraStatus
 from streamd.config import CameraConfig
 from streamd.redact import redact_url
 from streamd.states import CameraState, ChildState, SourceState
+from streamd.untrusted import ascii_int
 
 MAX_STREAM_INTERVAL = 1000
 MAX_LOG_INTERVAL = 86_400
@@ -55,9 +56,7 @@ def default_interval(env: Mapping[str, str]) -> int:
     """``VIDEO_STREAM_INTERVAL`` as the old server read it; streamd's own default is 1
     (every frame at the configured fps)."""
     raw = env.get("VIDEO_STREAM_INTERVAL", "").strip()
-    if raw.isdigit() and 1 <= int(raw) <= MAX_STREAM_INTERVAL:
-        return int(raw)
-    return 1
+    return ascii_int(raw, 1, MAX_STREAM_INTERVAL, max_digits=6) or 1
 
 
 def _bounded_int(body: Mapping[str, Any], key: str, high: int) -> int | None:
@@ -89,9 +88,9 @@ def from_hash(camera_id: str, fields: Mapping[bytes, bytes], default: StreamConf
     decoded = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
     body: dict[str, Any] = {}
     for key in ("stream_interval", "log_interval"):
-        text = decoded.get(key, "")
-        if text.isascii() and text.isdigit() and len(text) <= 6:  # "²" is a digit to isdigit
-            body[key] = int(decoded[key])
+        number = ascii_int(decoded.get(key, ""), max_digits=6)  # "²" is a digit to isdigit
+        if number is not None:
+            body[key] = number
     if decoded.get("frame_by_frame") in ("true", "false", "1", "0"):
         body["frame_by_frame"] = decoded["frame_by_frame"] in ("true", "1")
     try:

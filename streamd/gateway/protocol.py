@@ -20,6 +20,7 @@ from streamd.errors import StreamdError
 from streamd.eventlog.records import parse_stream_id
 from streamd.gateway.hub import HubFrame
 from streamd.states import CameraState, SourceState, picture_stalled
+from streamd.untrusted import dumps, loads
 
 VERSION = 1
 MAX_CAMERAS_PER_MESSAGE = 64
@@ -94,13 +95,14 @@ def nesting_depth(text: str) -> int:
 
 def loads_bounded(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` for untrusted input: ValueError for anything nested deeper
-    than ``max_depth`` instead of a RecursionError deep in the parser."""
+    than ``max_depth`` instead of a RecursionError deep in the parser, and for
+    ``NaN``/``Infinity`` (``untrusted.loads``)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     # Counting brackets is C-fast; the exact scan runs only when it could matter.
     if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
         raise ValueError(f"JSON nested deeper than {max_depth}")
     try:
-        return json.loads(text)
+        return loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -138,7 +140,7 @@ def parse_client_message(text: str) -> ClientCommand:
 
 
 def text(message_type: str, **fields: Any) -> str:
-    return json.dumps({"type": message_type, **fields}, separators=(",", ":"))
+    return dumps({"type": message_type, **fields}, compact=True)
 
 
 class RateLimiter:

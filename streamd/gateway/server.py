@@ -26,13 +26,17 @@ from aiohttp import web
 from streamd.camera_status import CameraStatus
 from streamd.config import Config
 from streamd.eventlog.local_log import LocalEventLog
-from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
-from streamd.gateway.guards import duplicated, embeddable, host_allowed
+from streamd.gateway.guards import (
+    duplicated,
+    embeddable,
+    host_allowed,
+    viewer_origin_allowed,
+)
 from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
 from streamd.gateway.listener import (
     Connection,
@@ -41,8 +45,10 @@ from streamd.gateway.listener import (
     http_error_logger,
     sample_accept_errors,
 )
+from streamd.gateway.live_events import viewer_event
 from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
+from streamd.gateway.revoke import ViewerAccess, lost_access
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.registry.directory import CameraDirectory
@@ -80,7 +86,9 @@ class Gateway:
         self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.multiplexed: set[MultiplexedViewer] = set()
         self.events: EventStore | None = None  # kept events (set by the daemon)
-        self.websockets: set[web.WebSocketResponse] = set()
+        # Open WebSockets and what let them in (checked again on reload).
+        self.websockets: dict[web.WebSocketResponse, ViewerAccess] = {}
+        self._revoking: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -89,11 +97,43 @@ class Gateway:
         self.old_api = OldApi(self, env or {})
 
     def apply_config(self, config: Config) -> None:
-        """A reload: cameras and token/limit settings apply at once; listen waits."""
+        """A reload: cameras and token/limit settings apply at once (open sockets
+        that lost access are closed); listen waits (the daemon keeps it)."""
         self._follow_external(self.config, config)
         self.config = config
         self.hub.pin(c.id for c in config.cameras)
         self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
+        self.revoke_lost_access()
+
+    def revoke_lost_access(self) -> int:
+        """Close the WebSockets the current settings would no longer let in (a
+        revoked or narrowed token, an origin no longer listed); how many."""
+        watched: dict[web.WebSocketResponse, set[str]] = {
+            viewer.ws: viewer.session.cameras for viewer in self.multiplexed
+        }
+        allowed_origins = self.config.server.allowed_origins
+        closed = 0
+        for ws, access in list(self.websockets.items()):
+            if ws.closed:
+                continue
+
+            def decide(
+                need: Need, camera_id: str | None, access: ViewerAccess = access
+            ) -> Decision:
+                return self.decide(need, access.token, access.peer, camera_id)
+
+            origin_ok = viewer_origin_allowed(access.origin, access.host, allowed_origins)
+            revocation = lost_access(access, watched.get(ws, ()), decide, origin_ok)
+            if revocation is None:
+                continue
+            closed += 1
+            self.refuse_quietly("access_revoked", peer=access.peer, code=revocation.code)
+            task = asyncio.create_task(close_viewer(ws, revocation.code, revocation.reason))
+            self._revoking.add(task)
+            task.add_done_callback(self._revoking.discard)
+        if closed:
+            log.info("viewers closed: access withdrawn by reload", closed=closed)
+        return closed
 
     def _follow_external(self, old: Config | None, new: Config) -> None:
         """Cameras another program publishes are subscribed to all the time, so
@@ -124,22 +164,25 @@ class Gateway:
         return True
 
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it. An
+        """Validate an untrusted detection event, keep the newest, forward it. What
+        viewers get is rebuilt from checked fields (``live_events``): never a
+        publisher's ``snapshot`` URL, a non-finite number or an implausible id. An
         event from our own child without Redis (``snapshot`` given, or None) is
         also kept in the embedded log, which gives it its id."""
         try:
             if len(payload) > MAX_EVENT_BYTES:
                 raise ValueError("too large")
-            event = protocol.loads_bounded(payload)
-            if not isinstance(event, dict) or event.get("camera_id") != camera_id:
-                raise ValueError("not an event for this camera")
-            ident = event.get("id")  # clients order and replay by it
-            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
-                raise ValueError("not an event id")
-        except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
+            # ValueError also for JSONDecodeError, UnicodeDecodeError, too deep, NaN
+            checked = viewer_event(
+                camera_id, protocol.loads_bounded(payload), time.time_ns() // 10**6
+            )
+        except ValueError:
             self.reject(camera_id, "bad_event")
             return
-        if isinstance(self.events, LocalEventLog) and "id" not in event:
+        if checked.id_ignored:
+            self.reject(camera_id, "implausible_event_id")
+        event = checked.event
+        if isinstance(self.events, LocalEventLog) and "id" not in event and not checked.id_ignored:
             record = self.events.append(event, snapshot)
             if record is None:
                 self.reject(camera_id, "bad_event")
