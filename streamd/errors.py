@@ -15,6 +15,11 @@ Each error lives in the module that raises it (``CliError``, raised by both
      ├── EncodeError (RuntimeError)       worker.encode: OpenCV refused a frame
      ├── DetectorError (RuntimeError)     worker.detectors: a detector could not be built
      ├── SourceError (RuntimeError)       worker.frames: a camera source cannot be opened
+     ├── BadEventError (ValueError)       gateway.live_events: an untrusted live event refused
+     ├── AnnexBError (ValueError)         video.annexb: not a well-formed Annex-B stream
+     ├── SeiError (ValueError)            video.sei: not our metadata SEI
+     ├── BitstreamError (ValueError)      video.bits: a bit-level read past the end or too long
+     │    └── SpsError                    video.sps: an SPS we cannot parse or rewrite
      └── CliError                         here: a command refused, with its exit code
 
 Not under it, on purpose: errors that stand in for a library's own, so the

@@ -17,7 +17,7 @@ from streamd.daemon import reload_summary
 from streamd.eventlog.records import QueryError, decode_entry, parse_query, parse_stream_id
 from streamd.gateway import protocol
 from streamd.gateway.auth import Decision, Need
-from streamd.gateway.live_events import BadEvent, plausible_live_id, viewer_event
+from streamd.gateway.live_events import BadEventError, plausible_live_id, viewer_event
 from streamd.gateway.old_shapes import default_interval
 from streamd.gateway.responses import json_response, wall_policy
 from streamd.gateway.revoke import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ViewerAccess, lost_access
@@ -150,7 +150,7 @@ def test_viewers_get_checked_fields_only() -> None:
     ],
 )
 def test_bad_events_are_refused(raw: object) -> None:
-    with pytest.raises(BadEvent):
+    with pytest.raises(BadEventError):
         viewer_event("door", raw, NOW_MS)
 
 

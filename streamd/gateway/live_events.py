@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.errors import StreamdError
 from streamd.eventlog.records import parse_stream_id
 
 # Stream ids are Redis' clock in ms; the event is published right after XADD.
@@ -33,7 +34,7 @@ MAX_DETECTIONS = 256
 _TYPE = re.compile(r"[a-z][a-z_]{0,31}", re.ASCII)
 
 
-class BadEvent(ValueError):
+class BadEventError(StreamdError, ValueError):
     """Not an event we forward (counted as ``bad_event``)."""
 
 
@@ -76,16 +77,16 @@ def _detection(value: Any) -> dict[str, Any] | None:
 
 
 def viewer_event(camera_id: str, raw: Any, arrived_ms: int) -> LiveEvent:
-    """The event viewers get for an untrusted, already parsed ``raw``; BadEvent
+    """The event viewers get for an untrusted, already parsed ``raw``; BadEventError
     when it is not an event of ``camera_id``."""
     if not isinstance(raw, Mapping) or raw.get("camera_id") != camera_id:
-        raise BadEvent("not an event for this camera")
+        raise BadEventError("not an event for this camera")
     kind = raw.get("type", "detection")
     if not isinstance(kind, str) or not _TYPE.fullmatch(kind):
-        raise BadEvent("bad type")
+        raise BadEventError("bad type")
     when = raw.get("time")
     if _number(when) is None:
-        raise BadEvent("time must be a finite number")
+        raise BadEventError("time must be a finite number")
     event: dict[str, Any] = {
         "type": kind,
         "camera_id": camera_id,
@@ -105,7 +106,7 @@ def viewer_event(camera_id: str, raw: Any, arrived_ms: int) -> LiveEvent:
         return LiveEvent(event)
     parsed = parse_stream_id(ident) if isinstance(ident, str) else None
     if parsed is None:
-        raise BadEvent("not an event id")
+        raise BadEventError("not an event id")
     if not plausible_live_id(parsed, arrived_ms):
         return LiveEvent(event, id_ignored=True)
     event["id"] = ident
