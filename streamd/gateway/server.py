@@ -32,7 +32,14 @@ from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
-from streamd.gateway.guards import duplicated, embeddable, host_allowed
+from streamd.gateway.guards import (
+    JSON_MEDIA_TYPE,
+    cross_site,
+    duplicated,
+    embeddable,
+    host_allowed,
+    peer_of,
+)
 from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
 from streamd.gateway.listener import (
     Connection,
@@ -224,6 +231,29 @@ class Gateway:
             peer=peer,
             camera_id=camera_id,
             admin_token_sha256=server.admin_token_sha256,
+            allow_anonymous=server.allow_anonymous,
+        )
+
+    def cross_site_refusal(
+        self, request: web.BaseRequest, peer: str, *, old_api: bool, raw_body: bool = False
+    ) -> web.Response | None:
+        """The one cross-site guard of every state-changing endpoint (``guards.cross_site``);
+        ``raw_body``: the body is a JPEG a program pushes, never a form's."""
+        headers = request.headers
+        check = cross_site(
+            origin=headers.get("Origin"),
+            sec_fetch_site=headers.get("Sec-Fetch-Site"),
+            content_type=JSON_MEDIA_TYPE if raw_body else headers.get("Content-Type"),
+            has_body=request.body_exists,
+            host_header=headers.get("Host"),
+            allowed_origins=self.config.server.allowed_origins,
+        )
+        if check.allowed:
+            return None
+        origin = headers.get("Origin")
+        status = check.verdict.status
+        return self.refuse(
+            "cross_site", status, check.reason, old_api=old_api, peer=peer, origin=origin
         )
 
     def camera_state(
@@ -309,10 +339,12 @@ class Gateway:
     async def _dispatch(
         self, request: web.BaseRequest, connection: Connection
     ) -> web.StreamResponse:
-        peer = connection.peer
         if connection.refusal is not None:
             refusal = connection.refusal
-            return self.refuse(refusal.reason, refusal.status, refusal.message, peer=peer)
+            return self.refuse(
+                refusal.reason, refusal.status, refusal.message, peer=connection.peer
+            )
+        peer = peer_of(connection.peer, request.headers)  # a proxied client is not local
         twice = duplicated(name.decode("latin-1") for name, _ in request.raw_headers)
         if twice is not None:
             return self.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
@@ -342,7 +374,7 @@ class Gateway:
             message = "this endpoint takes no request body"
             return self.refuse("bad_request", 400, message, old_api=old_api)
         if target.kind.is_websocket:
-            return await http_api.open_viewer(self, request, target, connection)
+            return await http_api.open_viewer(self, request, target, connection, peer)
         return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
 
     # --- lifecycle ----------------------------------------------------------------------
