@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import events_api, protocol
+from streamd.gateway import camera_api, events_api, protocol
 from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
 from streamd.gateway.guards import listed_origin, viewer_origin_allowed
 from streamd.gateway.responses import (
@@ -67,6 +67,8 @@ async def handle(
     kind = target.kind
     if kind in events_api.ROUTE_KINDS:
         return await events_api.handle(gateway, request, target, peer, token_of(request))
+    if kind in camera_api.ROUTE_KINDS:
+        return await camera_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
         return response(200, wall_page(), "text/html; charset=utf-8")
     if kind is RouteKind.HEALTHZ:

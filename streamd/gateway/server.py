@@ -30,6 +30,7 @@ from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
+from streamd.gateway.camera_api import Probes
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import (
@@ -95,6 +96,7 @@ class Gateway:
         self._state_task: asyncio.Task[None] | None = None
         hub.pin(c.id for c in config.cameras)
         self.old_api = OldApi(self, env or {})
+        self.probes = Probes()  # camera tests running (camera_api)
 
     def apply_config(self, config: Config) -> None:
         """A reload: cameras and token/limit settings apply at once; listen waits."""
@@ -444,6 +446,13 @@ class Gateway:
 
 
 def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERA_CONFIGURED:
+        return (
+            f"{target.action} is not an API action: which cameras run (from start) is "
+            "the config's, /etc/streamd.toml (or /etc/streamd.d/) or `streamd camera "
+            "add|remove`, then `systemctl reload streamd`; POST start/stop/restart act "
+            "until the next reload"
+        )
     if target.kind is RouteKind.V1_CAMERAS or (
         target.kind is RouteKind.V1_CAMERA and not target.action
     ):
