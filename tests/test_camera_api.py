@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-from streamd.gateway import camera_api
-
 from .conftest import Daemon, rss_kib, write_config
 from .http_client import raw, request, statuses
 from .scale_support import node_config, start_node
@@ -421,6 +419,8 @@ def test_camera_tests_are_bounded_in_number_and_die_with_their_client(
 
 
 async def test_a_probe_past_its_deadline_is_killed(silent: SilentServer) -> None:
+    from streamd.gateway import camera_api  # here: the module is new (run on old code)
+
     started = time.monotonic()
     result = await camera_api.run_probe(f"http://127.0.0.1:{silent.port}/x", deadline=1.0)
     assert result["timeout"] and not result["ok"], result
@@ -432,6 +432,8 @@ async def test_a_probe_past_its_deadline_is_killed(silent: SilentServer) -> None
 
 
 def test_network_source_rules() -> None:
+    from streamd.gateway import camera_api
+
     ok = ("rtsp://cam/1", "rtsps://cam/1", "http://cam/v.mjpg", "https://cam/", "synthetic:")
     for url in ok:
         assert camera_api.network_source_problem(url) is None, url
