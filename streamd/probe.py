@@ -8,10 +8,12 @@ URLs; any other failure is named by its type only."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
 MAX_READS = 300  # packets to read for the first picture before giving up
+SELF_LIMIT_S = 30  # SIGALRM ends the probe even if the daemon that waits for it died
 
 
 def probe(source: str) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def probe(source: str) -> dict[str, Any]:
 
 
 def main() -> int:
+    signal.alarm(SELF_LIMIT_S)  # default action: terminate
     try:
         request = json.loads(sys.stdin.read(64 * 1024))
         source = request["source"]

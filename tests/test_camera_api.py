@@ -520,3 +520,40 @@ def test_nodes_are_scoped_like_the_cameras(secured: Daemon) -> None:
     assert this["cameras"] == ["ka", "kb"]
     # The other daemon of this module shares the Redis: its node is listed too.
     assert any(n["cameras"] == ["porch"] for n in nodes if not n.get("this_node"))
+
+
+def test_log_ring_is_bounded_and_says_no_password() -> None:
+    from streamd.camera_log import MAX_RECORDS, MAX_TEXT, CameraLog, parse_lines
+
+    ring = CameraLog()
+    for index in range(MAX_RECORDS * 3):
+        ring.add("info", "x" * 1000, n=index, error="rtsp://u:hunter2@cam/1 " + "y" * 1000)
+    assert len(ring.records) == MAX_RECORDS
+    newest = ring.tail(1)[0]
+    assert newest["n"] == MAX_RECORDS * 3 - 1
+    assert len(newest["message"]) == MAX_TEXT and len(newest["error"]) == MAX_TEXT
+    assert "hunter2" not in json.dumps(ring.tail(MAX_RECORDS))
+    assert parse_lines([]) == 50 and parse_lines(["7"]) == 7 and parse_lines(["999"]) == 200
+    for bad in (["\u0663"], ["\uff13"], ["+3"], [" 3"], ["0"], [""], ["1", "2"], ["0x10"]):
+        assert isinstance(parse_lines(bad), str), bad
+
+
+def test_node_summaries_group_by_node_and_age_leases() -> None:
+    from streamd.registry.directory import DirectoryEntry, node_summaries
+    from streamd.states import SourceState
+
+    def entry(camera: str, node: str, expires: int) -> DirectoryEntry:
+        return DirectoryEntry(camera, node, SourceState.LIVE, expires, None)
+
+    entries = [entry("a", "n1", 10_500), entry("b", "n1", 11_000), entry("c", "n2", 9_000)]
+    nodes = {n["name"]: n for n in node_summaries(entries, 10_000, 2.0, {"a", "b", "c"})}
+    assert nodes["n1"] == {
+        "name": "n1",
+        "role": "owner",
+        "cameras": ["a", "b"],
+        "lease_age_s": 1.0,
+        "lease_left_s": 1.0,
+    }
+    assert nodes["n2"]["role"] == "offline" and nodes["n2"]["lease_age_s"] is None
+    scoped = node_summaries(entries, 10_000, 2.0, {"c"})
+    assert [n["name"] for n in scoped] == ["n2"]
