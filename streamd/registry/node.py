@@ -112,7 +112,13 @@ class NodeRegistry:
         """This node for ``GET /api/nodes``: its role, the cameras it owns, how long
         since it renewed its leases."""
         owned = sorted(c for c, lease in self.leases.items() if lease.role is Role.OWNER)
-        role = "owner" if owned else ("standby" if self.leases else "gateway")
+        roles = {lease.role for lease in self.leases.values()}
+        if owned:
+            role = "owner"
+        elif Role.STANDBY in roles:
+            role = "standby"  # configured here, owned and published by another node
+        else:
+            role = "unknown" if roles else "gateway"  # no answer from Redis yet; no cameras
         age = None if self.renewed_at is None else time.monotonic() - self.renewed_at
         return {
             "name": self.node,
