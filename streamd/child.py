@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from streamd.backoff import Backoff
+from streamd.camera_log import CameraLog, RecordingLogger
 from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import SupervisorConfig
 from streamd.lifecycle import Lifecycle
@@ -106,6 +107,7 @@ class CameraChild:
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
         env: Mapping[str, str] | None = None,
+        journal: CameraLog | None = None,
     ) -> None:
         self.spec = spec
         self.env = env
@@ -114,7 +116,9 @@ class CameraChild:
         self.on_frame = on_frame
         backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
         self.status = ChildStatus(Lifecycle(backoff, stable_after=settings.stable_after))
-        self.log = log.bind(camera_id=spec.camera.id)
+        # Every record is also kept in the camera's ring (GET …/logs, camera_log.py).
+        self.journal = journal if journal is not None else CameraLog()
+        self.log = RecordingLogger(log.bind(camera_id=spec.camera.id), self.journal)
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.demand = False  # viewers of this daemon's gateway watch the camera
@@ -249,6 +253,10 @@ class CameraChild:
             self.status.lifecycle.on_frames(now)
         if previous is not None and heartbeat.state != previous.state:
             self.log.info("camera state", state=heartbeat.state, previous=previous.state)
+        detector = heartbeat.detector
+        failed = detector is not None and detector.startswith("failed")
+        if failed and (previous is None or previous.detector != detector):
+            self.log.error("detector failed", detector=detector)
 
     async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
         """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""

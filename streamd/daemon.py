@@ -21,6 +21,7 @@ import time
 from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -193,6 +194,22 @@ class Daemon:
 
     def set_publish_interval(self, camera_id: str, every: int) -> bool:
         return self.supervisor.set_publish_every(camera_id, every)
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        return self.supervisor.camera_log(camera_id, lines)
+
+    def this_node(self) -> dict[str, Any] | None:
+        """This node for ``GET /api/nodes``: the registry's view, or (embedded, no
+        registry) the cameras this daemon runs."""
+        if self.node_registry is not None:
+            return self.node_registry.summary()
+        return {
+            "name": self.config.redis.node_name or default_node_name(),
+            "role": "embedded",
+            "cameras": sorted(self.supervisor.children),
+            "lease_age_s": None,
+            "this_node": True,
+        }
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
         """Prometheus text; ``cameras`` limits it to those cameras' series (a

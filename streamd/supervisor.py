@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
+from streamd.camera_log import CameraLog
 from streamd.camera_status import CameraStatus
 from streamd.child import CameraChild, ChildStatus, FrameSink, child_environment
 from streamd.config import Config
@@ -40,6 +42,9 @@ class Supervisor:
         self.on_event = on_event
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
+        # Each camera's recent records (camera_log.py), kept across its children
+        # and config changes, dropped with the camera.
+        self.logs: dict[str, CameraLog] = {}
         self.held: dict[str, str] = {}  # camera id → the node that owns it (registry)
         # With a registry, a camera's child starts only once this node owns it
         # (``release``); ``owned`` are those it was told it owns.
@@ -69,7 +74,10 @@ class Supervisor:
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
         env = child_environment(self.parent_env, spec.camera.source)
-        child = CameraChild(spec, self.config.supervisor, self.on_frame, self.on_event, env)
+        journal = self.logs.setdefault(camera_id, CameraLog())
+        child = CameraChild(
+            spec, self.config.supervisor, self.on_frame, self.on_event, env, journal
+        )
         self.children[camera_id] = child
         if camera_id in self.held:
             child.status.held_by = self.held[camera_id]
@@ -132,6 +140,7 @@ class Supervisor:
         self.config = config
         stopping = [self.children.pop(cid) for cid in (*diff.removed, *diff.changed)]
         for camera_id in diff.removed:
+            self.logs.pop(camera_id, None)
             self.owned.discard(camera_id)
             self.held.pop(camera_id, None)
         await asyncio.gather(*(child.stop() for child in stopping))
@@ -148,6 +157,7 @@ class Supervisor:
         child = self.children.get(camera_id)
         if child is None:
             return False
+        child.log.info("camera stop asked for")
         await child.stop()
         return True
 
@@ -155,8 +165,14 @@ class Supervisor:
         child = self.children.get(camera_id)
         if child is None or camera_id in self.held:  # another node publishes it
             return False
+        child.log.info("camera start asked for")
         child.start()
         return True
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        """The camera's newest records, or None if it is not run here."""
+        journal = self.logs.get(camera_id)
+        return None if journal is None else journal.tail(lines)
 
     def set_publish_every(self, camera_id: str, every: int) -> bool:
         child = self.children.get(camera_id)

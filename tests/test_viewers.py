@@ -90,8 +90,14 @@ def test_authorize_matrix(
     assert (decision.allowed, decision.status) == expected
 
 
-def test_without_tokens_view_is_open_and_admin_is_loopback_only() -> None:
-    assert authorize(Need.VIEW, tokens=(), presented=None, peer="10.0.0.8").allowed
+def test_without_tokens_view_is_local_or_anonymous_and_admin_is_loopback_only() -> None:
+    # Remote viewers without tokens need allow_anonymous (which a non-loopback
+    # listen without tokens requires anyway; a proxied client is remote too).
+    assert authorize(Need.VIEW, tokens=(), presented=None, peer="127.0.0.1").allowed
+    assert not authorize(Need.VIEW, tokens=(), presented=None, peer="10.0.0.8").allowed
+    assert authorize(
+        Need.VIEW, tokens=(), presented=None, peer="10.0.0.8", allow_anonymous=True
+    ).allowed
     assert authorize(Need.ADMIN, tokens=(), presented=None, peer="127.0.0.1").allowed
     assert authorize(Need.ADMIN, tokens=(), presented=None, peer="::1").allowed
     assert not authorize(Need.ADMIN, tokens=(), presented=None, peer="10.0.0.8").allowed

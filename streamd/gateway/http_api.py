@@ -10,9 +10,9 @@ import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import events_api, protocol
+from streamd.gateway import camera_api, events_api, protocol
 from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
-from streamd.gateway.guards import cross_site_refusal, listed_origin, viewer_origin_allowed
+from streamd.gateway.guards import listed_origin, viewer_origin_allowed
 from streamd.gateway.responses import (
     PROMETHEUS_CONTENT_TYPE,
     BodyRefusal,
@@ -69,6 +69,8 @@ async def handle(
     kind = target.kind
     if kind in events_api.ROUTE_KINDS:
         return await events_api.handle(gateway, request, target, peer, token_of(request))
+    if kind in camera_api.ROUTE_KINDS:
+        return await camera_api.handle(gateway, request, target, peer, token_of(request))
     if kind is RouteKind.WALL:
         page = response(200, wall_page(), "text/html; charset=utf-8")
         page.headers["Content-Security-Policy"] = wall_policy(request.headers.get("Host"))
@@ -128,19 +130,9 @@ async def _control(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
 ) -> web.Response:
     old_api = target.kind.old_api
-    refusal = cross_site_refusal(
-        origin=request.headers.get("Origin"),
-        sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
-        content_type=request.headers.get("Content-Type"),
-        host_header=request.headers.get("Host"),
-        allowed_origins=gateway.config.server.allowed_origins,
-    )
+    refusal = gateway.cross_site_refusal(request, peer, old_api=old_api)
     if refusal is not None:
-        status = 415 if refusal.startswith("control requests need") else 403
-        origin = request.headers.get("Origin")
-        return gateway.refuse(
-            "cross_site", status, refusal, old_api=old_api, peer=peer, origin=origin
-        )
+        return refusal
     denied = _denied(gateway, Need.ADMIN, request, peer, old_api=old_api)
     if denied is not None:
         return denied
@@ -207,9 +199,12 @@ def with_cors(gateway: Gateway, request: web.BaseRequest, answer: web.Response) 
 
 
 async def open_viewer(
-    gateway: Gateway, request: web.BaseRequest, target: Route, connection: Connection
+    gateway: Gateway,
+    request: web.BaseRequest,
+    target: Route,
+    connection: Connection,
+    peer: str,
 ) -> web.StreamResponse:
-    peer = connection.peer
     server = gateway.config.server
     origin = request.headers.get("Origin")
     if not viewer_origin_allowed(origin, request.headers.get("Host"), server.allowed_origins):

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from streamd.gateway.admission import Refusal
@@ -35,6 +38,15 @@ class Connection:
         self.deadline: asyncio.TimerHandle | None = None
 
 
+class BannerlessRequest(web.BaseRequest):
+    """Answers without aiohttp's ``Server: Python/3.x aiohttp/3.x`` banner (it
+    tells a scanner which CVEs to try). The hook runs once the headers are
+    prepared, for every answer: ours, WebSocket upgrades and aiohttp's own errors."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers.popall("Server", None)
+
+
 class GatedServer(web.Server):
     """aiohttp's low-level server with admission at accept and a deadline for a
     connection to send its request (slow handshakes are dropped, not served)."""
@@ -43,6 +55,16 @@ class GatedServer(web.Server):
         super().__init__(gateway.dispatch, **kwargs)
         self.gateway = gateway
         self.connections_info: dict[RequestHandler, Connection] = {}
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return BannerlessRequest(message, payload, protocol, writer, task, self._loop)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)

@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 from streamd.config import is_valid_camera_id
 from streamd.gateway import old_shapes, protocol
 from streamd.gateway.auth import Need
-from streamd.gateway.guards import cross_site_refusal
 from streamd.gateway.old_shapes import StreamConfig
 from streamd.gateway.responses import BodyRefusal, json_response, read_body, response
 from streamd.gateway.routes import Route, RouteKind
@@ -149,15 +148,10 @@ class OldApi:
     ) -> web.Response:
         """The old HTTP frame push: a raw JPEG body, through the same validation
         and fan-out as a Redis frame, and out to Redis for other gateways."""
-        refusal = cross_site_refusal(
-            origin=request.headers.get("Origin"),
-            sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
-            content_type="application/json",  # raw JPEG bodies come from programs, not forms
-            host_header=request.headers.get("Host"),
-            allowed_origins=self.gateway.config.server.allowed_origins,
-        )
+        # Raw JPEG bodies come from programs, not forms: only the origin is checked.
+        refusal = self.gateway.cross_site_refusal(request, peer, old_api=True, raw_body=True)
         if refusal is not None:
-            return self._refuse("cross_site", 403, refusal, peer=peer)
+            return refusal
         camera = self.gateway.config.camera(camera_id)
         if camera is not None and not camera.external:
             # streamd captures this camera itself: a push would overwrite its feed.
@@ -211,16 +205,9 @@ class OldApi:
     async def set_config(
         self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
     ) -> web.Response:
-        refusal = cross_site_refusal(
-            origin=request.headers.get("Origin"),
-            sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
-            content_type=request.headers.get("Content-Type"),
-            host_header=request.headers.get("Host"),
-            allowed_origins=self.gateway.config.server.allowed_origins,
-        )
+        refusal = self.gateway.cross_site_refusal(request, peer, old_api=True)
         if refusal is not None:
-            status = 415 if refusal.startswith("control requests need") else 403
-            return self._refuse("cross_site", status, refusal, peer=peer)
+            return refusal
         denied = self._denied(Need.ADMIN, token, peer)
         if denied is not None:
             return denied

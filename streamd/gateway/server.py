@@ -29,12 +29,16 @@ from streamd.eventlog.local_log import LocalEventLog
 from streamd.gateway import http_api, protocol
 from streamd.gateway.admission import ConnectionGate
 from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
+from streamd.gateway.camera_api import Probes
 from streamd.gateway.control import Control
 from streamd.gateway.events_api import EventStore
 from streamd.gateway.guards import (
+    JSON_MEDIA_TYPE,
+    cross_site,
     duplicated,
     embeddable,
     host_allowed,
+    peer_of,
     viewer_origin_allowed,
 )
 from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
@@ -95,6 +99,7 @@ class Gateway:
         self._state_task: asyncio.Task[None] | None = None
         hub.pin(c.id for c in config.cameras)
         self.old_api = OldApi(self, env or {})
+        self.probes = Probes()  # camera tests running (camera_api)
 
     def apply_config(self, config: Config) -> None:
         """A reload: cameras and token/limit settings apply at once (open sockets
@@ -266,6 +271,29 @@ class Gateway:
             peer=peer,
             camera_id=camera_id,
             admin_token_sha256=server.admin_token_sha256,
+            allow_anonymous=server.allow_anonymous,
+        )
+
+    def cross_site_refusal(
+        self, request: web.BaseRequest, peer: str, *, old_api: bool, raw_body: bool = False
+    ) -> web.Response | None:
+        """The one cross-site guard of every state-changing endpoint (``guards.cross_site``);
+        ``raw_body``: the body is a JPEG a program pushes, never a form's."""
+        headers = request.headers
+        check = cross_site(
+            origin=headers.get("Origin"),
+            sec_fetch_site=headers.get("Sec-Fetch-Site"),
+            content_type=JSON_MEDIA_TYPE if raw_body else headers.get("Content-Type"),
+            has_body=request.body_exists,
+            host_header=headers.get("Host"),
+            allowed_origins=self.config.server.allowed_origins,
+        )
+        if check.allowed:
+            return None
+        origin = headers.get("Origin")
+        status = check.verdict.status
+        return self.refuse(
+            "cross_site", status, check.reason, old_api=old_api, peer=peer, origin=origin
         )
 
     def camera_state(
@@ -351,10 +379,12 @@ class Gateway:
     async def _dispatch(
         self, request: web.BaseRequest, connection: Connection
     ) -> web.StreamResponse:
-        peer = connection.peer
         if connection.refusal is not None:
             refusal = connection.refusal
-            return self.refuse(refusal.reason, refusal.status, refusal.message, peer=peer)
+            return self.refuse(
+                refusal.reason, refusal.status, refusal.message, peer=connection.peer
+            )
+        peer = peer_of(connection.peer, request.headers)  # a proxied client is not local
         twice = duplicated(name.decode("latin-1") for name, _ in request.raw_headers)
         if twice is not None:
             return self.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
@@ -384,7 +414,7 @@ class Gateway:
             message = "this endpoint takes no request body"
             return self.refuse("bad_request", 400, message, old_api=old_api)
         if target.kind.is_websocket:
-            return await http_api.open_viewer(self, request, target, connection)
+            return await http_api.open_viewer(self, request, target, connection, peer)
         return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -454,6 +484,13 @@ class Gateway:
 
 
 def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERA_CONFIGURED:
+        return (
+            f"{target.action} is not an API action: which cameras run (from start) is "
+            "the config's, /etc/streamd.toml (or /etc/streamd.d/) or `streamd camera "
+            "add|remove`, then `systemctl reload streamd`; POST start/stop/restart act "
+            "until the next reload"
+        )
     if target.kind is RouteKind.V1_CAMERAS or (
         target.kind is RouteKind.V1_CAMERA and not target.action
     ):

@@ -123,6 +123,14 @@ class AvSource:
         self._need_keyframe = context.name not in INTRA_ONLY_CODECS
         self._last_key_pts = None
 
+    def stream_info(self) -> tuple[str | None, float | None]:
+        """The open stream's codec name and declared frame rate (None if unknown)."""
+        stream = self._stream
+        if stream is None:
+            return None, None
+        rate = stream.average_rate or stream.guessed_rate
+        return stream.codec_context.name, float(rate) if rate else None
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
