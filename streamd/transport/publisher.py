@@ -117,6 +117,7 @@ class FramePublisher:
         self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
+        self._up = asyncio.Event()  # the opposite of _down: set while Redis answers
 
     @property
     def redis_state(self) -> RedisState:
@@ -261,11 +262,16 @@ class FramePublisher:
             return False
         return True
 
-    def client_if_up(self) -> aioredis.Redis | None:
-        """The Redis client while Redis answers (events go to the stream with it).
-        None in a Redis Cluster: the kept-events keys do not share a hash slot yet
-        (events are still published live, by SPUBLISH)."""
-        return self._client if self._redis_up and not self._cluster else None
+    async def wait_up(self) -> None:
+        """Return once Redis answers (at once if it does now)."""
+        await self._up.wait()
+
+    async def client_for_key(self, key: str) -> aioredis.Redis | None:
+        """The client for the Redis serving ``key`` (the master of its slot in a
+        cluster) while Redis answers; None while it is down or not yet up."""
+        if self._client is None or self._topology is None or not self._redis_up:
+            return None
+        return await self._client_for(key) if self._cluster else self._client
 
     def mark_down(self, exc: BaseException) -> None:
         """A caller's Redis command failed: probe and fall back like a failed publish."""
@@ -298,6 +304,7 @@ class FramePublisher:
                 "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
             )
         self._redis_up = False
+        self._up.clear()
         self._down.set()
 
     async def _reconnect_loop(self) -> None:
@@ -316,6 +323,7 @@ class FramePublisher:
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
+            self._up.set()
 
     async def _ping(self) -> None:
         assert self._topology is not None
@@ -341,9 +349,12 @@ class FramePublisher:
         if url is None or url == self._client_url:
             return self._client
         if url not in self._side_clients:
-            for stale in self._side_clients.values():  # the map changed: start over
-                await stale.aclose()
-            self._side_clients = {url: plain_client(url, max_connections=1)}
+            # One client per other master (events' channels, the kept-events
+            # stream); those of masters gone from the map are closed.
+            masters = set(self._topology.master_urls())
+            for gone in [u for u in self._side_clients if u not in masters]:
+                await self._side_clients.pop(gone).aclose()
+            self._side_clients[url] = plain_client(url, max_connections=1)
         return self._side_clients[url]
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
