@@ -177,11 +177,13 @@ class CameraWorker:
         stream (with its snapshot), then published live with its id."""
         while True:
             await self._backlog_ready.wait()
+            # Taken only once Redis answers: while it is away, every waiting event
+            # is in the backlog, where the oldest are the ones dropped.
+            await self.publisher.wait_up()
             pending = self.backlog.take()
             if pending is None:
                 self._backlog_ready.clear()
                 continue
-            await self.publisher.wait_up()
             try:
                 client = await self.publisher.client_for_key(self.event_writer.keys.stream)
                 if client is None:  # down again since wait_up returned
