@@ -31,8 +31,9 @@ from streamd.worker.event_backlog import (
 )
 from streamd.worker.spec import WorkerSpec
 
+from .conftest import Daemon
 from .support import RedisServer, free_port, wait_for
-from .test_events import STORM, Daemon, events, key, start
+from .test_events import STORM, events, key, start
 
 # --- pure -----------------------------------------------------------------------------
 
