@@ -30,6 +30,7 @@ from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError, load_config
 from streamd.config.server import reload_server
 from streamd.eventlog.local_log import LocalEventLog, default_directory
+from streamd.eventlog.records import event_keys
 from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
@@ -43,7 +44,8 @@ from streamd.signals import SignalRequests
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
-from streamd.transport.cluster import Topology, plain_client
+from streamd.transport.cluster import Topology
+from streamd.transport.shard_clients import ShardClients
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 from streamd.transport.subscriber import FrameSubscriber
 
@@ -153,7 +155,11 @@ class Daemon:
     def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
         """Kept events: read from Redis' stream, or kept here without Redis."""
         if config.redis.enabled:
-            return RedisEventStore(plain_client(config.redis.url, max_connections=4))
+            redis = config.redis
+            topology = Topology(redis.url, cluster=redis.cluster, seeds=redis.seeds)
+            return RedisEventStore(
+                ShardClients(topology, max_connections=4), event_keys(redis.cluster)
+            )
         events = config.events
         directory = Path(events.directory) if events.directory else default_directory(os.environ)
         return LocalEventLog(events, directory)

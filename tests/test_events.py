@@ -26,7 +26,8 @@ from streamd.eventlog.redis_log import RedisEventStore, RedisEventWriter
 from streamd.gateway.auth import Decision
 from streamd.gateway.routes import RouteKind, route
 from streamd.gateway.session import MultiplexSession, Replay, Reply
-from streamd.transport.cluster import plain_client
+from streamd.transport.cluster import Topology, plain_client
+from streamd.transport.shard_clients import ShardClients
 
 from .conftest import Daemon, write_config
 from .support import RedisServer, free_port, wait_for
@@ -235,11 +236,11 @@ async def _trim(redis_server: RedisServer) -> None:
     last = await aged.append(client, dict(event), b"\xff\xd8jpeg")
     assert stream_ids(sync) == [last]
     assert 0 < sync.pttl(f"streamd:snapshot:{last}") <= 1000
-    store = RedisEventStore(client)
+    store = RedisEventStore(ShardClients(Topology(redis_server.url, cluster=False)))
     page = await store.query(EventQuery(), lambda _c: True)
     assert [r.id for r in page.events] == [last] and page.cursor is None
     # Someone replaced the stream with a string: a Redis error for the caller to
-    # handle (the child logs it and still publishes live; the API answers 503).
+    # handle (the child counts the event as not kept; the API answers 503).
     sync.delete("streamd:events")
     sync.set("streamd:events", "junk")
     with pytest.raises(RedisError, match="WRONGTYPE"):
@@ -247,6 +248,7 @@ async def _trim(redis_server: RedisServer) -> None:
     with pytest.raises(RedisError, match="WRONGTYPE"):
         await store.query(EventQuery(), lambda _c: True)
     await client.aclose()
+    await store.clients.aclose()
 
 
 # --- the daemon with Redis: stream, snapshots, API, guards ------------------------------

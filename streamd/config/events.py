@@ -36,6 +36,7 @@ def parse_events(r: TableReader) -> EventsConfig:
             max_events=r.integer("max_events", 1, 10_000_000),
             snapshot_max_bytes=byte_size(r, "snapshot_max_bytes", 4096, 16 * 1024 * 1024),
             max_snapshots=r.integer("max_snapshots", 0, 1_000_000),
+            backlog=r.integer("backlog", 1, 10_000),
             directory=r.string("directory"),
         )
     )

@@ -4,8 +4,10 @@ events API's query and the filtering scan (no I/O; unit-tested).
 A stream entry (``XADD streamd:events``) has the fields ``camera``, ``time``
 (seconds, text), ``labels`` (comma-joined), ``event`` (the event's JSON, boxes
 included) and ``snapshot`` (``1`` when ``streamd:snapshot:{entry id}`` holds the
-JPEG). Anyone who can write to Redis can write junk there: ``decode_entry``
-returns None for anything that is not such an entry, and callers count it.
+JPEG; in a Redis Cluster the keys are ``streamd:{events}`` and
+``streamd:{events}:snapshot:{entry id}``, see ``EventKeys``). Anyone who can
+write to Redis can write junk there: ``decode_entry`` returns None for anything
+that is not such an entry, and callers count it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,35 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 MAX_LABEL = 64
 _MAX_U64 = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class EventKeys:
+    """Where kept events live: the stream, the snapshot keys (prefix + entry id)
+    and the index of kept snapshots. In a Redis Cluster every key carries the
+    hash tag ``{events}``, so all of them share one slot and one Lua script can
+    write them; one Redis keeps the names it always had."""
+
+    stream: str
+    snapshot_prefix: str
+    snapshot_index: str
+
+    def snapshot(self, event_id: str) -> str:
+        return self.snapshot_prefix + event_id
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.stream, self.snapshot_prefix, self.snapshot_index)
+
+
+SINGLE_KEYS = EventKeys(STREAM_KEY, SNAPSHOT_PREFIX, SNAPSHOT_INDEX_KEY)
+CLUSTER_KEYS = EventKeys(
+    "streamd:{events}", "streamd:{events}:snapshot:", "streamd:{events}:snapshots"
+)
+
+
+def event_keys(cluster: bool) -> EventKeys:
+    return CLUSTER_KEYS if cluster else SINGLE_KEYS
 
 
 class QueryError(StreamdError, ValueError):

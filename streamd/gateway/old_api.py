@@ -21,8 +21,9 @@ from streamd.gateway.auth import Need
 from streamd.gateway.old_shapes import StreamConfig
 from streamd.gateway.responses import BodyRefusal, json_response, read_body, response
 from streamd.gateway.routes import Route, RouteKind
-from streamd.transport.cluster import plain_client
+from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
+from streamd.transport.shard_clients import ShardClients
 
 if TYPE_CHECKING:
     from streamd.gateway.server import Gateway
@@ -41,6 +42,7 @@ class OldApi:
         # kept only as a bounded LRU (and in Redis, where they expire).
         self.configs: OrderedDict[str, StreamConfig] = OrderedDict()
         self._redis: aioredis.Redis | None = None
+        self._shards: ShardClients | None = None  # pushed frames' channels (a cluster)
 
     @property
     def redis(self) -> aioredis.Redis | None:
@@ -51,9 +53,18 @@ class OldApi:
             self._redis = plain_client(config.url)
         return self._redis
 
+    def _channel_clients(self) -> ShardClients:
+        if self._shards is None:
+            config = self.gateway.config.redis
+            topology = Topology(config.url, cluster=config.cluster, seeds=config.seeds)
+            self._shards = ShardClients(topology)
+        return self._shards
+
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+        if self._shards is not None:
+            await self._shards.aclose()
 
     def start_intervals(self) -> None:
         """``VIDEO_STREAM_INTERVAL`` applies to every camera run here from the start."""
@@ -183,7 +194,17 @@ class OldApi:
             return
         channel = self.gateway.config.redis.channel_prefix + camera_id
         try:
-            await client.publish(channel, wire)
+            if self.gateway.config.redis.cluster:
+                # Gateways listen by SSUBSCRIBE on the channel's shard: a classic
+                # PUBLISH would never reach them.
+                shards = self._channel_clients()
+                try:
+                    await (await shards.for_name(channel)).spublish(channel, wire)
+                except RedisError:
+                    shards.failed()  # a failover or a moved slot: map read again
+                    raise
+            else:
+                await client.publish(channel, wire)
         except (RedisError, OSError) as exc:
             self.gateway.refuse_quietly("push_redis_failed", error=type(exc).__name__)
 

@@ -119,6 +119,7 @@ class FramePublisher:
         self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
+        self._up = asyncio.Event()  # the opposite of _down: set while Redis answers
 
     @property
     def redis_state(self) -> RedisState:
@@ -219,7 +220,7 @@ class FramePublisher:
         not reach Redis; Redis counts as down until PING answers again."""
         failed, waiting = self._in_flight, self._queue.take_all()
         self._in_flight = []
-        self._mark_down(exc)  # closes the link
+        self.mark_down(exc)  # closes the link
         self._count_not_published(failed, "publish_error")
         self._count_not_published(waiting, "redis_down")
         newest = (failed + waiting)[-1:]
@@ -259,15 +260,20 @@ class FramePublisher:
             else:
                 await self._client.publish(channel, payload)
         except (RedisError, OSError) as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             return False
         return True
 
-    def client_if_up(self) -> aioredis.Redis | None:
-        """The Redis client while Redis answers (events go to the stream with it).
-        None in a Redis Cluster: the kept-events keys do not share a hash slot yet
-        (events are still published live, by SPUBLISH)."""
-        return self._client if self._redis_up and not self._cluster else None
+    async def wait_up(self) -> None:
+        """Return once Redis answers (at once if it does now)."""
+        await self._up.wait()
+
+    async def client_for_key(self, key: str) -> aioredis.Redis | None:
+        """The client for the Redis serving ``key`` (the master of its slot in a
+        cluster) while Redis answers; None while it is down or not yet up."""
+        if self._client is None or self._topology is None or not self._redis_up:
+            return None
+        return await self._client_for(key) if self._cluster else self._client
 
     async def watched_on_redis(self) -> bool | None:
         """Does anyone listen on our channel (or on any pattern)? None if unknown."""
@@ -282,11 +288,11 @@ class FramePublisher:
                 pipe.pubsub_numpat()
                 numsub, numpat = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             return None
         return bool(numsub and numsub[0][1]) or bool(numpat)
 
-    def _mark_down(self, exc: BaseException) -> None:
+    def mark_down(self, exc: BaseException) -> None:
         self._close_link()
         # Once per outage: a Redis that answers PING but refuses every frame goes
         # up and down with each frame, and must not log each time.
@@ -296,6 +302,7 @@ class FramePublisher:
                 "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
             )
         self._redis_up = False
+        self._up.clear()
         self._down.set()
 
     async def _reconnect_loop(self) -> None:
@@ -314,6 +321,7 @@ class FramePublisher:
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
+            self._up.set()
 
     async def _ping(self) -> None:
         assert self._topology is not None
@@ -339,9 +347,12 @@ class FramePublisher:
         if url is None or url == self._client_url:
             return self._client
         if url not in self._side_clients:
-            for stale in self._side_clients.values():  # the map changed: start over
-                await stale.aclose()
-            self._side_clients = {url: plain_client(url, max_connections=1)}
+            # One client per other master (events' channels, the kept-events
+            # stream); those of masters gone from the map are closed.
+            masters = set(self._topology.master_urls())
+            for gone in [u for u in self._side_clients if u not in masters]:
+                await self._side_clients.pop(gone).aclose()
+            self._side_clients[url] = plain_client(url, max_connections=1)
         return self._side_clients[url]
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
