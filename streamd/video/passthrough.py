@@ -1,0 +1,163 @@
+"""The child's passthrough pipeline (issue 20), sans-I/O: demuxed access units
+in, the messages for ``au:{camera_id}`` out (format: docs/protocol.md).
+
+For each unit, in decode order:
+
+- parameter sets are learnt from the stream (in-band, or put in-band by
+  ``demux``) and every keyframe carries the newest ones
+  (``annexb.with_parameter_sets``), so every keyframe is a starting point;
+- H.264: the SPS is rewritten for no reorder delay when
+  ``sps.reorder_decision`` says so; undecided main/high streams are observed
+  for a GOP (PTS order against decode order) first and keep their SPS meanwhile;
+- our metadata SEI goes right before the first slice.
+
+Nothing is published that a decoder could not use: units before the first
+keyframe, a keyframe without its parameter sets, and, after a unit that had to
+be dropped, everything until the next keyframe. ``seq`` counts published
+units only, so a gap in it always means a loss after the child.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .annexb import (
+    H264_SPS,
+    AnnexBError,
+    Codec,
+    ParameterSets,
+    is_keyframe,
+    join_nals,
+    split_nals,
+    with_parameter_sets,
+)
+from .demux import MAX_UNIT_BYTES, AccessUnit
+from .sei import SeiError, UnitMeta, insert_metadata
+from .sps import Reorder, SpsError, parse_nal, pts_reordered, reorder_decision, rewrite_nal
+from .units import MAX_NALS
+
+# The SEI and parameter sets we add are < 1 KiB; a unit demux let through
+# stays under what a gateway configured with MAX_UNIT_BYTES accepts.
+MAX_MESSAGE_BYTES = MAX_UNIT_BYTES + 4096
+# Observation of PTS order stops after this many units without a keyframe (a
+# camera with a 10-minute GOP still gets decided, on what was seen).
+MAX_OBSERVED = 600
+# Decisions under which PTS order is still watched (a rewrite is undone by
+# one reordered GOP).
+_WATCHED = frozenset({Reorder.UNDECIDED, Reorder.REWRITE})
+
+
+@dataclass
+class PassthroughStats:
+    published: int = 0
+    keyframes: int = 0
+    sps_rewritten: int = 0  # keyframes published with the rewritten SPS
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class Passthrough:
+    """One camera's pipeline: ``feed(unit, now_ns)`` → the message, or None."""
+
+    def __init__(self, camera_id: str, codec: Codec) -> None:
+        self.camera_id = camera_id
+        self.codec = codec
+        self.stats = PassthroughStats()
+        self.reorder = Reorder.KEEP if codec is Codec.H265 else Reorder.UNDECIDED
+        self._sets = ParameterSets(codec)
+        self._seq = 0
+        self._need_keyframe = True
+        self._observed: list[int] | None = None  # PTS since the last keyframe, decode order
+        self._sps_source: bytes | None = None  # the camera's SPS the cache below is for
+        self._sps_out: bytes | None = None  # what keyframes carry for it
+
+    def feed(self, unit: AccessUnit, now_ns: int) -> bytes | None:
+        """The message for ``unit`` (read from the camera at ``now_ns``,
+        CLOCK_REALTIME), or None if it must not be published."""
+        if unit.codec is not self.codec:
+            return self._drop("wrong_codec")
+        if len(unit.data) > MAX_UNIT_BYTES:
+            return self._drop("oversized")
+        if unit.data.count(b"\x00\x00\x01") > MAX_NALS:
+            return self._drop("malformed")
+        try:
+            nals = split_nals(unit.data)
+            keyframe = is_keyframe(nals, self.codec)  # the bitstream's word, not the container's
+        except AnnexBError:
+            return self._drop("malformed")
+        self._sets.update(nals)
+        if unit.discontinuity and not keyframe:
+            self._need_keyframe = True
+        if keyframe:
+            if not self._sets.complete():
+                return self._drop("missing_parameter_sets")
+            self._at_keyframe()
+            nals = with_parameter_sets(nals, self.codec, self._outgoing_sets())
+        elif self._need_keyframe:
+            return self._drop("waiting_for_keyframe")
+        self._observe(unit.pts)
+        meta = UnitMeta(self.camera_id, self._seq, now_ns, keyframe, self.codec)
+        try:
+            message = join_nals(insert_metadata(nals, meta))
+        except (AnnexBError, SeiError):  # no slice: nothing to show
+            return self._drop("malformed")
+        self._need_keyframe = False
+        self._seq += 1
+        self.stats.published += 1
+        self.stats.keyframes += keyframe
+        return message
+
+    def _drop(self, reason: str) -> bytes | None:
+        self.stats.dropped[reason] += 1
+        # The next units may refer to this one: nothing until a keyframe.
+        self._need_keyframe = True
+        return None
+
+    # -- reorder delay (H.264) ------------------------------------------------
+
+    def _at_keyframe(self) -> None:
+        """Decide on the GOP that just ended, then watch the next one too: one
+        reordered GOP is enough to stop rewriting for good."""
+        if self.codec is not Codec.H264:
+            return
+        sps = self._sets.get(H264_SPS)
+        assert sps is not None  # complete() was checked
+        if sps != self._sps_source:
+            # A new SPS: its own word (VUI, profile, POC type) or UNDECIDED; what
+            # was seen under another SPS says nothing about this one.
+            self._sps_source, self._sps_out = sps, None
+            self.reorder = self._decide(sps, None)
+        elif self.reorder in _WATCHED and self._observed is not None and len(self._observed) > 1:
+            self.reorder = self._decide(sps, pts_reordered(self._observed))
+        self._observed = [] if self.reorder in _WATCHED else None
+
+    def _observe(self, pts: int | None) -> None:
+        if self._observed is None:
+            return
+        if pts is None:
+            self._observed = None  # no timestamps: cannot tell, keep the SPS
+            return
+        self._observed.append(pts)
+        if len(self._observed) >= MAX_OBSERVED and self._sps_source is not None:
+            # A very long GOP: decide on what was seen, keep watching.
+            self.reorder = self._decide(self._sps_source, pts_reordered(self._observed))
+            self._observed = [] if self.reorder in _WATCHED else None
+
+    def _decide(self, sps_nal: bytes, seen: bool | None) -> Reorder:
+        try:
+            return reorder_decision(parse_nal(sps_nal), seen)
+        except (SpsError, AnnexBError):
+            return Reorder.KEEP  # an SPS we cannot read is one we do not touch
+
+    def _outgoing_sets(self) -> list[bytes]:
+        sets = self._sets.nals()
+        if self.reorder is not Reorder.REWRITE or self._sps_source is None:
+            return sets
+        if self._sps_out is None:
+            try:
+                self._sps_out = rewrite_nal(self._sps_source)
+            except (SpsError, AnnexBError):
+                self.reorder = Reorder.KEEP
+                return sets
+        self.stats.sps_rewritten += 1
+        return [self._sps_out if nal is self._sps_source else nal for nal in sets]
