@@ -9,11 +9,11 @@ tested against hostile bytes (``tests/test_video_annexb.py``), a filter
 context would be one more FFmpeg state to flush on reconnects, and the filter
 would insert parameter sets that ``passthrough`` replaces anyway.
 
-Parameter sets that exist only out of band (extradata, or a packet's
-``new_extradata`` side data) are put in-band before the next keyframe, so the
-unit stream describes itself and ``passthrough.Passthrough`` needs nothing
-else. Everything outside is bounded (packet and extradata sizes) and every
-failure is a ``DemuxError``; its message never holds the URL's password.
+Parameter sets from out of band (extradata, or a packet's ``new_extradata``
+side data) are put in-band before every keyframe, so the unit stream
+describes itself and ``passthrough.Passthrough`` needs nothing else.
+Everything outside is bounded (packet and extradata sizes) and every failure
+is a ``DemuxError``; its message never holds the URL's password.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Demuxer:
             self.codec = _CODECS[context.name]
             self.width, self.height = context.width, context.height
             self._length_size: int | None = None
-            self._pending_sets: list[bytes] = []
+            self._extradata_sets: list[bytes] = []
             self._use_extradata(context.extradata)
         except BaseException:
             self._container.close()
@@ -140,7 +140,7 @@ class Demuxer:
         except AnnexBError as exc:
             raise DemuxError(f"{self._describe()}: bad extradata: {exc}") from None
         self._length_size = parsed.length_size
-        self._pending_sets = parsed.parameter_sets
+        self._extradata_sets = parsed.parameter_sets
 
     def __enter__(self) -> Demuxer:
         return self
@@ -177,13 +177,13 @@ class Demuxer:
             data = to_annexb(bytes(packet), self._length_size)
         except AnnexBError:
             return self._drop("malformed")
-        if keyframe and self._pending_sets:
-            # Out-of-band sets go in-band once; the pipeline keeps them from there.
+        if keyframe and self._extradata_sets:
+            # Before the unit's own (newer) sets: whatever keyframe the pipeline
+            # starts at, or drops, the sets come with the next one.
             try:
-                data = join_nals([*self._pending_sets, *split_nals(data)])
+                data = join_nals([*self._extradata_sets, *split_nals(data)])
             except AnnexBError:
                 return self._drop("malformed")
-            self._pending_sets = []
         unit = AccessUnit(
             self.codec, keyframe, packet.pts, packet.dts, packet.time_base, data,
             self._discontinuity,

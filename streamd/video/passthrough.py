@@ -135,8 +135,7 @@ class Passthrough:
         if self._observed is None:
             return
         if pts is None:
-            self._observed = None  # no timestamps: cannot tell, keep the SPS
-            return
+            return  # RTSP's first packet may have none; with none at all, no verdict
         self._observed.append(pts)
         if len(self._observed) >= MAX_OBSERVED and self._sps_source is not None:
             # A very long GOP: decide on what was seen, keep watching.
@@ -160,4 +159,4 @@ class Passthrough:
                 self.reorder = Reorder.KEEP
                 return sets
         self.stats.sps_rewritten += 1
-        return [self._sps_out if nal is self._sps_source else nal for nal in sets]
+        return [self._sps_out if nal == self._sps_source else nal for nal in sets]
