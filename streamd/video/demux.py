@@ -30,7 +30,7 @@ from av.video.stream import VideoStream
 from streamd.errors import StreamdError
 from streamd.redact import redact_url
 
-from .annexb import AnnexBError, Codec, join_nals, parse_extradata, split_nals, to_annexb
+from .annexb import AUD_TYPE, AnnexBError, Codec, join_nals, nal_type, parse_extradata, to_annexb
 
 if TYPE_CHECKING:  # generic in the stubs only
     from av.packet import Packet
@@ -109,6 +109,8 @@ class Demuxer:
             context = self._stream.codec_context
             self.codec = _CODECS[context.name]
             self.width, self.height = context.width, context.height
+            # Read once: ``packet.time_base`` builds a new Fraction per packet.
+            self._time_base = self._stream.time_base
             self._length_size: int | None = None
             self._extradata_sets: list[bytes] = []
             self._use_extradata(context.extradata)
@@ -181,11 +183,11 @@ class Demuxer:
             # Before the unit's own (newer) sets: whatever keyframe the pipeline
             # starts at, or drops, the sets come with the next one.
             try:
-                data = join_nals([*self._extradata_sets, *split_nals(data)])
+                data = _with_leading(data, self._extradata_sets, self.codec)
             except AnnexBError:
                 return self._drop("malformed")
         unit = AccessUnit(
-            self.codec, keyframe, packet.pts, packet.dts, packet.time_base, data,
+            self.codec, keyframe, packet.pts, packet.dts, self._time_base, data,
             self._discontinuity,
         )  # fmt: skip
         self._discontinuity = False
@@ -196,6 +198,18 @@ class Demuxer:
         setattr(self.stats, why, getattr(self.stats, why) + 1)
         self._discontinuity = True
         return None  # typed as the caller's result, so drops read ``return self._drop(...)``
+
+
+def _with_leading(data: bytes, sets: list[bytes], codec: Codec) -> bytes:
+    """``sets`` before ``data``'s NAL units, after its access unit delimiter if
+    it starts with one (it must stay first). Looks only at the first NAL unit:
+    splitting the whole picture would scan every byte."""
+    first = data.find(b"\x00\x00\x01", 0, 8)
+    at = 0
+    if first >= 0 and nal_type(data[first + 3 : first + 5], codec) == AUD_TYPE[codec]:
+        nxt = data.find(b"\x00\x00\x01", first + 3)
+        at = len(data) if nxt < 0 else nxt
+    return b"".join((data[:at], join_nals(sets), data[at:]))
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,17 +23,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .annexb import (
+    AUD_TYPE,
     H264_SPS,
+    PARAMETER_SET_TYPES,
+    START_CODE,
     AnnexBError,
     Codec,
     ParameterSets,
-    is_keyframe,
+    header_size,
+    is_keyframe_nal,
+    is_vcl,
     join_nals,
-    split_nals,
-    with_parameter_sets,
+    nal_type,
 )
 from .demux import MAX_UNIT_BYTES, AccessUnit
-from .sei import SeiError, UnitMeta, insert_metadata
+from .sei import UnitMeta, metadata_nal
 from .sps import Reorder, SpsError, parse_nal, pts_reordered, reorder_decision, rewrite_nal
 from .units import MAX_NALS
 
@@ -46,6 +50,36 @@ MAX_OBSERVED = 600
 # Decisions under which PTS order is still watched (a rewrite is undone by
 # one reordered GOP).
 _WATCHED = frozenset({Reorder.UNDECIDED, Reorder.REWRITE})
+
+
+def split_head(data: bytes, codec: Codec) -> tuple[list[bytes], int]:
+    """The NAL units before the first slice, and where that slice's NAL unit
+    begins (after its start code): the rest is left untouched.
+
+    Only the head is looked at: parameter sets, delimiters and SEI come
+    before the first slice, and splitting the slices too would scan every
+    byte of the picture (most of the pipeline's cost at 1080p). The gateway
+    (``units.check_unit``) still reads every NAL unit of what it forwards.
+    """
+    first = data.find(b"\x00\x00\x01")
+    if first < 0 or data[:first].strip(b"\x00"):
+        raise AnnexBError("no start code")
+    head: list[bytes] = []
+    start = first + 3
+    while len(head) < MAX_NALS:
+        if len(data) - start < header_size(codec):
+            raise AnnexBError("access unit without a slice")
+        if is_vcl(nal_type(data[start : start + 2], codec), codec):
+            return head, start
+        nxt = data.find(b"\x00\x00\x01", start)
+        if nxt < 0:
+            raise AnnexBError("access unit without a slice")
+        nal = data[start:nxt].rstrip(b"\x00")
+        if not nal:
+            raise AnnexBError("empty NAL unit")
+        head.append(nal)
+        start = nxt + 3
+    raise AnnexBError("too many NAL units before the first slice")
 
 
 @dataclass
@@ -78,29 +112,34 @@ class Passthrough:
             return self._drop("wrong_codec")
         if len(unit.data) > MAX_UNIT_BYTES:
             return self._drop("oversized")
-        if unit.data.count(b"\x00\x00\x01") > MAX_NALS:
-            return self._drop("malformed")
         try:
-            nals = split_nals(unit.data)
-            keyframe = is_keyframe(nals, self.codec)  # the bitstream's word, not the container's
+            head, slices = split_head(unit.data, self.codec)
         except AnnexBError:
             return self._drop("malformed")
-        self._sets.update(nals)
+        # All slices of a picture share its type (H.264 7.4.1.2.4, H.265 7.4.2.4.4).
+        keyframe = is_keyframe_nal(nal_type(unit.data[slices : slices + 2], self.codec), self.codec)
+        self._sets.update(head)
         if unit.discontinuity and not keyframe:
             self._need_keyframe = True
         if keyframe:
             if not self._sets.complete():
                 return self._drop("missing_parameter_sets")
             self._at_keyframe()
-            nals = with_parameter_sets(nals, self.codec, self._outgoing_sets())
+            # annexb.with_parameter_sets on the head: ours replace the unit's,
+            # after an access unit delimiter (it must stay first).
+            kinds = PARAMETER_SET_TYPES[self.codec]
+            rest = [n for n in head if nal_type(n, self.codec) not in kinds]
+            at = 1 if rest and nal_type(rest[0], self.codec) == AUD_TYPE[self.codec] else 0
+            head = [*rest[:at], *self._outgoing_sets(), *rest[at:]]
         elif self._need_keyframe:
             return self._drop("waiting_for_keyframe")
         self._observe(unit.pts)
         meta = UnitMeta(self.camera_id, self._seq, now_ns, keyframe, self.codec)
-        try:
-            message = join_nals(insert_metadata(nals, meta))
-        except (AnnexBError, SeiError):  # no slice: nothing to show
-            return self._drop("malformed")
+        # Our SEI right before the first slice (sei.insert_metadata's place).
+        # One copy of the picture's bytes (the memoryview is not copied first).
+        message = b"".join(
+            (join_nals([*head, metadata_nal(meta)]), START_CODE, memoryview(unit.data)[slices:])
+        )
         self._need_keyframe = False
         self._seq += 1
         self.stats.published += 1
