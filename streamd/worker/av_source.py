@@ -140,6 +140,12 @@ class AvSource:
     def keyframes_only_when(self, policy: KeyframePolicy) -> None:
         self._keyframes_only = policy
 
+    @property
+    def held_packets(self) -> int:
+        """Packets kept since the last keyframe, decoded at once when a picture is
+        next used (so a viewer arriving mid-GOP needs no wait for a keyframe)."""
+        return len(self._backlog)
+
     def _note_keyframe(self, packet: VideoPacket) -> None:
         pts = _seconds(packet.pts, packet.time_base)
         if pts is None:
