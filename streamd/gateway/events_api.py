@@ -18,6 +18,7 @@ from streamd.eventlog.records import parse_stream_id as _parse_id
 from streamd.gateway.auth import Need
 from streamd.gateway.responses import error, json_response, response
 from streamd.gateway.routes import Route, RouteKind
+from streamd.sparse import is_power_of_two
 
 if TYPE_CHECKING:
     from streamd.gateway.server import Gateway
@@ -53,7 +54,7 @@ def count_junk(gateway: Gateway, junk: int) -> None:
     if junk:
         before = gateway.rejected["bad_event_entry"]
         gateway.rejected["bad_event_entry"] += junk
-        if before & (before - 1) == 0 or before == 0:
+        if before == 0 or is_power_of_two(before):  # the first batch, then sparsely
             log.warning("junk entries in the events stream skipped", skipped_total=before + junk)
 
 

@@ -56,6 +56,7 @@ from streamd.gateway.revoke import ViewerAccess, lost_access
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.registry.directory import CameraDirectory
+from streamd.sparse import should_log
 from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
 from streamd.transport.subscriber import FrameSubscriber
@@ -212,14 +213,14 @@ class Gateway:
         """Count an untrusted frame or event dropped (by reason); log sparsely."""
         self.rejected[reason] += 1
         total = sum(self.rejected.values())
-        if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
+        if should_log(total):
             log.warning("frame rejected", camera_id=camera_id, reason=reason, rejected_total=total)
 
     def refuse_quietly(self, reason: str, **fields: Any) -> None:
         """Count a refusal; log only the 1st, 2nd, 4th… of each reason (no log floods)."""
         self.refused[reason] += 1
         count = self.refused[reason]
-        if count & (count - 1) == 0:
+        if should_log(count):
             log.info("request refused", reason=reason, refused_total=count, **fields)
 
     def refuse(
@@ -228,7 +229,7 @@ class Gateway:
         """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
         self.refused[reason] += 1
         count = self.refused[reason]
-        if count & (count - 1) == 0:
+        if should_log(count):
             log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
         close = status >= 500 or reason in _CLOSING_REASONS
         return error(status, message, close=close, old_api=reason if old_api else None)
