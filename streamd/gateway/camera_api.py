@@ -76,10 +76,10 @@ async def handle(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str, token: str | None
 ) -> web.Response:
     if target.kind is RouteKind.NODES:
-        return _denied(gateway, Need.LIST, token, peer, old_api=False) or nodes(gateway, token)
+        return _denied(gateway, Need.LIST, token, peer, seed_errors=False) or nodes(gateway, token)
     camera_id = target.camera_id
     if not is_valid_camera_id(camera_id):
-        return gateway.refuse("not_found", 404, "invalid camera id", old_api=True)
+        return gateway.refuse("not_found", 404, "invalid camera id", seed_errors=True)
     if target.kind is RouteKind.V1_CAMERA_LOGS:
         return _denied(gateway, Need.VIEW, token, peer, camera_id) or logs(
             gateway, request, camera_id
@@ -94,23 +94,25 @@ def _denied(
     peer: str,
     camera_id: str | None = None,
     *,
-    old_api: bool = True,
+    seed_errors: bool = True,
 ) -> web.Response | None:
     decision = gateway.decide(need, token, peer, camera_id)
     if decision.allowed:
         return None
     reason = "unauthorized" if decision.status == 401 else "forbidden"
-    return gateway.refuse(reason, decision.status, decision.reason, old_api=old_api, peer=peer)
+    return gateway.refuse(
+        reason, decision.status, decision.reason, seed_errors=seed_errors, peer=peer
+    )
 
 
 def logs(gateway: Gateway, request: web.BaseRequest, camera_id: str) -> web.Response:
     lines = parse_lines(request.query.getall("lines", []), MAX_RECORDS)
     if isinstance(lines, str):
-        return gateway.refuse("bad_request", 400, lines, old_api=True)
+        return gateway.refuse("bad_request", 400, lines, seed_errors=True)
     records = gateway.control.camera_log(camera_id, lines)
     if records is None:
         message = f"camera {camera_id} is not run on this node (no log here)"
-        return gateway.refuse("not_found", 404, message, old_api=True)
+        return gateway.refuse("not_found", 404, message, seed_errors=True)
     return json_response(200, {"camera_id": camera_id, "lines": lines, "records": records})
 
 
@@ -138,7 +140,7 @@ def nodes(gateway: Gateway, token: str | None) -> web.Response:
 async def test_camera(
     gateway: Gateway, request: web.BaseRequest, camera_id: str, peer: str, token: str | None
 ) -> web.Response:
-    refusal = gateway.cross_site_refusal(request, peer, old_api=True)
+    refusal = gateway.cross_site_refusal(request, peer, seed_errors=True)
     if refusal is not None:
         return refusal
     denied = _denied(gateway, Need.ADMIN, token, peer)
@@ -146,7 +148,7 @@ async def test_camera(
         return denied
     body = await read_body(request, MAX_TEST_BODY, gateway.config.server.handshake_timeout)
     if isinstance(body, BodyRefusal):
-        return gateway.refuse(body.reason, body.status, body.message, old_api=True)
+        return gateway.refuse(body.reason, body.status, body.message, seed_errors=True)
     parsed: object = {}
     if body.strip():
         try:
@@ -154,22 +156,24 @@ async def test_camera(
         except ValueError:
             parsed = None
     if not isinstance(parsed, dict):
-        return gateway.refuse("bad_request", 400, "the body must be a JSON object", old_api=True)
+        return gateway.refuse(
+            "bad_request", 400, "the body must be a JSON object", seed_errors=True
+        )
     if "url" in parsed:
         problem = network_source_problem(parsed["url"])
         if problem is not None:
-            return gateway.refuse("bad_request", 422, problem, old_api=True)
+            return gateway.refuse("bad_request", 422, problem, seed_errors=True)
         source = str(parsed["url"])
     else:
         camera = gateway.config.camera(camera_id)
         if camera is None or camera.external:
             message = f'camera {camera_id} has no source here: give one as {{"url": …}}'
-            return gateway.refuse("not_found", 404, message, old_api=True)
+            return gateway.refuse("not_found", 404, message, seed_errors=True)
         source = camera.source
     probes = gateway.probes
     if probes.running >= probes.limit:
         message = f"{probes.limit} camera tests are running; try again shortly"
-        busy = gateway.refuse("probe_busy", 429, message, old_api=True)
+        busy = gateway.refuse("probe_busy", 429, message, seed_errors=True)
         busy.headers["Retry-After"] = "5"
         return busy
     probes.running += 1
@@ -181,7 +185,7 @@ async def test_camera(
     if not result.get("ok"):
         status = 504 if result.get("timeout") else 502
         error = str(result.get("error", "the source gave no picture"))[:300]
-        return gateway.refuse("camera_test_failed", status, error, old_api=True)
+        return gateway.refuse("camera_test_failed", status, error, seed_errors=True)
     answer = {
         "ok": True,
         "camera_id": camera_id,

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import camera_api, events_api, protocol
+from streamd.gateway import camera_api, events_api, protocol, seed_api
 from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
 from streamd.gateway.guards import listed_origin, viewer_origin_allowed
 from streamd.gateway.responses import (
@@ -52,14 +52,19 @@ def _denied(
     peer: str,
     camera_id: str | None = None,
     *,
-    old_api: bool = False,
+    seed_errors: bool = False,
 ) -> web.Response | None:
     decision = gateway.decide(need, token_of(request), peer, camera_id)
     if decision.allowed:
         return None
     reason = "unauthorized" if decision.status == 401 else "forbidden"
     return gateway.refuse(
-        reason, decision.status, decision.reason, old_api=old_api, path=request.path, peer=peer
+        reason,
+        decision.status,
+        decision.reason,
+        seed_errors=seed_errors,
+        path=request.path,
+        peer=peer,
     )
 
 
@@ -98,8 +103,8 @@ async def handle(
         return response(200, gateway.control.metrics(scope), PROMETHEUS_CONTENT_TYPE)
     if kind is RouteKind.SNAPSHOT:
         return _snapshot(gateway, request, target.camera_id, peer)
-    if kind.value.startswith("v1_"):
-        return await gateway.old_api.handle(request, target, token_of(request), peer)
+    if kind in seed_api.ROUTE_KINDS:
+        return await gateway.seed_api.handle(request, target, token_of(request), peer)
     return await _control(gateway, request, target, peer)
 
 
@@ -129,16 +134,16 @@ def wall_page() -> bytes:
 async def _control(
     gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
 ) -> web.Response:
-    old_api = target.kind.old_api
-    refusal = gateway.cross_site_refusal(request, peer, old_api=old_api)
+    seed_errors = target.kind.seed_errors
+    refusal = gateway.cross_site_refusal(request, peer, seed_errors=seed_errors)
     if refusal is not None:
         return refusal
-    denied = _denied(gateway, Need.ADMIN, request, peer, old_api=old_api)
+    denied = _denied(gateway, Need.ADMIN, request, peer, seed_errors=seed_errors)
     if denied is not None:
         return denied
     body = await read_body(request, MAX_CONTROL_BODY, gateway.config.server.handshake_timeout)
     if isinstance(body, BodyRefusal):
-        return gateway.refuse(body.reason, body.status, body.message, old_api=old_api)
+        return gateway.refuse(body.reason, body.status, body.message, seed_errors=seed_errors)
     if body.strip():
         try:
             parsed = protocol.loads_bounded(body)
@@ -146,7 +151,7 @@ async def _control(
             parsed = None
         if not isinstance(parsed, dict):
             return gateway.refuse(
-                "bad_request", 400, "the body must be a JSON object", old_api=old_api
+                "bad_request", 400, "the body must be a JSON object", seed_errors=seed_errors
             )
     control = gateway.control
     if target.kind is RouteKind.RELOAD:
@@ -154,11 +159,11 @@ async def _control(
         return json_response(200 if ok else 422, {"reloaded": ok, "detail": detail})
     camera_id, action = target.camera_id, target.action
     if not is_valid_camera_id(camera_id):
-        return gateway.refuse("not_found", 400, "invalid camera id", old_api=True)
+        return gateway.refuse("not_found", 400, "invalid camera id", seed_errors=True)
     if action in ("stop", "restart") and not await control.stop_camera(camera_id):
-        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
+        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", seed_errors=True)
     if action in ("start", "restart") and not await control.start_camera(camera_id):
-        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
+        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", seed_errors=True)
     log.info("camera control", camera_id=camera_id, action=action, peer=peer)
     now = control.camera_statuses().get(camera_id)
     answer = {

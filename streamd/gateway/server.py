@@ -50,10 +50,10 @@ from streamd.gateway.listener import (
     sample_accept_errors,
 )
 from streamd.gateway.live_events import viewer_event
-from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
 from streamd.gateway.revoke import ViewerAccess, lost_access
 from streamd.gateway.routes import Route, RouteKind, route
+from streamd.gateway.seed_api import SeedApi
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
 from streamd.registry.directory import CameraDirectory
 from streamd.sparse import should_log
@@ -99,7 +99,7 @@ class Gateway:
         self._closing: asyncio.Task[None] | None = None
         self._state_task: asyncio.Task[None] | None = None
         hub.pin(c.id for c in config.cameras)
-        self.old_api = OldApi(self, env or {})
+        self.seed_api = SeedApi(self, env or {})
         self.probes = Probes()  # camera tests running (camera_api)
 
     def apply_config(self, config: Config) -> None:
@@ -224,15 +224,15 @@ class Gateway:
             log.info("request refused", reason=reason, refused_total=count, **fields)
 
     def refuse(
-        self, reason: str, status: int, message: str, *, old_api: bool = False, **fields: Any
+        self, reason: str, status: int, message: str, *, seed_errors: bool = False, **fields: Any
     ) -> web.Response:
-        """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
+        """Count, log sparsely, and answer; ``seed_api`` paths get the old error shape."""
         self.refused[reason] += 1
         count = self.refused[reason]
         if should_log(count):
             log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
         close = status >= 500 or reason in _CLOSING_REASONS
-        return error(status, message, close=close, old_api=reason if old_api else None)
+        return error(status, message, close=close, seed_error=reason if seed_errors else None)
 
     # --- state --------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -276,7 +276,7 @@ class Gateway:
         )
 
     def cross_site_refusal(
-        self, request: web.BaseRequest, peer: str, *, old_api: bool, raw_body: bool = False
+        self, request: web.BaseRequest, peer: str, *, seed_errors: bool, raw_body: bool = False
     ) -> web.Response | None:
         """The one cross-site guard of every state-changing endpoint (``guards.cross_site``);
         ``raw_body``: the body is a JPEG a program pushes, never a form's."""
@@ -294,7 +294,7 @@ class Gateway:
         origin = headers.get("Origin")
         status = check.verdict.status
         return self.refuse(
-            "cross_site", status, check.reason, old_api=old_api, peer=peer, origin=origin
+            "cross_site", status, check.reason, seed_errors=seed_errors, peer=peer, origin=origin
         )
 
     def camera_state(
@@ -403,17 +403,19 @@ class Gateway:
             request.headers.get("Sec-Fetch-Site"), server.allowed_origins
         ):
             message = "pictures are not served to other sites (list them in allowed_origins)"
-            return self.refuse("cross_site", 403, message, old_api=target.kind.old_api, peer=peer)
+            return self.refuse(
+                "cross_site", 403, message, seed_errors=target.kind.seed_errors, peer=peer
+            )
         if target.kind is RouteKind.NOT_FOUND:
             return self.refuse("not_found", 404, "not found")
-        old_api = target.kind.old_api
+        seed_errors = target.kind.seed_errors
         if request.method == "OPTIONS":
             return http_api.preflight(self, request, target)
         if request.method not in target.kind.methods:
-            return self.refuse("method", 405, method_refusal(target), old_api=old_api)
+            return self.refuse("method", 405, method_refusal(target), seed_errors=seed_errors)
         if request.body_exists and not target.kind.takes_body:
             message = "this endpoint takes no request body"
-            return self.refuse("bad_request", 400, message, old_api=old_api)
+            return self.refuse("bad_request", 400, message, seed_errors=seed_errors)
         if target.kind.is_websocket:
             return await http_api.open_viewer(self, request, target, connection, peer)
         return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
@@ -451,7 +453,7 @@ class Gateway:
         )
         self._state_task = asyncio.create_task(self._state_loop(), name="viewer-states")
         self._follow_external(None, self.config)
-        self.old_api.start_intervals()
+        self.seed_api.start_intervals()
         return self._server
 
     def bound_port(self) -> int:
@@ -481,7 +483,7 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
-        await self.old_api.close()
+        await self.seed_api.close()
 
 
 def method_refusal(target: Route) -> str:

@@ -1,7 +1,8 @@
-"""The old API server's video-stream router and camera runtime API, served by
-streamd so the old frontend and detection processes work unchanged. Errors use
-the old ``{"detail": {"error", "message"}}`` shape; every guard of the gateway
-(Host allowlist, tokens, cross-site refusal, limits) applies as everywhere."""
+"""The seed system's API: the video-stream router and camera runtime API of the
+detection system streamd replaces, served so its frontend and detection
+processes work unchanged. Errors use its ``{"detail": {"error", "message"}}``
+shape; every guard of the gateway (Host allowlist, tokens, cross-site refusal,
+limits) applies as everywhere."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import old_shapes, protocol
+from streamd.gateway import protocol, seed_shapes
 from streamd.gateway.auth import Need
-from streamd.gateway.old_shapes import StreamConfig
 from streamd.gateway.responses import BodyRefusal, json_response, read_body, response
 from streamd.gateway.routes import Route, RouteKind
+from streamd.gateway.seed_shapes import StreamConfig
 from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
 from streamd.transport.shard_clients import ShardClients
@@ -31,13 +32,25 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streamd.gateway")
 MAX_FOREIGN_CONFIGS = 256  # stream configs kept in memory for ids not configured here
 MAX_JSON_BODY = 64 * 1024  # batch-status lists camera ids
+# What this module answers (``camera_api`` has the seed paths streamd added).
+ROUTE_KINDS = frozenset(
+    {
+        RouteKind.V1_STREAM_STATS,
+        RouteKind.V1_STREAM_STATUS,
+        RouteKind.V1_FRAME_PUSH,
+        RouteKind.V1_STREAM_CONFIG,
+        RouteKind.V1_CAMERAS,
+        RouteKind.V1_BATCH_STATUS,
+        RouteKind.V1_CAMERA,
+    }
+)
 
 
-class OldApi:
+class SeedApi:
     def __init__(self, gateway: Gateway, env: Mapping[str, str]) -> None:
         self.gateway = gateway
         self.push_token = env.get("VIDEO_PUSH_TOKEN") or None
-        self.default_config = StreamConfig("", stream_interval=old_shapes.default_interval(env))
+        self.default_config = StreamConfig("", stream_interval=seed_shapes.default_interval(env))
         # Configs set through the old API, newest last; ids not configured here are
         # kept only as a bounded LRU (and in Redis, where they expire).
         self.configs: OrderedDict[str, StreamConfig] = OrderedDict()
@@ -76,7 +89,7 @@ class OldApi:
 
     # --- helpers -------------------------------------------------------------------------
     def _refuse(self, reason: str, status: int, message: str, **fields: Any) -> web.Response:
-        return self.gateway.refuse(reason, status, message, old_api=True, **fields)
+        return self.gateway.refuse(reason, status, message, seed_errors=True, **fields)
 
     def _denied(
         self, need: Need, token: str | None, peer: str, camera_id: str | None = None
@@ -160,7 +173,7 @@ class OldApi:
         """The old HTTP frame push: a raw JPEG body, through the same validation
         and fan-out as a Redis frame, and out to Redis for other gateways."""
         # Raw JPEG bodies come from programs, not forms: only the origin is checked.
-        refusal = self.gateway.cross_site_refusal(request, peer, old_api=True, raw_body=True)
+        refusal = self.gateway.cross_site_refusal(request, peer, seed_errors=True, raw_body=True)
         if refusal is not None:
             return refusal
         camera = self.gateway.config.camera(camera_id)
@@ -170,7 +183,7 @@ class OldApi:
                 "push_conflict", 409, f"camera {camera_id} is captured by streamd itself"
             )
         presented = request.headers.get("X-Video-Token") or token
-        if not (self.push_token and old_shapes.push_token_matches(presented, self.push_token)):
+        if not (self.push_token and seed_shapes.push_token_matches(presented, self.push_token)):
             if self.push_token and not self.gateway.config.server.tokens:
                 return self._refuse("unauthorized", 401, "invalid or missing X-Video-Token")
             denied = self._denied(Need.ADMIN, presented, peer)
@@ -217,16 +230,16 @@ class OldApi:
         if client is None:
             return default
         try:
-            fields = await client.hgetall(old_shapes.CONFIG_HASH_PREFIX + camera_id)
+            fields = await client.hgetall(seed_shapes.CONFIG_HASH_PREFIX + camera_id)
         except (RedisError, OSError):
             return default
         stored = {_as_bytes(k): _as_bytes(v) for k, v in fields.items()}
-        return old_shapes.from_hash(camera_id, stored, default) if stored else default
+        return seed_shapes.from_hash(camera_id, stored, default) if stored else default
 
     async def set_config(
         self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
     ) -> web.Response:
-        refusal = self.gateway.cross_site_refusal(request, peer, old_api=True)
+        refusal = self.gateway.cross_site_refusal(request, peer, seed_errors=True)
         if refusal is not None:
             return refusal
         denied = self._denied(Need.ADMIN, token, peer)
@@ -236,18 +249,18 @@ class OldApi:
         if isinstance(body, web.Response):
             return body
         try:
-            config = old_shapes.apply_update(await self.config_of(camera_id), body)
+            config = seed_shapes.apply_update(await self.config_of(camera_id), body)
         except ValueError as exc:
             return self._refuse("bad_request", 422, str(exc))
         self._remember(camera_id, config)
         applied = self.gateway.control.set_publish_interval(camera_id, config.publish_every)
         client = self.redis
         if client is not None:
-            key = old_shapes.CONFIG_HASH_PREFIX + camera_id
+            key = seed_shapes.CONFIG_HASH_PREFIX + camera_id
             try:
                 async with client.pipeline(transaction=True) as pipe:
                     pipe.hset(key, mapping=config.to_hash())
-                    pipe.expire(key, old_shapes.CONFIG_HASH_TTL_S)
+                    pipe.expire(key, seed_shapes.CONFIG_HASH_TTL_S)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 self.gateway.refuse_quietly("config_redis_failed", error=type(exc).__name__)
@@ -282,7 +295,7 @@ class OldApi:
         statuses = self.gateway.control.camera_statuses()
         visible = set(self.gateway.visible_cameras(token))
         entries = [
-            old_shapes.camera_entry(
+            seed_shapes.camera_entry(
                 camera,
                 statuses.get(camera.id),
                 self._size(camera.id),
@@ -295,7 +308,7 @@ class OldApi:
         if directory is not None:
             configured = {camera.id for camera in self.gateway.config.cameras}
             entries += [
-                old_shapes.remote_camera_entry(
+                seed_shapes.remote_camera_entry(
                     camera_id,
                     directory.info(camera_id) or {},
                     self._size(camera_id),
@@ -320,7 +333,11 @@ class OldApi:
         allowed = set(visible)
         return json_response(
             200,
-            {c: old_shapes.status_entry(c, statuses.get(c)) for c in wanted[:1000] if c in allowed},
+            {
+                c: seed_shapes.status_entry(c, statuses.get(c))
+                for c in wanted[:1000]
+                if c in allowed
+            },
         )
 
     def camera_view(self, camera_id: str, view: str) -> web.Response:
@@ -335,11 +352,11 @@ class OldApi:
             return self._refuse("not_found", 404, f"camera {camera_id} not found")
         status = statuses.get(camera_id)
         if view == "status":
-            return json_response(200, old_shapes.status_entry(camera_id, status))
+            return json_response(200, seed_shapes.status_entry(camera_id, status))
         if view == "stats":
             delivery = self.gateway.hub.delivery(camera_id)
             body = {
-                **old_shapes.status_entry(camera_id, status),
+                **seed_shapes.status_entry(camera_id, status),
                 "viewers": self.gateway.hub.viewers(camera_id),
                 "frames_received": delivery.received,
                 "frames_sent": delivery.sent,
@@ -349,7 +366,7 @@ class OldApi:
         if camera is None:
             return self._refuse("not_found", 404, f"camera {camera_id} is not configured here")
         state = self.gateway.camera_state(camera_id, statuses)
-        entry = old_shapes.camera_entry(camera, status, self._size(camera_id), state)
+        entry = seed_shapes.camera_entry(camera, status, self._size(camera_id), state)
         return json_response(200, entry)
 
 

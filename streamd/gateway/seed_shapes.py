@@ -1,4 +1,4 @@
-"""The old API server's shapes (pure): the per-camera stream config and the
+"""The seed system's shapes (pure): the per-camera stream config and the
 camera entries its frontend reads (see /work/shared/seed-api.md and the
 README's "Replacing the old video-stream server")."""
 
