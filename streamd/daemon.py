@@ -33,7 +33,8 @@ from streamd.eventlog.local_log import LocalEventLog, default_directory
 from streamd.eventlog.records import event_keys
 from streamd.eventlog.redis_log import RedisEventStore
 from streamd.gateway.hub import Hub
-from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
+from streamd.gateway.server import Gateway
+from streamd.gateway.state import MAX_EVENT_BYTES
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.registry.connection import RegistryConnection
@@ -86,8 +87,6 @@ class Daemon:
                 max_message_bytes=max_message_bytes,
                 on_dropped=self._dropped,
             )
-            for camera in config.cameras:
-                self.subscriber.want_events(camera.id)
         self.supervisor = Supervisor(
             config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
         )
@@ -116,8 +115,8 @@ class Daemon:
             fallback_active=self.supervisor.fallback_active,
             directory=self.directory,
             env=os.environ,
+            events=self._event_store(config),
         )
-        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -274,15 +273,8 @@ class Daemon:
         if pending:
             log.warning("config changes not applied until the next restart", keys=pending)
         applied = replace(new, server=server.server, redis=old.redis)
-        if self.subscriber is not None:
-            new_ids = {c.id for c in new.cameras}
-            old_ids = {c.id for c in old.cameras}
-            for camera_id in new_ids - old_ids:
-                self.subscriber.want_events(camera_id)
-            for camera_id in old_ids - new_ids:
-                self.subscriber.unwant_events(camera_id)
         self.config = applied
-        self.gateway.apply_config(applied)
+        self.gateway.apply_config(applied)  # its subscriptions follow the cameras
         diff = await self.supervisor.apply(applied)
         if self.node_registry is not None and diff.removed:
             await self.node_registry.forget(diff.removed)
