@@ -1,4 +1,4 @@
-"""The old API's camera paths that were missing (issue 19), and the node list:
+"""The seed system's camera paths that streamd added (issue 19), and the node list:
 
 - ``GET /api/v1/cameras/{id}/logs?lines=N``: the camera's recent records from
   the supervisor's bounded ring (``camera_log.py``), scoped like the camera.
@@ -10,7 +10,7 @@
 - ``GET /api/nodes``: each node's name, role, cameras owned and lease age, from
   the registry; scoped like ``/api/cameras``.
 
-Errors use the old ``{"detail": {"error", "message"}}`` shape on ``/api/v1``.
+Errors use the seed system's ``{"detail": {"error", "message"}}`` shape on ``/api/v1``.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class SeedApi:
         self.state = state
         self.push_token = env.get("VIDEO_PUSH_TOKEN") or None
         self.default_config = StreamConfig("", stream_interval=seed_shapes.default_interval(env))
-        # Configs set through the old API, newest last; ids not configured here are
+        # Configs set through the seed API, newest last; ids not configured here are
         # kept only as a bounded LRU (and in Redis, where they expire).
         self.configs: OrderedDict[str, StreamConfig] = OrderedDict()
         self._redis: aioredis.Redis | None = None
@@ -149,7 +149,7 @@ class SeedApi:
     async def push_frame(
         self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
     ) -> web.Response:
-        """The old HTTP frame push: a raw JPEG body, through the same validation
+        """The seed system's HTTP frame push: a raw JPEG body, through the same validation
         and fan-out as a Redis frame, and out to Redis for other gateways."""
         # Raw JPEG bodies come from programs, not forms: only the origin is checked.
         refusal = cross_site_refusal(self.state, request, peer, seed_errors=True, raw_body=True)
