@@ -27,27 +27,23 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
-from streamd.config import Config, ConfigError, load_config
-from streamd.config.server import reload_server
-from streamd.eventlog.local_log import LocalEventLog, default_directory
-from streamd.eventlog.records import event_keys
-from streamd.eventlog.redis_log import RedisEventStore
+from streamd.config import Config, ConfigError
 from streamd.gateway.hub import Hub
-from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
+from streamd.gateway.server import Gateway
+from streamd.gateway_feeds import event_store, frame_subscriber
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.registry.connection import RegistryConnection
 from streamd.registry.directory import CameraDirectory
 from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
+from streamd.reload import read_config, reloaded, settle
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.signals import SignalRequests
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
-from streamd.transport.shard_clients import ShardClients
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
-from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
 STATUS_INTERVAL_S = 5.0
@@ -62,32 +58,12 @@ class Daemon:
         self.notifier = Notifier(os.environ)
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
-        self.subscriber: FrameSubscriber | None = None
         topology = Topology(
             config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
         )
-        # Larger messages are read past by the subscriber (the gateway would refuse them).
-        max_message_bytes = max(config.server.max_frame_bytes, MAX_EVENT_BYTES)
-        if config.redis.enabled and config.redis.cluster:
-            self.subscriber = ShardedFrameSubscriber(
-                topology,
-                config.redis.channel_prefix,
-                on_frame=self._ingest,
-                on_event=self._ingest_event,
-                max_message_bytes=max_message_bytes,
-                on_dropped=self._dropped,
-            )
-        elif config.redis.enabled:
-            self.subscriber = FrameSubscriber(
-                config.redis.url,
-                config.redis.channel_prefix,
-                on_frame=self._ingest,
-                on_event=self._ingest_event,
-                max_message_bytes=max_message_bytes,
-                on_dropped=self._dropped,
-            )
-            for camera in config.cameras:
-                self.subscriber.want_events(camera.id)
+        self.subscriber = frame_subscriber(
+            config, topology, self._ingest, self._ingest_event, self._dropped
+        )
         self.supervisor = Supervisor(
             config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
         )
@@ -116,8 +92,8 @@ class Daemon:
             fallback_active=self.supervisor.fallback_active,
             directory=self.directory,
             env=os.environ,
+            events=event_store(config, os.environ),
         )
-        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -150,19 +126,6 @@ class Daemon:
         """Without Redis a child sends the event's JSON, a NUL byte, its snapshot."""
         payload, _, snapshot = body.partition(b"\0")
         self.gateway.ingest_event(camera_id, payload, snapshot or None)
-
-    @staticmethod
-    def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
-        """Kept events: read from Redis' stream, or kept here without Redis."""
-        if config.redis.enabled:
-            redis = config.redis
-            topology = Topology(redis.url, cluster=redis.cluster, seeds=redis.seeds)
-            return RedisEventStore(
-                ShardClients(topology, max_connections=4), event_keys(redis.cluster)
-            )
-        events = config.events
-        directory = Path(events.directory) if events.directory else default_directory(os.environ)
-        return LocalEventLog(events, directory)
 
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:
@@ -256,48 +219,20 @@ class Daemon:
                 self._report_status()
 
     async def _reload(self, path: Path) -> tuple[bool, str]:
-        try:
-            new = await asyncio.to_thread(load_config, path, os.environ)
-        except ConfigError as exc:
-            log.error(
-                "reload refused: invalid config; keeping the running one",
-                file=exc.source,
-                key=exc.key,
-                reason=exc.problem,
-            )
-            return False, str(exc)
-        old = self.config
-        # The listening socket and the Redis connections stay as started; access
-        # settings (tokens, origins, limits) apply at once: a revoked token stops.
-        server = reload_server(old.server, new.server)
-        pending = list(server.pending) + (["redis"] if old.redis != new.redis else [])
-        if pending:
-            log.warning("config changes not applied until the next restart", keys=pending)
-        applied = replace(new, server=server.server, redis=old.redis)
-        if self.subscriber is not None:
-            new_ids = {c.id for c in new.cameras}
-            old_ids = {c.id for c in old.cameras}
-            for camera_id in new_ids - old_ids:
-                self.subscriber.want_events(camera_id)
-            for camera_id in old_ids - new_ids:
-                self.subscriber.unwant_events(camera_id)
-        self.config = applied
-        self.gateway.apply_config(applied)
-        diff = await self.supervisor.apply(applied)
+        new = await read_config(path, os.environ)
+        if isinstance(new, ConfigError):
+            return False, str(new)
+        settled = settle(self.config, new)
+        if settled.pending:
+            log.warning("config changes not applied until the next restart", keys=settled.pending)
+        self.config = settled.config
+        self.gateway.apply_config(settled.config)  # its subscriptions follow the cameras
+        diff = await self.supervisor.apply(settled.config)
         if self.node_registry is not None and diff.removed:
             await self.node_registry.forget(diff.removed)
             if self.directory is not None:
                 await self.directory.refresh_quietly()  # this gateway's list, at once
-        log.info(
-            "config reloaded",
-            added=list(diff.added),
-            removed=list(diff.removed),
-            changed=list(diff.changed),
-            unchanged=len(diff.unchanged),
-            applied=list(server.applied),
-            not_applied=pending,
-        )
-        return True, reload_summary(diff.added, diff.removed, diff.changed, server.applied, pending)
+        return True, reloaded(diff, settled)
 
     # --- systemd ---------------------------------------------------------------------
     def _report_status(self) -> None:
@@ -429,22 +364,6 @@ class Daemon:
             await self.node_registry.release_all()  # a standby takes over at once
         if self.directory is not None:
             await self.directory.close()
-
-
-def reload_summary(
-    added: Collection[str],
-    removed: Collection[str],
-    changed: Collection[str],
-    applied: Collection[str],
-    pending: Collection[str],
-) -> str:
-    """What a reload did, for the API's ``detail`` and ``streamd reload``'s output."""
-    summary = f"added {len(added)}, removed {len(removed)}, changed {len(changed)}"
-    if applied:
-        summary += f"; applied: {', '.join(applied)}"
-    if pending:
-        summary += f"; NOT applied until restart: {', '.join(pending)}"
-    return summary
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -20,7 +20,7 @@ from streamd.eventlog.records import CLUSTER_KEYS
 from .conftest import Daemon, wait_for
 from .scale_support import RedisCluster, node_config, start_node, state_of
 from .test_events import STORM, events, get, key
-from .test_old_api import call, jpeg_bytes, same_jpeg
+from .test_seed_api import call, jpeg_bytes, same_jpeg
 
 PUSHED = {"id": "pushed", "source": "external:"}
 

@@ -13,14 +13,14 @@ import pytest
 
 from streamd.config import ServerConfig, TokenConfig
 from streamd.config.server import reload_server
-from streamd.daemon import reload_summary
 from streamd.eventlog.records import QueryError, decode_entry, parse_query, parse_stream_id
 from streamd.gateway import protocol
 from streamd.gateway.auth import Decision, Need
 from streamd.gateway.live_events import BadEventError, plausible_live_id, viewer_event
-from streamd.gateway.old_shapes import default_interval
 from streamd.gateway.responses import json_response, wall_policy
 from streamd.gateway.revoke import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, ViewerAccess, lost_access
+from streamd.gateway.seed_shapes import default_interval
+from streamd.reload import reload_summary
 from streamd.systemd import watchdog_interval
 from streamd.untrusted import ascii_decimal, ascii_int, dumps, is_ascii_digits, loads
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
@@ -273,3 +273,16 @@ class PageBuilder:
         """``exhausted``: the range has no more entries after the last one fed."""
         self.page.cursor = None if exhausted and not self.done else self.last_id
         return self.page
+
+
+class EventStore(Protocol):
+    """Where kept events are read: ``redis_log.RedisEventStore`` or
+    ``local_log.LocalEventLog`` (the gateway's events API and replays)."""
+
+    junk: int  # entries skipped so far that were not events
+
+    async def query(self, query: EventQuery, allowed: Callable[[str], bool]) -> Page: ...
+
+    async def get(self, event_id: str) -> EventRecord | None: ...
+
+    async def snapshot(self, record: EventRecord) -> bytes | None: ...

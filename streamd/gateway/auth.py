@@ -41,6 +41,11 @@ class Decision:
     status: int = 200
     reason: str = ""
 
+    @property
+    def refusal(self) -> str:
+        """The name a refusal is counted under: no valid token, or not this one's."""
+        return "unauthorized" if self.status == 401 else "forbidden"
+
 
 ALLOW = Decision(True)
 

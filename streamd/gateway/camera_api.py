@@ -1,4 +1,4 @@
-"""The old API's camera paths that were missing (issue 19), and the node list:
+"""The seed system's camera paths that streamd added (issue 19), and the node list:
 
 - ``GET /api/v1/cameras/{id}/logs?lines=N``: the camera's recent records from
   the supervisor's bounded ring (``camera_log.py``), scoped like the camera.
@@ -10,7 +10,7 @@
 - ``GET /api/nodes``: each node's name, role, cameras owned and lease age, from
   the registry; scoped like ``/api/cameras``.
 
-Errors use the old ``{"detail": {"error", "message"}}`` shape on ``/api/v1``.
+Errors use the seed system's ``{"detail": {"error", "message"}}`` shape on ``/api/v1``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -29,15 +29,13 @@ from streamd.camera_log import MAX_RECORDS, parse_lines
 from streamd.child import child_environment
 from streamd.config import is_valid_camera_id
 from streamd.config.urls import has_raw_whitespace
-from streamd.gateway import protocol
 from streamd.gateway.auth import Need
-from streamd.gateway.responses import BodyRefusal, json_response, read_body
+from streamd.gateway.request_guards import cross_site_refusal, denied, json_object
+from streamd.gateway.responses import json_response
 from streamd.gateway.routes import Route, RouteKind
+from streamd.gateway.state import GatewayState
 from streamd.redact import redact_url
 from streamd.registry.directory import node_summaries
-
-if TYPE_CHECKING:
-    from streamd.gateway.server import Gateway
 
 log = structlog.get_logger("streamd.gateway")
 ROUTE_KINDS = frozenset({RouteKind.V1_CAMERA_LOGS, RouteKind.V1_CAMERA_TEST, RouteKind.NODES})
@@ -73,62 +71,51 @@ class Probes:
 
 
 async def handle(
-    gateway: Gateway, request: web.BaseRequest, target: Route, peer: str, token: str | None
+    state: GatewayState,
+    probes: Probes,
+    request: web.BaseRequest,
+    target: Route,
+    peer: str,
+    token: str | None,
 ) -> web.Response:
     if target.kind is RouteKind.NODES:
-        return _denied(gateway, Need.LIST, token, peer, old_api=False) or nodes(gateway, token)
+        return denied(state, Need.LIST, token, peer) or nodes(state, token)
     camera_id = target.camera_id
     if not is_valid_camera_id(camera_id):
-        return gateway.refuse("not_found", 404, "invalid camera id", old_api=True)
+        return state.refuse("not_found", 404, "invalid camera id", seed_errors=True)
     if target.kind is RouteKind.V1_CAMERA_LOGS:
-        return _denied(gateway, Need.VIEW, token, peer, camera_id) or logs(
-            gateway, request, camera_id
+        return denied(state, Need.VIEW, token, peer, camera_id, seed_errors=True) or logs(
+            state, request, camera_id
         )
-    return await test_camera(gateway, request, camera_id, peer, token)
+    return await test_camera(state, probes, request, camera_id, peer, token)
 
 
-def _denied(
-    gateway: Gateway,
-    need: Need,
-    token: str | None,
-    peer: str,
-    camera_id: str | None = None,
-    *,
-    old_api: bool = True,
-) -> web.Response | None:
-    decision = gateway.decide(need, token, peer, camera_id)
-    if decision.allowed:
-        return None
-    reason = "unauthorized" if decision.status == 401 else "forbidden"
-    return gateway.refuse(reason, decision.status, decision.reason, old_api=old_api, peer=peer)
-
-
-def logs(gateway: Gateway, request: web.BaseRequest, camera_id: str) -> web.Response:
+def logs(state: GatewayState, request: web.BaseRequest, camera_id: str) -> web.Response:
     lines = parse_lines(request.query.getall("lines", []), MAX_RECORDS)
     if isinstance(lines, str):
-        return gateway.refuse("bad_request", 400, lines, old_api=True)
-    records = gateway.control.camera_log(camera_id, lines)
+        return state.refuse("bad_request", 400, lines, seed_errors=True)
+    records = state.control.camera_log(camera_id, lines)
     if records is None:
         message = f"camera {camera_id} is not run on this node (no log here)"
-        return gateway.refuse("not_found", 404, message, old_api=True)
+        return state.refuse("not_found", 404, message, seed_errors=True)
     return json_response(200, {"camera_id": camera_id, "lines": lines, "records": records})
 
 
-def nodes(gateway: Gateway, token: str | None) -> web.Response:
-    visible = set(gateway.visible_cameras(token))
-    scoped = bool(gateway.config.server.tokens)
-    this = gateway.control.this_node()
+def nodes(state: GatewayState, token: str | None) -> web.Response:
+    visible = set(state.visible_cameras(token))
+    scoped = bool(state.config.server.tokens)
+    this = state.control.this_node()
     found: list[dict[str, Any]] = []
     if this is not None:
         this = {**this, "cameras": [c for c in this["cameras"] if c in visible]}
         if this["cameras"] or not scoped:
             found.append(this)
-    directory = gateway.directory
+    directory = state.directory
     if directory is not None:
         others = node_summaries(
             directory.entries.values(),
             directory.redis_now_ms(),
-            gateway.config.redis.lease,
+            state.config.redis.lease,
             visible,
         )
         found += [n for n in others if this is None or n["name"] != this["name"]]
@@ -136,40 +123,35 @@ def nodes(gateway: Gateway, token: str | None) -> web.Response:
 
 
 async def test_camera(
-    gateway: Gateway, request: web.BaseRequest, camera_id: str, peer: str, token: str | None
+    state: GatewayState,
+    probes: Probes,
+    request: web.BaseRequest,
+    camera_id: str,
+    peer: str,
+    token: str | None,
 ) -> web.Response:
-    refusal = gateway.cross_site_refusal(request, peer, old_api=True)
+    refusal = cross_site_refusal(state, request, peer, seed_errors=True)
+    if refusal is None:
+        refusal = denied(state, Need.ADMIN, token, peer, seed_errors=True)
     if refusal is not None:
         return refusal
-    denied = _denied(gateway, Need.ADMIN, token, peer)
-    if denied is not None:
-        return denied
-    body = await read_body(request, MAX_TEST_BODY, gateway.config.server.handshake_timeout)
-    if isinstance(body, BodyRefusal):
-        return gateway.refuse(body.reason, body.status, body.message, old_api=True)
-    parsed: object = {}
-    if body.strip():
-        try:
-            parsed = protocol.loads_bounded(body)
-        except ValueError:
-            parsed = None
-    if not isinstance(parsed, dict):
-        return gateway.refuse("bad_request", 400, "the body must be a JSON object", old_api=True)
+    parsed = await json_object(state, request, MAX_TEST_BODY, seed_errors=True)
+    if isinstance(parsed, web.Response):
+        return parsed
     if "url" in parsed:
         problem = network_source_problem(parsed["url"])
         if problem is not None:
-            return gateway.refuse("bad_request", 422, problem, old_api=True)
+            return state.refuse("bad_request", 422, problem, seed_errors=True)
         source = str(parsed["url"])
     else:
-        camera = gateway.config.camera(camera_id)
+        camera = state.config.camera(camera_id)
         if camera is None or camera.external:
             message = f'camera {camera_id} has no source here: give one as {{"url": …}}'
-            return gateway.refuse("not_found", 404, message, old_api=True)
+            return state.refuse("not_found", 404, message, seed_errors=True)
         source = camera.source
-    probes = gateway.probes
     if probes.running >= probes.limit:
         message = f"{probes.limit} camera tests are running; try again shortly"
-        busy = gateway.refuse("probe_busy", 429, message, old_api=True)
+        busy = state.refuse("probe_busy", 429, message, seed_errors=True)
         busy.headers["Retry-After"] = "5"
         return busy
     probes.running += 1
@@ -181,7 +163,7 @@ async def test_camera(
     if not result.get("ok"):
         status = 504 if result.get("timeout") else 502
         error = str(result.get("error", "the source gave no picture"))[:300]
-        return gateway.refuse("camera_test_failed", status, error, old_api=True)
+        return state.refuse("camera_test_failed", status, error, seed_errors=True)
     answer = {
         "ok": True,
         "camera_id": camera_id,

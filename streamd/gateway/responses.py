@@ -56,12 +56,12 @@ def json_response(
 
 
 def error(
-    status: int, message: str, *, close: bool = False, old_api: str | None = None
+    status: int, message: str, *, close: bool = False, seed_error: str | None = None
 ) -> web.Response:
-    """streamd's ``{"error": message}``, or with ``old_api`` (the error's short
-    name) the old API server's ``{"detail": {"error", "message"}}``."""
-    if old_api is not None:
-        body: dict[str, Any] = {"detail": {"error": old_api, "message": message}}
+    """streamd's ``{"error": message}``, or with ``seed_error`` (the error's short
+    name) the seed system's ``{"detail": {"error", "message"}}``."""
+    if seed_error is not None:
+        body: dict[str, Any] = {"detail": {"error": seed_error, "message": message}}
     else:
         body = {"error": message}
     return json_response(status, body, close=close)

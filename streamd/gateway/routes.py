@@ -24,7 +24,8 @@ class RouteKind(enum.Enum):
     EVENTS = "events"  # /api/events (gateway/events_api.py)
     EVENT_SNAPSHOT = "event_snapshot"  # /api/events/{id}/snapshot.jpg
     NOT_FOUND = "not_found"
-    # The old API server's surface (/work/shared/seed-api.md), answered in its shapes:
+    # The seed system's surface (the detection system streamd replaces; its API
+    # server's /api/v1 paths), answered in its shapes (gateway/seed_api.py):
     V1_STREAM_STATS = "v1_stream_stats"  # GET /api/v1/video-stream/stats
     V1_STREAM_STATUS = "v1_stream_status"  # GET /api/v1/video-stream/status/{id}
     V1_FRAME_PUSH = "v1_frame_push"  # POST /api/v1/video-stream/frame/{id}
@@ -39,8 +40,9 @@ class RouteKind(enum.Enum):
     NODES = "nodes"  # GET /api/nodes
 
     @property
-    def old_api(self) -> bool:
-        """Errors in the old server's ``{"detail": {...}}`` shape."""
+    def seed_errors(self) -> bool:
+        """Errors in the seed system's ``{"detail": {...}}`` shape: every path of
+        its surface, camera start/stop included (its clients read that shape)."""
         return self.value.startswith("v1_") or self is RouteKind.CAMERA_CONTROL
 
     @property

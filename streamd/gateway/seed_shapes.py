@@ -1,4 +1,4 @@
-"""The old API server's shapes (pure): the per-camera stream config and the
+"""The seed system's shapes (pure): the per-camera stream config and the
 camera entries its frontend reads (see /work/shared/seed-api.md and the
 README's "Replacing the old video-stream server")."""
 
@@ -19,7 +19,7 @@ from streamd.untrusted import ascii_int
 
 MAX_STREAM_INTERVAL = 1000
 MAX_LOG_INTERVAL = 86_400
-CONFIG_HASH_PREFIX = "video_stream:config:"  # the old detection processes read it
+CONFIG_HASH_PREFIX = "video_stream:config:"  # the seed system's detection processes read it
 CONFIG_HASH_TTL_S = 3600
 
 
