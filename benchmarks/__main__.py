@@ -17,7 +17,9 @@ machine, at the same time, so a loaded or slow machine moves both alike:
    latency p50/p99, CPU; and the largest N with every viewer >= 95 % of frames
    and p99 <= 100 ms;
 5. how cost grows (full run only): camera CPU per frame with resolution,
-   gateway CPU with viewers, daemon CPU with cameras (from 4), with the slope.
+   gateway CPU with viewers, daemon CPU with cameras (from 4), with the slope;
+6. H.264 passthrough (issue 20) per frame vs a demux-only loop and vs decode +
+   JPEG, and its bytes per frame vs JPEG (benchmarks/passthrough.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from benchmarks._redis import redis_server
 from benchmarks.camera_cost import child_cost, clip_jpegs, floor_per_frame
 from benchmarks.end_to_end import FPS, VIEWERS_PER_CAMERA, Step, run_step
 from benchmarks.gateway_cost import gateway_per_frame, raw_send_per_frame
+from benchmarks.passthrough import clips as passthrough_clips
+from benchmarks.passthrough import measure as passthrough_measure
 from tests.cameras import Clip, MjpegHttpServer, RtspServer, make_clip
 
 H264_720 = Clip("h264", 1280, 720)
@@ -247,11 +251,29 @@ def end_to_end_rows(
     return steps
 
 
+def passthrough_rows(table: Table, folder: Path, frames: int) -> None:
+    table.section(f"6. H.264 1920x1080 passthrough per frame (load {os.getloadavg()[0]:.1f})")
+    for path, label in passthrough_clips(folder):
+        f = passthrough_measure(path, label, frames, frames // 4)
+        mine = f"{f.passthrough * 1e6:.0f} µs"
+        ratio = f.passthrough / f.demux_only
+        demux_only = f"demux only {f.demux_only * 1e6:.0f} µs"
+        table.add(
+            Row(f"{label}: demux + passthrough", mine, demux_only, ratio, "<= 1.5", ratio <= 1.5)
+        )
+        decode_jpeg = f"decode + JPEG {ms(f.decode_jpeg)}"
+        table.add(
+            Row(f"{label}: vs decode + JPEG", mine, decode_jpeg, f.passthrough / f.decode_jpeg)
+        )
+        sizes = (f"{f.message_bytes:.0f} B", f"JPEG {f.jpeg_bytes:.0f} B")
+        table.add(Row(f"{label}: bytes per frame", *sizes, f.message_bytes / f.jpeg_bytes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sources, shorter runs")
     parser.add_argument("--cameras", help="end-to-end camera counts, e.g. 1,2,4,8,12")
-    parser.add_argument("--sections", default="1,2,3,4,5", help="which parts to run, e.g. 2,4")
+    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which parts to run, e.g. 2,4")
     args = parser.parse_args()
     quick = args.quick
     clips = QUICK_CLIPS if quick else FULL_CLIPS
@@ -276,6 +298,8 @@ def main() -> None:
                 steps = end_to_end_rows(table, redis_port, h264, counts, 6.0 if quick else 10.0)
             if "5" in sections and not quick:
                 growth_rows(table, redis_port, rtsp, steps, seconds)
+            if "6" in sections:
+                passthrough_rows(table, folder, 300 if quick else 900)
     print()
     print(table.render())
 

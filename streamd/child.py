@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from streamd.backoff import Backoff
+from streamd.camera_log import CameraLog, RecordingLogger
 from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import SupervisorConfig
 from streamd.launch import ChildProcess, Launcher
@@ -73,8 +74,9 @@ class ChildStatus:
         self.heartbeat = None
 
     @property
-    def source_state(self) -> CameraState:
-        """The source's state, or the child's own while none runs or reports."""
+    def camera_state(self) -> CameraState:
+        """What the camera is said to be: its source's state, or the child's own
+        while none runs or reports."""
         if self.pid is None:
             return ChildState.CONFLICT if self.held_by else self.lifecycle.state
         if self.heartbeat is None:
@@ -88,7 +90,7 @@ class ChildStatus:
     def camera_status(self) -> CameraStatus:
         heartbeat = self.heartbeat
         return CameraStatus(
-            state=self.source_state,
+            state=self.camera_state,
             child=self.lifecycle.state,
             pid=self.pid,
             started_by=self.started_by if self.pid is not None else None,
@@ -115,6 +117,7 @@ class CameraChild:
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
         env: Mapping[str, str] | None = None,
+        journal: CameraLog | None = None,
         launcher: Launcher | None = None,
         start_slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
@@ -127,7 +130,9 @@ class CameraChild:
         self.on_frame = on_frame
         backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
         self.status = ChildStatus(Lifecycle(backoff, stable_after=settings.stable_after))
-        self.log = log.bind(camera_id=spec.camera.id)
+        # Every record is also kept in the camera's ring (GET …/logs, camera_log.py).
+        self.journal = journal if journal is not None else CameraLog()
+        self.log = RecordingLogger(log.bind(camera_id=spec.camera.id), self.journal)
         self._process: ChildProcess | None = None
         self._started = asyncio.Event()  # the current child sent its first heartbeat
         self._terminating = False  # we are stopping the current child
@@ -300,6 +305,10 @@ class CameraChild:
             self.status.lifecycle.on_frames(now)
         if previous is not None and heartbeat.state != previous.state:
             self.log.info("camera state", state=heartbeat.state, previous=previous.state)
+        detector = heartbeat.detector
+        failed = detector is not None and detector.startswith("failed")
+        if failed and (previous is None or previous.detector != detector):
+            self.log.error("detector failed", detector=detector)
 
     async def _watch_heartbeats(self, process: ChildProcess) -> None:
         """Kill a child that does not start in time, or that stops sending
@@ -323,9 +332,9 @@ class CameraChild:
                 await asyncio.wait_for(self._heartbeat.wait(), self.settings.stall_timeout)
             except TimeoutError:
                 self.status.stalls += 1
-                self.status.last_error = "child stalled (no heartbeat)"
+                self.status.last_error = "child hung (no heartbeat)"
                 self.log.error(
-                    "camera child stalled: no heartbeat; replacing it",
+                    "camera child hung: no heartbeat; replacing it",
                     pid=process.pid,
                     stall_timeout_s=self.settings.stall_timeout,
                 )

@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from streamd import __version__
+from streamd import __version__, install
 from streamd.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -29,35 +29,11 @@ from streamd.config import (
     load_config,
     parse_camera,
 )
+from streamd.errors import CliError
 from streamd.observability import configure_logging
 from streamd.redact import redact_url
+from streamd.starter import STARTER_CONFIG, atomic_write
 from streamd.states import ExitCode
-
-EXIT_CONFIG = ExitCode.CONFIG
-EXIT_USAGE = ExitCode.USAGE
-EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
-
-STARTER_CONFIG = """\
-# streamd configuration. Validate with: streamd check -c {path}
-# One file per extra camera can live in {dropins}/ (see: streamd camera add).
-
-[redis]
-url = "redis://127.0.0.1:6379/0"   # frames still reach viewers when Redis is down
-
-[server]
-listen = "127.0.0.1:8765"          # loopback only unless you change it
-
-[[cameras]]
-id = "demo"
-source = "synthetic:"              # rtsp://…, http(s)://… MJPEG, a file path, device:0
-fps = 10
-"""
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "camera":
             return _camera(args)
         if args.command in ("install", "uninstall"):
-            from streamd import install  # imports this module; see streamd/install.py
-
             if args.command == "install":
                 return install.install_systemd(args.config, args.enable, args.dry_run)
             return install.uninstall_systemd(args.config, args.dry_run)
@@ -124,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             return _status(config, args.json)
     except ConfigError as exc:
         print(f"streamd: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except CliError as exc:
         print(f"streamd: {exc}", file=sys.stderr)
         return exc.code
@@ -137,27 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 # --- init and camera ------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _init(path: Path, force: bool) -> int:
     if path.exists() and not force:
         raise CliError(f"{path} exists; not overwriting it (use --force)")
     dropins = default_dropin_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dropins.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, STARTER_CONFIG.format(path=path, dropins=dropins))
+    atomic_write(path, STARTER_CONFIG.format(path=path, dropins=dropins))
     print(f"wrote {path}; drop-in directory {dropins}")
     return 0
 
@@ -174,13 +134,13 @@ def _camera(args: argparse.Namespace) -> int:
             )
         return 0
     if not is_valid_camera_id(args.id):
-        raise CliError(f"{args.id!r} is not a valid camera id", EXIT_USAGE)
+        raise CliError(f"{args.id!r} is not a valid camera id", ExitCode.USAGE)
     config = load_config(config_path, os.environ)
     target = dropins / f"{args.id}.toml"
     if args.camera_command == "add":
         if config.camera(args.id) is not None:
             where = dict(config.origins)[args.id]
-            raise CliError(f"camera {args.id!r} already exists (in {where})", EXIT_USAGE)
+            raise CliError(f"camera {args.id!r} already exists (in {where})", ExitCode.USAGE)
         table: dict[str, Any] = {"id": args.id, "source": args.source}
         for key, value in (
             ("fps", args.fps),
@@ -194,7 +154,7 @@ def _camera(args: argparse.Namespace) -> int:
                 table[key] = value
         parse_camera(str(target), 0, table, os.environ)  # valid by construction, or refused
         dropins.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, tomli_w.dumps({"cameras": [table]}))
+        atomic_write(target, tomli_w.dumps({"cameras": [table]}))
         try:
             load_config(config_path, os.environ)
         except ConfigError:
@@ -203,10 +163,12 @@ def _camera(args: argparse.Namespace) -> int:
         print(f"added camera {args.id} in {target}")
     else:
         if config.camera(args.id) is None:
-            raise CliError(f"no camera {args.id!r}", EXIT_USAGE)
+            raise CliError(f"no camera {args.id!r}", ExitCode.USAGE)
         if not target.exists():
             where = dict(config.origins)[args.id]
-            raise CliError(f"camera {args.id!r} is defined in {where}; edit that file", EXIT_USAGE)
+            raise CliError(
+                f"camera {args.id!r} is defined in {where}; edit that file", ExitCode.USAGE
+            )
         target.unlink()
         print(f"removed camera {args.id} ({target})")
     if args.reload:
@@ -240,10 +202,10 @@ def _call(config: Config, path: str, method: str = "GET") -> dict[str, Any]:
             return dict(json.load(response))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace").strip()
-        raise CliError(f"daemon answered {exc.code}: {detail}", EXIT_UNAVAILABLE) from None
+        raise CliError(f"daemon answered {exc.code}: {detail}", ExitCode.UNAVAILABLE) from None
     except OSError as exc:
         raise CliError(
-            f"cannot reach the daemon at {config.server.listen}: {exc}", EXIT_UNAVAILABLE
+            f"cannot reach the daemon at {config.server.listen}: {exc}", ExitCode.UNAVAILABLE
         ) from None
 
 

@@ -27,27 +27,26 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
-from streamd.config import Config, ConfigError, load_config
-from streamd.eventlog.local_log import LocalEventLog, default_directory
-from streamd.eventlog.redis_log import RedisEventStore
+from streamd.config import Config, ConfigError
 from streamd.forkserver.client import ForkServerClient
 from streamd.forkserver.metrics import ForkServerCollector
 from streamd.gateway.hub import Hub
-from streamd.gateway.server import MAX_EVENT_BYTES, Gateway
+from streamd.gateway.server import Gateway
+from streamd.gateway_feeds import event_store, frame_subscriber
 from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.registry.connection import RegistryConnection
 from streamd.registry.directory import CameraDirectory
 from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
+from streamd.reload import read_config, reloaded, settle
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.signals import SignalRequests
 from streamd.starting import StartMethod
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor, child_environment
 from streamd.systemd import Notifier, watchdog_interval
-from streamd.transport.cluster import Topology, plain_client
+from streamd.transport.cluster import Topology
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
-from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd")
 STATUS_INTERVAL_S = 5.0
@@ -63,32 +62,12 @@ class Daemon:
         self.notifier = Notifier(os.environ)
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
-        self.subscriber: FrameSubscriber | None = None
         topology = Topology(
             config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
         )
-        # Larger messages are read past by the subscriber (the gateway would refuse them).
-        max_message_bytes = max(config.server.max_frame_bytes, MAX_EVENT_BYTES)
-        if config.redis.enabled and config.redis.cluster:
-            self.subscriber = ShardedFrameSubscriber(
-                topology,
-                config.redis.channel_prefix,
-                on_frame=self._ingest,
-                on_event=self._ingest_event,
-                max_message_bytes=max_message_bytes,
-                on_dropped=self._dropped,
-            )
-        elif config.redis.enabled:
-            self.subscriber = FrameSubscriber(
-                config.redis.url,
-                config.redis.channel_prefix,
-                on_frame=self._ingest,
-                on_event=self._ingest_event,
-                max_message_bytes=max_message_bytes,
-                on_dropped=self._dropped,
-            )
-            for camera in config.cameras:
-                self.subscriber.want_events(camera.id)
+        self.subscriber = frame_subscriber(
+            config, topology, self._ingest, self._ingest_event, self._dropped
+        )
         # The warm fork server children are forked from (started first in ``run``).
         self.fork_server_client = (
             ForkServerClient(child_environment(os.environ, ""))
@@ -127,8 +106,8 @@ class Daemon:
             fallback_active=self.supervisor.fallback_active,
             directory=self.directory,
             env=os.environ,
+            events=event_store(config, os.environ),
         )
-        self.gateway.events = self._event_store(config)
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
         self.registry = CollectorRegistry(auto_describe=False)
@@ -163,15 +142,6 @@ class Daemon:
         payload, _, snapshot = body.partition(b"\0")
         self.gateway.ingest_event(camera_id, payload, snapshot or None)
 
-    @staticmethod
-    def _event_store(config: Config) -> RedisEventStore | LocalEventLog:
-        """Kept events: read from Redis' stream, or kept here without Redis."""
-        if config.redis.enabled:
-            return RedisEventStore(plain_client(config.redis.url, max_connections=4))
-        events = config.events
-        directory = Path(events.directory) if events.directory else default_directory(os.environ)
-        return LocalEventLog(events, directory)
-
     # --- Control (gateway API) -------------------------------------------------------
     async def start_camera(self, camera_id: str) -> bool:
         return self.supervisor.start_camera(camera_id)
@@ -201,16 +171,12 @@ class Daemon:
             "spawn_fallbacks": launcher.fallbacks,
         }
 
-    def cameras(self) -> dict[str, dict[str, Any]]:
-        """The same as JSON objects (the API's shape)."""
-        return {camera_id: s.to_json() for camera_id, s in self.camera_statuses().items()}
-
     def samples(self) -> dict[str, CameraSample]:
         return {
             camera_id: CameraSample(
                 figures=child.status.totals(),
                 delivery=self.hub.delivery(camera_id).copy(),
-                state=child.status.source_state,
+                state=child.status.camera_state,
                 viewers=self.hub.viewers(camera_id),
                 restarts=child.status.lifecycle.restarts,
                 stalls=child.status.stalls,
@@ -226,6 +192,22 @@ class Daemon:
 
     def set_publish_interval(self, camera_id: str, every: int) -> bool:
         return self.supervisor.set_publish_every(camera_id, every)
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        return self.supervisor.camera_log(camera_id, lines)
+
+    def this_node(self) -> dict[str, Any] | None:
+        """This node for ``GET /api/nodes``: the registry's view, or (embedded, no
+        registry) the cameras this daemon runs."""
+        if self.node_registry is not None:
+            return self.node_registry.summary()
+        return {
+            "name": self.config.redis.node_name or default_node_name(),
+            "role": "embedded",
+            "cameras": sorted(self.supervisor.children),
+            "lease_age_s": None,
+            "this_node": True,
+        }
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
         """Prometheus text; ``cameras`` limits it to those cameras' series (a
@@ -266,35 +248,15 @@ class Daemon:
                 self._report_status()
 
     async def _reload(self, path: Path) -> tuple[bool, str]:
-        try:
-            new = await asyncio.to_thread(load_config, path, os.environ)
-        except ConfigError as exc:
-            log.error(
-                "reload refused: invalid config; keeping the running one",
-                file=exc.source,
-                key=exc.key,
-                reason=exc.problem,
-            )
-            return False, str(exc)
-        old = self.config
-        # The listening socket and the Redis connections stay as started.
-        for label, changed in (
-            ("server", old.server != new.server),
-            ("redis", old.redis != new.redis),
-        ):
-            if changed:
-                log.warning("config section changed; it applies at the next restart", section=label)
-        applied = replace(new, server=old.server, redis=old.redis)
-        if self.subscriber is not None:
-            new_ids = {c.id for c in new.cameras}
-            old_ids = {c.id for c in old.cameras}
-            for camera_id in new_ids - old_ids:
-                self.subscriber.want_events(camera_id)
-            for camera_id in old_ids - new_ids:
-                self.subscriber.unwant_events(camera_id)
-        self.config = applied
-        self.gateway.apply_config(applied)
-        diff = await self.supervisor.apply(applied)
+        new = await read_config(path, os.environ)
+        if isinstance(new, ConfigError):
+            return False, str(new)
+        settled = settle(self.config, new)
+        if settled.pending:
+            log.warning("config changes not applied until the next restart", keys=settled.pending)
+        self.config = settled.config
+        self.gateway.apply_config(settled.config)  # its subscriptions follow the cameras
+        diff = await self.supervisor.apply(settled.config)
         if self.node_registry is not None and diff.removed:
             await self.node_registry.forget(diff.removed)
             if self.directory is not None:
@@ -302,16 +264,7 @@ class Daemon:
         if self.node_registry is not None and diff.added:
             # Claimed now, not at the next registry round: their children start at once.
             await self.node_registry.tick()
-        log.info(
-            "config reloaded",
-            added=list(diff.added),
-            removed=list(diff.removed),
-            changed=list(diff.changed),
-            unchanged=len(diff.unchanged),
-        )
-        return True, (
-            f"added {len(diff.added)}, removed {len(diff.removed)}, changed {len(diff.changed)}"
-        )
+        return True, reloaded(diff, settled)
 
     # --- systemd ---------------------------------------------------------------------
     def _report_status(self) -> None:

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from streamd.cli import EXIT_UNAVAILABLE, EXIT_USAGE, STARTER_CONFIG, CliError, _atomic_write
 from streamd.config import default_dropin_dir
+from streamd.errors import CliError
+from streamd.starter import STARTER_CONFIG, atomic_write
+from streamd.states import ExitCode
 
 UNIT_NAME = "streamd.service"
 UNIT_DIR = Path("/etc/systemd/system")
-EXIT_NO_PERMISSION = 77
 
 
 @dataclass(frozen=True)
@@ -189,20 +190,20 @@ def _systemctl() -> str:
 def _ready_for_real_run() -> None:
     if os.geteuid() != 0:
         raise CliError(
-            "must run as root (e.g. with sudo); --dry-run shows the steps", EXIT_NO_PERMISSION
+            "must run as root (e.g. with sudo); --dry-run shows the steps", ExitCode.NO_PERMISSION
         )
     if not Path("/run/systemd/system").is_dir():
         raise CliError(
-            "systemd is not running on this machine (no /run/systemd/system)", EXIT_UNAVAILABLE
+            "systemd is not running on this machine (no /run/systemd/system)", ExitCode.UNAVAILABLE
         )
     if shutil.which("systemctl") is None:
-        raise CliError("systemctl not found", EXIT_UNAVAILABLE)
+        raise CliError("systemctl not found", ExitCode.UNAVAILABLE)
 
 
 def apply(step: Step) -> None:
     if isinstance(step, WriteFile):
         step.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(step.path, step.text, step.mode)
+        atomic_write(step.path, step.text, step.mode)
     elif isinstance(step, MakeDir):
         step.path.mkdir(mode=0o755, parents=True, exist_ok=True)
     elif isinstance(step, RemoveFile):
@@ -249,7 +250,7 @@ def install_systemd(config: Path, enable: bool, dry_run: bool) -> int:
             f"{command[0]} (or its interpreter) is under {hidden}, which the unit hides "
             "from the service (ProtectHome=, PrivateTmp=); install streamd system-wide, "
             "e.g. in /opt/streamd/venv with the system's python3 (see README)",
-            EXIT_USAGE,
+            ExitCode.USAGE,
         )
     steps = plan_install(
         template=unit_template(),

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
+from streamd.untrusted import is_ascii_digits
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SOCKET_OVERRIDE_ENV = "STREAMD_JOURNAL_SOCKET"  # for tests: a socket in place of journald's
 PRIORITIES = {
@@ -41,7 +43,7 @@ def stdout_is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
     """True when ``stream`` is the journal stream systemd connected us to."""
     value = env.get("JOURNAL_STREAM", "")
     device, _, inode = value.partition(":")
-    if not device.isdigit() or not inode.isdigit():
+    if not is_ascii_digits(device) or not is_ascii_digits(inode):
         return False
     try:
         stat = os.fstat(stream.fileno())

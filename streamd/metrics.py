@@ -7,7 +7,9 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_frames_fallback_total``, ``streamd_publish_attempts_total``,
   ``streamd_publish_failures_total``, ``streamd_published_bytes_total``
 - ``streamd_frames_dropped_total{camera,reason}``
-- ``streamd_detect_runs_total``, ``streamd_detection_events_total``
+- ``streamd_detect_runs_total``, ``streamd_detection_events_total``,
+  ``streamd_detection_events_dropped_total`` (the backlog waiting for Redis was
+  full), ``streamd_detection_events_not_kept_total`` (Redis refused them)
 - ``streamd_detect_seconds`` (per detector call),
   ``streamd_publish_latency_seconds`` (queue → Redis ack),
   ``streamd_capture_to_publish_seconds``, ``streamd_end_to_end_latency_seconds``
@@ -52,6 +54,16 @@ COUNTERS = (
     ("published_bytes", "bytes_published", "Bytes published to Redis"),
     ("detect_runs", "detect_runs", "Detector calls"),
     ("detection_events", "events", "Detection events (appeared/left)"),
+    (
+        "detection_events_dropped",
+        "events_dropped",
+        "Detection events dropped: the backlog waiting for Redis was full",
+    ),
+    (
+        "detection_events_not_kept",
+        "events_not_kept",
+        "Detection events Redis refused to keep (an error reply): not published",
+    ),
 )
 
 

@@ -32,6 +32,20 @@ class SourceState(enum.StrEnum):
     OFFLINE = "offline"  # judged by the gateway: no frame ever seen from another node's camera
 
 
+# One rule for "stalled", so a camera means the same by it wherever it is judged: by
+# its own child (``worker.main``) and by a gateway for another node's camera
+# (``gateway.protocol.camera_state``). Five frame intervals of a slow camera, or
+# 3 s, whichever is longer: a 1 fps camera is not stalled after one late frame,
+# and a silent camera shows ``stalled`` before its 5 s read timeout reopens it.
+STALL_AFTER_S = 3.0
+STALL_AFTER_FRAMES = 5
+
+
+def picture_stalled(frame_age: float, fps: float | None = None) -> bool:
+    """No frame for ``frame_age`` seconds: is the picture stalled? (pure)"""
+    return frame_age > max(STALL_AFTER_S, STALL_AFTER_FRAMES / fps if fps else 0.0)
+
+
 # What a viewer or the API is told: the child's own state while no child runs
 # (or before its first heartbeat: ``starting``), else what its source does.
 CameraState = ChildState | SourceState
@@ -58,7 +72,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILURE = 1  # the shutdown deadline passed; what was left was killed
     USAGE = 2
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: the CLI cannot reach the daemon
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the CLI cannot reach the daemon, or systemd is absent
+    NO_PERMISSION = 77  # EX_NOPERM: ``streamd install --systemd`` needs root
     CANNOT_LISTEN = 71  # EX_OSERR: the gateway cannot listen (port taken, bad TLS files)
     CONFIG = 78  # EX_CONFIG: unusable configuration; a child is not restarted
     FORCED = 130  # a second SIGINT/SIGTERM: exit at once (128 + SIGINT)

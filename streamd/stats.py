@@ -129,6 +129,8 @@ COUNTER_NAMES = (
     "bytes_published",
     "detect_runs",
     "events",
+    "events_dropped",  # pushed out of the backlog that waits for Redis
+    "events_not_kept",  # Redis refused to keep them (an error reply, not an outage)
     "skipped_idle",
     # What the source decoded and converted (decode only what is needed)
     "decoded",

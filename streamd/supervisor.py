@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
+from streamd.camera_log import CameraLog
 from streamd.camera_status import CameraStatus
 from streamd.child import CameraChild, ChildStatus, FrameSink, child_environment
 from streamd.config import Config
@@ -50,6 +52,9 @@ class Supervisor:
         self.on_event = on_event
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
+        # Each camera's recent records (camera_log.py), kept across its children
+        # and config changes, dropped with the camera.
+        self.logs: dict[str, CameraLog] = {}
         self.held: dict[str, str] = {}  # camera id → the node that owns it (registry)
         # With a registry, a camera's child starts only once this node owns it
         # (``release``); ``owned`` are those it was told it owns.
@@ -79,12 +84,14 @@ class Supervisor:
 
     def _start_child(self, camera_id: str, spec: WorkerSpec) -> None:
         env = child_environment(self.parent_env, spec.camera.source)
+        journal = self.logs.setdefault(camera_id, CameraLog())
         child = CameraChild(
             spec,
             self.config.supervisor,
             self.on_frame,
             self.on_event,
             env,
+            journal,
             launcher=self.launcher,
             start_slot=lambda: self._starting,
         )
@@ -150,6 +157,7 @@ class Supervisor:
         self.config = config
         stopping = [self.children.pop(cid) for cid in (*diff.removed, *diff.changed)]
         for camera_id in diff.removed:
+            self.logs.pop(camera_id, None)
             self.owned.discard(camera_id)
             self.held.pop(camera_id, None)
         await asyncio.gather(*(child.stop() for child in stopping))
@@ -166,6 +174,7 @@ class Supervisor:
         child = self.children.get(camera_id)
         if child is None:
             return False
+        child.log.info("camera stop asked for")
         await child.stop()
         return True
 
@@ -173,8 +182,14 @@ class Supervisor:
         child = self.children.get(camera_id)
         if child is None or camera_id in self.held:  # another node publishes it
             return False
+        child.log.info("camera start asked for")
         child.start()
         return True
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        """The camera's newest records, or None if it is not run here."""
+        journal = self.logs.get(camera_id)
+        return None if journal is None else journal.tail(lines)
 
     def set_publish_every(self, camera_id: str, every: int) -> bool:
         child = self.children.get(camera_id)
@@ -192,7 +207,7 @@ class Supervisor:
         return any(c.status.redis_state.uses_fallback for c in self.children.values())
 
     def live_count(self) -> int:
-        return sum(1 for c in self.children.values() if c.status.source_state is SourceState.LIVE)
+        return sum(1 for c in self.children.values() if c.status.camera_state is SourceState.LIVE)
 
     def statuses(self) -> dict[str, CameraStatus]:
         return {cid: child.status.camera_status() for cid, child in self.children.items()}

@@ -12,6 +12,8 @@ import socket
 import time
 from collections.abc import Mapping
 
+from streamd.untrusted import is_ascii_digits
+
 
 def monotonic_usec() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -21,9 +23,9 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
     """Seconds between WATCHDOG=1 pings (half of ``WATCHDOG_USEC``), or None."""
     usec = env.get("WATCHDOG_USEC")
     owner = env.get("WATCHDOG_PID")
-    if not usec or not usec.isdigit() or int(usec) == 0:
+    if not usec or not is_ascii_digits(usec) or int(usec) == 0:
         return None
-    if owner and owner.isdigit() and int(owner) != pid:
+    if owner and is_ascii_digits(owner) and int(owner) != pid:
         return None  # the watchdog belongs to another process
     return int(usec) / 2_000_000
 

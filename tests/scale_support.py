@@ -235,6 +235,18 @@ class RedisCluster:
         process.kill()
         process.wait()
 
+    def revive(self) -> None:
+        """Restart every killed node (its nodes.conf makes it rejoin, as a replica
+        of the master promoted in its place) and wait until the cluster is whole
+        again: every node up, every replica in sync."""
+        dead = [p for p, proc in self.processes.items() if proc.poll() is not None]
+        for port in dead:
+            self._start_node(port)
+        if dead:
+            wait_for(lambda: all(self._ping(p) for p in dead), 10, "killed nodes back up")
+        wait_for(self.healthy, 30, "cluster_state:ok on every node")
+        wait_for(self.replicas_synced, 30, "every replica in sync (so it can be promoted)")
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

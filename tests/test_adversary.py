@@ -177,7 +177,7 @@ async def test_push_cannot_overwrite_a_camera_streamd_captures(daemon: Daemon) -
 
 
 # Found by the adversary, fixed since: POST /api/v1/video-stream/config/{id} keeps a
-# StreamConfig in memory for every camera id ever named (OldApi.configs), configured or not:
+# StreamConfig in memory for every camera id ever named (SeedApi.configs), configured or not:
 # unbounded, unlike the hub's 256-entry LRU for invented ids
 def test_stream_configs_for_invented_ids_are_bounded(
     daemon: Daemon, module_redis: RedisServer

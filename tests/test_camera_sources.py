@@ -18,10 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamd.config import CameraConfig, DetectorConfig
 from streamd.transport.frame import EncodedFrame, parse_frame
 from streamd.transport.publisher import pack_for_sending
+from streamd.worker.av_source import AvSource
 from streamd.worker.capture import CaptureLoop
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import build_detector
-from streamd.worker.sources import Source, open_source
+from streamd.worker.frames import Source, SourceError
+from streamd.worker.sources import open_source
 
 from .cameras import Clip, MjpegHttpServer, RtspServer, make_clip
 from .conftest import Daemon, RedisServer, wait_for
@@ -59,6 +61,7 @@ class Run:
         self.camera = CameraConfig("cam", source_url, fps=fps, width=width, detection=settings)
         self.source: Source = open_source(source_url)
         self.published: list[EncodedFrame] = []
+        self.decoded_at_publish: list[int] = []  # the source's decode count per frame
         self.watched = threading.Event()
         self.watched.set()
         detector_impl = build_detector(settings)
@@ -70,11 +73,16 @@ class Run:
         self.loop = CaptureLoop(
             self.source,
             self.camera,
-            self.published.append,
+            self._on_frame,
             lambda _state: None,
             detection=self.detection,
             wanted=self.watched.is_set,
         )
+
+    def _on_frame(self, frame: EncodedFrame) -> None:
+        # Called on the capture thread, so the count is exact for this frame.
+        self.decoded_at_publish.append(self.source.stats.decoded)
+        self.published.append(frame)
 
     def __enter__(self) -> Run:
         if self.detection is not None:
@@ -148,12 +156,18 @@ def test_unwatched_h264_camera_decodes_nothing_it_need_not_and_resumes_at_once(
         # Nobody needs a picture: not even the keyframes are decoded, only read.
         assert run.source.stats.decoded == decoded
         assert run.source.stats.converted == converted
+        # Ask mid-GOP (5+ packets held, the next keyframe 1+ s away), so a source
+        # that waited for the next keyframe would decode just that one picture.
+        source = run.source
+        assert isinstance(source, AvSource)
+        wait_for(lambda: 5 <= source.held_packets <= 15, 10, "mid-GOP")
+        held = source.held_packets
+        published = len(run.published)
         run.watched.set()
-        asked = time.monotonic()
-        run.wait_published(1, timeout=5)
-        resumed_after = time.monotonic() - asked
-        run.wait_published(15)
-    assert resumed_after < 0.5  # not a wait for the next keyframe (2 s)
+        run.wait_published(published + 15)
+    # The first picture after the ask came with the packets held since the keyframe
+    # decoded in one go (packet order, not a timer: load cannot make this flaky).
+    assert run.decoded_at_publish[published] - decoded >= held + 1
     # The skipped frames were decoded on resuming, so the first picture is whole:
     # it matches its neighbour (a broken reference would smear grey blocks).
     first, later = image_of(run.published[-15]), image_of(run.published[-14])
@@ -286,3 +300,12 @@ def test_clips_have_the_promised_gop(cameras: RtspServer) -> None:
         wait_for(lambda: getattr(run.source, "keyframe_interval", None), 30, "keyframe interval")
         interval = getattr(run.source, "keyframe_interval", None)
     assert interval is not None and abs(interval - 2.0) < 0.1
+
+
+def test_a_device_is_read_through_v4l2_and_a_missing_one_is_named() -> None:
+    # device: is the only spec OpenCV's capture serves; files and streams go through PyAV.
+    source = open_source("device:99")
+    assert source.live
+    with pytest.raises(SourceError, match=r"^cannot open device:99$"):
+        source.open()
+    assert source.read() is None

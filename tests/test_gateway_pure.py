@@ -8,11 +8,20 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from streamd.gateway import protocol
 from streamd.gateway.admission import ConnectionGate, Refusal
-from streamd.gateway.auth import ALLOW, Decision
-from streamd.gateway.guards import cross_site_refusal, duplicated, host_allowed, host_name
+from streamd.gateway.auth import ALLOW, Decision, Need, authorize, is_loopback
+from streamd.gateway.guards import (
+    FORWARDING_HEADERS,
+    SiteVerdict,
+    cross_site,
+    duplicated,
+    host_allowed,
+    host_name,
+    peer_of,
+)
 from streamd.gateway.routes import Route, RouteKind, route
 from streamd.gateway.session import MultiplexSession, Refused, Reply, Unwatch, Watch
 from streamd.transport.frame import FrameError, FrameMeta, pack_frame, parse_frame
@@ -59,7 +68,7 @@ def test_host_parsing_never_raises(header: str) -> None:
 
 
 def test_cross_site_rules() -> None:
-    def refusal(**overrides: str | None) -> str | None:
+    def check(has_body: bool = True, **overrides: str | None) -> SiteVerdict:
         fields: dict[str, str | None] = {
             "origin": None,
             "sec_fetch_site": None,
@@ -67,23 +76,65 @@ def test_cross_site_rules() -> None:
             "host_header": "127.0.0.1:8765",
         }
         fields.update(overrides)
-        return cross_site_refusal(
+        return cross_site(
             origin=fields["origin"],
             sec_fetch_site=fields["sec_fetch_site"],
             content_type=fields["content_type"],
+            has_body=has_body,
             host_header=fields["host_header"],
             allowed_origins=("https://ui.example", "*"),
-        )
+        ).verdict
 
-    assert refusal() is None  # the CLI
-    assert refusal(origin="http://127.0.0.1:8765", sec_fetch_site="same-origin") is None
-    assert refusal(origin="https://ui.example", sec_fetch_site="cross-site") is None  # listed
-    assert refusal(origin="http://evil.example") is not None  # "*" never opens control
-    assert refusal(origin="null") is not None
-    assert refusal(sec_fetch_site="cross-site") is not None
-    assert refusal(sec_fetch_site="same-site") is not None
-    assert refusal(content_type="text/plain") is not None
-    assert refusal(content_type="application/json; charset=utf-8") is None
+    allow, forbidden, media = SiteVerdict.ALLOW, SiteVerdict.FORBIDDEN, SiteVerdict.MEDIA_TYPE
+    assert check() is allow  # the CLI
+    assert check(origin="http://127.0.0.1:8765", sec_fetch_site="same-origin") is allow
+    assert check(origin="https://ui.example", sec_fetch_site="cross-site") is allow  # listed
+    assert check(origin="http://evil.example") is forbidden  # "*" never opens control
+    assert check(origin="null") is forbidden
+    assert check(sec_fetch_site="cross-site") is forbidden
+    assert check(sec_fetch_site="same-site") is forbidden
+    assert check(content_type="text/plain") is media
+    assert check(content_type="application/json; charset=utf-8") is allow
+    # The old frontend's bodiless POST: no Content-Type, the browser vouches for it.
+    same = {"origin": "http://127.0.0.1:8765", "sec_fetch_site": "same-origin"}
+    assert check(False, content_type=None, **same) is allow
+    assert check(False, content_type=None, sec_fetch_site="same-origin") is allow  # no Origin
+    assert check(False, content_type=None, origin="http://127.0.0.1:8765") is allow
+    listed = {"origin": "https://ui.example", "sec_fetch_site": "cross-site"}
+    assert check(False, content_type=None, **listed) is allow
+    # Nobody vouches (a browser too old to say, or a tool): 415 as before.
+    assert check(False, content_type=None) is media
+    # Bodiless but from another site, or with a body a form could send: refused.
+    assert check(False, content_type=None, origin="http://evil.example") is forbidden
+    assert check(False, content_type=None, origin="null") is forbidden
+    assert check(False, content_type=None, sec_fetch_site="cross-site") is forbidden
+    assert check(True, content_type=None, **same) is media
+    assert check(True, content_type="text/plain", **same) is media
+    assert check(False, content_type="text/plain", **same) is media
+    assert check(True, content_type="application/x-www-form-urlencoded", **same) is media
+    assert SiteVerdict.FORBIDDEN.status == 403 and SiteVerdict.MEDIA_TYPE.status == 415
+
+
+def test_forwarded_requests_are_never_loopback() -> None:
+    for name in FORWARDING_HEADERS:
+        for value in ("127.0.0.1", "", "for=127.0.0.1", "203.0.113.9"):
+            peer = peer_of("127.0.0.1", CIMultiDict({name: value}))
+            assert not is_loopback(peer), (name, value)
+            admin = authorize(Need.ADMIN, tokens=(), presented=None, peer=peer)
+            assert admin.status == 403
+            for need in (Need.VIEW, Need.LIST):
+                assert not authorize(need, tokens=(), presented=None, peer=peer).allowed
+                assert authorize(
+                    need, tokens=(), presented=None, peer=peer, allow_anonymous=True
+                ).allowed
+            anonymous = authorize(
+                Need.ADMIN, tokens=(), presented=None, peer=peer, allow_anonymous=True
+            )
+            assert not anonymous.allowed  # never control
+    plain = peer_of("127.0.0.1", CIMultiDict({"X-Forwarded-Host": "a"}))
+    assert is_loopback(plain)
+    assert authorize(Need.ADMIN, tokens=(), presented=None, peer=plain).allowed
+    assert authorize(Need.VIEW, tokens=(), presented=None, peer="::1").allowed
 
 
 def test_duplicated_headers() -> None:

@@ -10,6 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from streamd import cli
 from streamd.config import load_config
 from streamd.install import (
     RemoveFile,
@@ -24,6 +27,7 @@ from streamd.install import (
     unit_quote,
     unit_template,
 )
+from streamd.states import ExitCode
 
 
 def test_install_plan_points_execstart_at_the_running_streamd(tmp_path: Path) -> None:
@@ -166,3 +170,12 @@ def test_a_streamd_the_unit_cannot_see_is_refused(tmp_path: Path) -> None:
     with tempfile.TemporaryDirectory(dir="/dev/shm") as venv:
         script = console_script(Path(venv), str(pyenv_python))
         assert hidden_from_unit(files_to_execute(script)) == Path("/root")
+
+
+def test_a_real_run_without_root_exits_with_noperm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    code = cli.main(["uninstall", "--systemd", "-c", str(tmp_path / "streamd.toml")])
+    assert code == ExitCode.NO_PERMISSION and code == 77  # sysexits.h EX_NOPERM
+    assert "must run as root" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from streamd.worker.sources import Pacer
+from streamd.worker.capture import Pacer
 
 
 def test_a_camera_at_our_fps_with_jitter_loses_no_frame() -> None:

@@ -168,7 +168,7 @@ async def test_frames_submitted_while_a_batch_awaits_replies_go_in_one_batch(
     await harness.start()
     try:
         # All in one event-loop turn: the first is written at once, the rest
-        # wait for its reply in the latest-wins queue (capacity 4).
+        # wait for its reply in the drop-oldest queue (capacity 4).
         for seq in range(1, 11):
             harness.publisher.submit(frame(seq))
         await until(lambda: harness.stats.counters["published"] == 5, 5, "the second batch")

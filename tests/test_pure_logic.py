@@ -12,8 +12,8 @@ from streamd.lifecycle import Lifecycle
 from streamd.states import ChildState, ExitCode
 from streamd.stats import LatencyHistogram, bucket_upper_edge
 from streamd.transport.frame import EncodedFrame, FrameMeta
-from streamd.transport.publisher import LatestWinsQueue
-from streamd.worker.sources import Pacer
+from streamd.transport.publisher import DropOldestQueue
+from streamd.worker.capture import Pacer
 
 
 def test_backoff_grows_exponentially_to_the_cap() -> None:
@@ -49,8 +49,8 @@ def frame(seq: int) -> EncodedFrame:
     return EncodedFrame(FrameMeta("a", seq, 0, 0, 1, 1), b"\xff\xd8\xff\xd9", 0.0)
 
 
-def test_latest_wins_queue_drops_oldest() -> None:
-    queue = LatestWinsQueue(3)
+def test_drop_oldest_queue_keeps_the_newest_in_order() -> None:
+    queue = DropOldestQueue(3)
     assert [queue.push(frame(i)) for i in range(5)] == [0, 0, 0, 1, 1]
     assert [f.meta.seq for f in queue.take_all()] == [2, 3, 4]
     assert len(queue) == 0

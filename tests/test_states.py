@@ -11,7 +11,7 @@ import pytest
 from streamd.backoff import Backoff
 from streamd.camera_status import CameraStatus, Heartbeat, RecentFigures
 from streamd.lifecycle import Lifecycle
-from streamd.states import ChildState, ExitCode, RedisState, SourceState
+from streamd.states import ChildState, ExitCode, RedisState, SourceState, picture_stalled
 from streamd.stats import CameraCounters
 from streamd.supervisor import ChildStatus
 
@@ -53,6 +53,7 @@ def test_enum_values_are_the_strings_on_the_wire() -> None:
     assert json.dumps([SourceState.LIVE, RedisState.DOWN]) == '["live", "down"]'
     assert f"{SourceState.STALLED}" == "stalled" and str(ChildState.BACKOFF) == "backoff"
     assert (ExitCode.CANNOT_LISTEN, ExitCode.CONFIG, ExitCode.FORCED) == (71, 78, 130)
+    assert int(ExitCode.NO_PERMISSION) == 77  # EX_NOPERM
     assert {s for s in RedisState if s.uses_fallback} == {
         RedisState.DOWN,
         RedisState.DISABLED,
@@ -135,3 +136,10 @@ def test_child_status_says_which_state_a_camera_is_in() -> None:
     status.on_new_child()
     assert status.camera_status().state is ChildState.STARTING
     assert status.camera_status().to_json()["active_labels"] == []
+
+
+def test_one_stall_rule_for_every_judge() -> None:
+    # 3 s for a camera of 5/3 fps or faster; five frame intervals for a slower one.
+    assert not picture_stalled(2.9) and picture_stalled(3.1)
+    assert not picture_stalled(2.9, fps=25.0) and picture_stalled(3.1, fps=25.0)
+    assert not picture_stalled(9.0, fps=0.5) and picture_stalled(10.5, fps=0.5)

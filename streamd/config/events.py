@@ -7,7 +7,7 @@ import re
 from streamd.config.model import EventsConfig
 from streamd.config.reader import TableReader, byte_size, present
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)", re.ASCII)
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 MAX_RETENTION_S = 366 * 86400.0
 
@@ -36,6 +36,7 @@ def parse_events(r: TableReader) -> EventsConfig:
             max_events=r.integer("max_events", 1, 10_000_000),
             snapshot_max_bytes=byte_size(r, "snapshot_max_bytes", 4096, 16 * 1024 * 1024),
             max_snapshots=r.integer("max_snapshots", 0, 1_000_000),
+            backlog=r.integer("backlog", 1, 10_000),
             directory=r.string("directory"),
         )
     )

@@ -182,6 +182,9 @@ class EventsConfig:
     max_events: int = 100_000  # stream length (approximate trim) / local ring size
     snapshot_max_bytes: int = 512 * 1024  # a bigger snapshot is re-encoded smaller or left out
     max_snapshots: int = 2000  # snapshots kept (the newest); bounds memory or disk
+    # Events a camera's process holds while Redis is down or not yet up (oldest
+    # dropped and counted past it); written, with their ids, when Redis answers.
+    backlog: int = 100
     # Embedded mode's directory; None: $STATE_DIRECTORY/events (systemd), else
     # ~/.local/state/streamd/events.
     directory: str | None = None

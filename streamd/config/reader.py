@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamd.config.model import ConfigError
+from streamd.untrusted import is_ascii_digits
 
 
 def present(**values: Any) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def toml_key(name: str) -> str:
 
 def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
+    if not sep or not is_ascii_digits(port_text) or len(port_text) > 5 or not host:
         raise ConfigError(source, key, f"must look like HOST:PORT, got {value!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:

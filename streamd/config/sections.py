@@ -30,6 +30,7 @@ from streamd.config.reader import (
 from streamd.config.server import parse_server
 from streamd.config.urls import has_raw_whitespace, redis_url_problem
 from streamd.credentials import SecretError, credential_path, read_secret, with_password
+from streamd.untrusted import is_ascii_digits
 
 _SOURCE_SCHEMES = ("synthetic:", "rtsp://", "rtsps://", "http://", "https://", "device:")
 _PLUGIN_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -41,7 +42,7 @@ _MIB = 1024 * 1024
 def validate_source(source: str, key: str, value: str) -> None:
     if not value.strip():
         raise ConfigError(source, key, "must not be empty")
-    if value.startswith("device:") and not value[len("device:") :].isdigit():
+    if value.startswith("device:") and not is_ascii_digits(value[len("device:") :]):
         raise ConfigError(source, key, f"device sources look like device:0, got {value!r}")
     if "://" in value and not value.startswith(_SOURCE_SCHEMES):
         scheme = value.split("://", 1)[0]

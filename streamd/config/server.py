@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass, replace
 
 from streamd.config.model import ServerConfig, TokenConfig, is_valid_camera_id
 from streamd.config.reader import TableReader, is_host_name, parse_listen, present
@@ -108,3 +109,55 @@ def parse_server(r: TableReader) -> ServerConfig:
             "or set allow_anonymous = true explicitly",
         )
     return server
+
+
+# Applied by a reload (the gateway reads them per request, and closes open
+# WebSockets that lose access); the rest needs a restart (the listening socket,
+# TLS, the subscriber's message bound).
+RELOADABLE = (
+    "tokens",
+    "allow_anonymous",
+    "allowed_origins",
+    "admin_token_sha256",
+    "server_names",
+    "max_viewers",
+    "max_viewers_per_address",
+    "max_messages_per_second",
+    "handshake_timeout",
+)
+RESTART_ONLY = ("enabled", "host", "port", "tls_cert", "tls_key", "max_frame_bytes")
+_ACCESS = ("tokens", "allow_anonymous")
+
+
+@dataclass(frozen=True)
+class ServerReload:
+    server: ServerConfig  # what runs from now on
+    applied: tuple[str, ...]  # keys changed and applied now
+    pending: tuple[str, ...]  # keys changed that wait for a restart (or were refused)
+
+
+def reload_server(old: ServerConfig, new: ServerConfig) -> ServerReload:
+    """What a reload may apply of ``[server]`` (pure). Access settings apply at
+    once, so a revoked token stops working without a restart. They are checked
+    against the address still listened on: tokens removed from a non-loopback
+    listener without ``allow_anonymous`` would open it to everyone, so then the
+    running access settings are kept (and reported as not applied)."""
+    changes = {
+        name: getattr(new, name) for name in RELOADABLE if getattr(old, name) != getattr(new, name)
+    }
+    pending = [
+        "listen" if name in ("host", "port") else name
+        for name in RESTART_ONLY
+        if getattr(old, name) != getattr(new, name)
+    ]
+    tokens = changes.get("tokens", old.tokens)
+    anonymous = changes.get("allow_anonymous", old.allow_anonymous)
+    if not _is_loopback_host(old.host) and not tokens and not anonymous:
+        pending += [name for name in _ACCESS if name in changes]
+        for name in _ACCESS:
+            changes.pop(name, None)
+    return ServerReload(
+        replace(old, **changes),
+        tuple(f"server.{name}" for name in changes),
+        tuple(f"server.{name}" for name in dict.fromkeys(pending)),
+    )

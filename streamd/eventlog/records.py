@@ -4,8 +4,10 @@ events API's query and the filtering scan (no I/O; unit-tested).
 A stream entry (``XADD streamd:events``) has the fields ``camera``, ``time``
 (seconds, text), ``labels`` (comma-joined), ``event`` (the event's JSON, boxes
 included) and ``snapshot`` (``1`` when ``streamd:snapshot:{entry id}`` holds the
-JPEG). Anyone who can write to Redis can write junk there: ``decode_entry``
-returns None for anything that is not such an entry, and callers count it.
+JPEG; in a Redis Cluster the keys are ``streamd:{events}`` and
+``streamd:{events}:snapshot:{entry id}``, see ``EventKeys``). Anyone who can
+write to Redis can write junk there: ``decode_entry`` returns None for anything
+that is not such an entry, and callers count it.
 """
 
 from __future__ import annotations
@@ -16,20 +18,50 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
+from streamd.untrusted import ascii_decimal, ascii_int, loads
 
 STREAM_KEY = "streamd:events"
 SNAPSHOT_PREFIX = "streamd:snapshot:"
 SNAPSHOT_INDEX_KEY = "streamd:snapshots"  # ids of kept snapshots, oldest first
-STREAM_ID = re.compile(r"(\d{1,19})-(\d{1,19})")
+STREAM_ID = re.compile(r"([0-9]{1,19})-([0-9]{1,19})", re.ASCII)  # \d would match "٣"
 MAX_EVENT_JSON = 64 * 1024
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 MAX_LABEL = 64
 _MAX_U64 = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class EventKeys:
+    """Where kept events live: the stream, the snapshot keys (prefix + entry id)
+    and the index of kept snapshots. In a Redis Cluster every key carries the
+    hash tag ``{events}``, so all of them share one slot and one Lua script can
+    write them; one Redis keeps the names it always had."""
+
+    stream: str
+    snapshot_prefix: str
+    snapshot_index: str
+
+    def snapshot(self, event_id: str) -> str:
+        return self.snapshot_prefix + event_id
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.stream, self.snapshot_prefix, self.snapshot_index)
+
+
+SINGLE_KEYS = EventKeys(STREAM_KEY, SNAPSHOT_PREFIX, SNAPSHOT_INDEX_KEY)
+CLUSTER_KEYS = EventKeys(
+    "streamd:{events}", "streamd:{events}:snapshot:", "streamd:{events}:snapshots"
+)
+
+
+def event_keys(cluster: bool) -> EventKeys:
+    return CLUSTER_KEYS if cluster else SINGLE_KEYS
 
 
 class QueryError(StreamdError, ValueError):
@@ -99,11 +131,13 @@ def decode_entry(entry_id: Any, fields: Any) -> EventRecord | None:
     camera, raw_time, raw_event = values.get("camera"), values.get("time"), values.get("event")
     if camera is None or not is_valid_camera_id(camera) or raw_time is None or raw_event is None:
         return None
+    if not raw_time.isascii():  # float() reads "٣" as 3
+        return None
     if len(raw_event) > MAX_EVENT_JSON:
         return None
     try:
         when = float(raw_time)
-        event = json.loads(raw_event)
+        event = loads(raw_event)  # no NaN: it would make every answer carrying it invalid
     except (ValueError, RecursionError):
         return None
     if not math.isfinite(when) or not isinstance(event, dict):
@@ -145,9 +179,12 @@ class EventQuery:
 
 def _time_ms(name: str, value: str) -> int:
     """Unix seconds (``1732860000.5``) or ISO 8601 with a zone (``2026-11-29T03:00:00Z``)."""
-    try:
-        seconds = float(value)
-    except ValueError:
+    decimal = ascii_decimal(value)  # float() would take "٣", "nan", "1_0" and " 1"
+    if decimal is not None:
+        seconds = decimal
+    else:
+        if not value.isascii():
+            raise QueryError(f"{name} must be unix seconds or an ISO 8601 time with a zone")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -191,10 +228,10 @@ def parse_query(params: Iterable[tuple[str, str]]) -> EventQuery:
         raise QueryError(f"label must be 1 to {MAX_LABEL} characters")
     limit = DEFAULT_LIMIT
     if "limit" in seen:
-        text = seen["limit"]
-        if not text.isdigit() or not 1 <= int(text[:6]) <= MAX_LIMIT or len(text) > 6:
+        parsed = ascii_int(seen["limit"], 1, MAX_LIMIT, max_digits=6)
+        if parsed is None:
             raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        limit = int(text)
+        limit = parsed
     since = _time_ms("since", seen["since"]) if "since" in seen else None
     until = _time_ms("until", seen["until"]) if "until" in seen else None
     if since is not None and until is not None and until < since:
@@ -236,3 +273,16 @@ class PageBuilder:
         """``exhausted``: the range has no more entries after the last one fed."""
         self.page.cursor = None if exhausted and not self.done else self.last_id
         return self.page
+
+
+class EventStore(Protocol):
+    """Where kept events are read: ``redis_log.RedisEventStore`` or
+    ``local_log.LocalEventLog`` (the gateway's events API and replays)."""
+
+    junk: int  # entries skipped so far that were not events
+
+    async def query(self, query: EventQuery, allowed: Callable[[str], bool]) -> Page: ...
+
+    async def get(self, event_id: str) -> EventRecord | None: ...
+
+    async def snapshot(self, record: EventRecord) -> bytes | None: ...

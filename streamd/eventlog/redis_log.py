@@ -3,8 +3,10 @@ count and by age, the snapshot under ``streamd:snapshot:{id}`` with the
 retention as TTL, at most ``max_snapshots`` of them), the gateway reads
 (``XRANGE`` scans bounded per request; junk entries skipped and counted).
 
-The script names the snapshot keys itself (they derive from the new entry's id),
-so it suits a single Redis, not a cluster.
+The script names the snapshot keys itself (they derive from the new entry's id).
+In a Redis Cluster every key carries the hash tag ``{events}`` (``EventKeys``),
+so the keys it derives live in the slot of the keys it declares: the script
+runs on that slot's master, and the gateway reads from it (``ShardClients``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from streamd.config import EventsConfig
 from streamd.eventlog.records import (
-    SNAPSHOT_INDEX_KEY,
-    SNAPSHOT_PREFIX,
-    STREAM_KEY,
+    SINGLE_KEYS,
+    EventKeys,
     EventQuery,
     EventRecord,
     Page,
@@ -27,6 +29,7 @@ from streamd.eventlog.records import (
     entry_fields,
     parse_stream_id,
 )
+from streamd.transport.shard_clients import ShardClients
 
 EXACT_TRIM_BELOW = 1000  # smaller streams are trimmed exactly ("~" keeps whole 100-entry nodes)
 SCAN_BATCH = 200
@@ -63,8 +66,9 @@ return id
 class RedisEventWriter:
     """The child's side: append one event (and its snapshot) to the stream."""
 
-    def __init__(self, config: EventsConfig) -> None:
+    def __init__(self, config: EventsConfig, keys: EventKeys = SINGLE_KEYS) -> None:
         self.config = config
+        self.keys = keys
 
     async def append(
         self, client: aioredis.Redis, event: dict[str, Any], snapshot: bytes | None
@@ -76,28 +80,43 @@ class RedisEventWriter:
             "1" if config.max_events < EXACT_TRIM_BELOW else "0",
             int(config.retention * 1000),
             config.max_snapshots,
-            SNAPSHOT_PREFIX,
+            self.keys.snapshot_prefix,
             snapshot or b"",
         ]
         for name, value in fields.items():
             args += [name, value]
-        result = await client.eval(_APPEND, 2, STREAM_KEY, SNAPSHOT_INDEX_KEY, *args)
+        keys = self.keys
+        result = await client.eval(_APPEND, 2, keys.stream, keys.snapshot_index, *args)
         return result.decode() if isinstance(result, bytes) else str(result)
 
 
 class RedisEventStore:
-    """The gateway's side: query, fetch, snapshot (reads only)."""
+    """The gateway's side: query, fetch, snapshot (reads only). A failed command
+    makes ``clients`` read the cluster's map again before the next request."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
+    def __init__(self, clients: ShardClients, keys: EventKeys = SINGLE_KEYS) -> None:
+        self.clients = clients
+        self.keys = keys
         self.junk = 0  # entries in the stream that were not events (a hostile writer)
 
+    async def _client(self) -> aioredis.Redis:
+        return await self.clients.for_name(self.keys.stream)
+
     async def query(self, query: EventQuery, allowed: Callable[[str], bool]) -> Page:
+        try:
+            return await self._query(await self._client(), query, allowed)
+        except RedisError:
+            self.clients.failed()
+            raise
+
+    async def _query(
+        self, client: aioredis.Redis, query: EventQuery, allowed: Callable[[str], bool]
+    ) -> Page:
         builder = PageBuilder(query, allowed, MAX_SCAN)
         start, end = query.start(), query.end()
         while True:
             batch = min(SCAN_BATCH, MAX_SCAN - builder.scanned)
-            entries = await self.client.xrange(STREAM_KEY, start, end, count=batch) or []
+            entries = await client.xrange(self.keys.stream, start, end, count=batch) or []
             for entry_id, fields in entries:
                 ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 builder.feed(ident, decode_entry(entry_id, fields))
@@ -114,7 +133,12 @@ class RedisEventStore:
     async def get(self, event_id: str) -> EventRecord | None:
         if parse_stream_id(event_id) is None:
             return None
-        entries = await self.client.xrange(STREAM_KEY, event_id, event_id, count=1)
+        try:
+            client = await self._client()
+            entries = await client.xrange(self.keys.stream, event_id, event_id, count=1)
+        except RedisError:
+            self.clients.failed()
+            raise
         if not entries:
             return None
         record = decode_entry(*entries[0])
@@ -125,5 +149,9 @@ class RedisEventStore:
     async def snapshot(self, record: EventRecord) -> bytes | None:
         if not record.has_snapshot:
             return None
-        data = await self.client.get(SNAPSHOT_PREFIX + record.id)
+        try:
+            data = await (await self._client()).get(self.keys.snapshot(record.id))
+        except RedisError:
+            self.clients.failed()
+            raise
         return data if isinstance(data, bytes) else None

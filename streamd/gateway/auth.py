@@ -6,9 +6,11 @@ is presented as ``Authorization: Bearer T``, as a ``Sec-WebSocket-Protocol``
 value ``token.T`` (browsers cannot set headers on WebSockets), or as
 ``?token=T``. Comparison is in constant time over every configured token.
 
-Without tokens (loopback-only installs) viewing is open and control is allowed
-from loopback only, unless ``admin_token_sha256`` is set: then control needs that
-token (or an admin-scoped one) from everywhere, loopback included.
+Without tokens (loopback-only installs) viewing is open to loopback clients, and
+to others only with ``allow_anonymous = true``; control is allowed from loopback
+only, unless ``admin_token_sha256`` is set: then control needs that token (or an
+admin-scoped one) from everywhere, loopback included. A request a proxy forwarded
+(``guards.peer_of``) is not a loopback client, whatever its socket says.
 """
 
 from __future__ import annotations
@@ -39,11 +41,17 @@ class Decision:
     status: int = 200
     reason: str = ""
 
+    @property
+    def refusal(self) -> str:
+        """The name a refusal is counted under: no valid token, or not this one's."""
+        return "unauthorized" if self.status == 401 else "forbidden"
+
 
 ALLOW = Decision(True)
 
 
 def is_loopback(address: str) -> bool:
+    """A bare loopback address; a peer marked as proxied (``guards.peer_of``) is not."""
     try:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:
@@ -88,6 +96,7 @@ def authorize(
     peer: str,
     camera_id: str | None = None,
     admin_token_sha256: str | None = None,
+    allow_anonymous: bool = False,
 ) -> Decision:
     if need is Need.ADMIN and admin_token_sha256 is not None:
         # Control needs a token even from loopback (installs behind a local proxy,
@@ -102,9 +111,15 @@ def authorize(
             return Decision(False, 401, "invalid token")
         return ALLOW if token.admin else Decision(False, 403, "token lacks the admin scope")
     if not tokens:
-        if need is Need.ADMIN and not is_loopback(peer):
+        if is_loopback(peer):
+            return ALLOW
+        if need is Need.ADMIN:
             return Decision(False, 403, "control is allowed from loopback only")
-        return ALLOW
+        if allow_anonymous:
+            return ALLOW
+        return Decision(
+            False, 403, "remote clients need a token (or allow_anonymous = true in [server])"
+        )
     if presented is None:
         return Decision(False, 401, "token required")
     token = match_token(presented, tokens)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamd.camera_status import CameraStatus
 
@@ -26,6 +26,14 @@ class Control(Protocol):
     def metrics(self, cameras: Collection[str] | None) -> bytes: ...
 
     def viewers_changed(self, camera_id: str) -> None: ...
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        """The camera's newest ``lines`` records (camera_log.py); None if not run here."""
+        ...
+
+    def this_node(self) -> dict[str, Any] | None:
+        """This node's name, role, owned cameras and lease age (``GET /api/nodes``)."""
+        ...
 
     def set_publish_interval(self, camera_id: str, every: int) -> bool:
         """Publish every ``every``-th paced frame (live, no restart); False if
@@ -56,6 +64,12 @@ class NoControl:
 
     def viewers_changed(self, camera_id: str) -> None:
         pass
+
+    def camera_log(self, camera_id: str, lines: int) -> list[dict[str, Any]] | None:
+        return None
+
+    def this_node(self) -> dict[str, Any] | None:
+        return None
 
     def set_publish_interval(self, camera_id: str, every: int) -> bool:
         return False

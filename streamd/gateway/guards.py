@@ -5,19 +5,30 @@ gateway through the operator's browser (pure decisions; see docs/security.md).
   ``localhost``, the listen host, or a configured ``server_names`` entry). A page
   on ``evil.example`` whose name was rebound to 127.0.0.1 sends
   ``Host: evil.example`` and is refused, on every endpoint.
-- ``cross_site_refusal``: state-changing requests (start/stop/reload) must come
-  from the page's own origin or a listed one, never ``Origin: null``, never with
-  ``Sec-Fetch-Site: cross-site``, and must carry ``Content-Type:
-  application/json``, which a browser cannot send cross-site without a CORS
-  preflight that we do not grant to unlisted origins.
+- ``cross_site``: the one guard of every state-changing request (start/stop/
+  restart/test/reload/config/push), returning a ``SiteCheck``. It rests on what
+  browsers send (OWASP's Fetch Metadata and Origin checks): ``Origin`` on every
+  cross-origin POST, ``Sec-Fetch-Site`` on every fetch. A request is refused (403)
+  from another origin unless listed, from ``Origin: null``, or with
+  ``Sec-Fetch-Site: cross-site``/``same-site``. A JSON body (which no page can
+  send cross-site without a preflight we do not grant) is let through; so is a
+  request *without a body* whose browser says it is same-origin (``Origin`` of
+  this host, ``Sec-Fetch-Site: same-origin``) or comes from a listed origin: the
+  old frontend's bodiless ``http.post('/cameras/{id}/start')``. Anything else,
+  form-encoded and ``text/plain`` bodies included, is 415.
+- ``forwarded``: a request carrying ``X-Forwarded-For``, ``Forwarded`` or
+  ``X-Real-IP`` came through a proxy: its client is somewhere else, so it is
+  never taken for a loopback client (``peer_of``).
 - ``duplicated``: a request carrying two ``Host``/``Origin``/``Authorization``
   headers is ambiguous (proxies and we might read different ones): refused.
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 # Headers whose meaning changes if a second copy is read instead of the first.
@@ -110,29 +121,78 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def cross_site_refusal(
+class SiteVerdict(enum.Enum):
+    ALLOW = "allow"
+    FORBIDDEN = "forbidden"  # another site, or Origin null: 403
+    MEDIA_TYPE = "media_type"  # a body a cross-site form could send: 415
+
+    @property
+    def status(self) -> int:
+        return {"allow": 200, "forbidden": 403, "media_type": 415}[self.value]
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    verdict: SiteVerdict
+    reason: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is SiteVerdict.ALLOW
+
+
+SITE_ALLOWED = SiteCheck(SiteVerdict.ALLOW)
+_SAME_ORIGIN_SITES = ("same-origin", "none")  # "none": typed in the address bar, a bookmark
+
+
+def cross_site(
     *,
     origin: str | None,
     sec_fetch_site: str | None,
     content_type: str | None,
+    has_body: bool,
     host_header: str | None,
     allowed_origins: Sequence[str],
-) -> str | None:
-    """Why a state-changing request must be refused, or None to let it through."""
+) -> SiteCheck:
+    """May this state-changing request go on? See the module docstring."""
+    listed = origin is not None and listed_origin(origin, allowed_origins)
     if origin is not None:
         if origin == "null":
-            return "Origin null is not allowed"
-        if not same_origin(origin, host_header) and not listed_origin(origin, allowed_origins):
-            return "cross-site request refused"
-    browser_says_cross_site = sec_fetch_site is not None and sec_fetch_site.lower() not in (
-        "same-origin",
-        "none",
+            return SiteCheck(SiteVerdict.FORBIDDEN, "Origin null is not allowed")
+        if not listed and not same_origin(origin, host_header):
+            return SiteCheck(SiteVerdict.FORBIDDEN, "cross-site request refused")
+    site = None if sec_fetch_site is None else sec_fetch_site.strip().lower()
+    if site is not None and site not in _SAME_ORIGIN_SITES and not listed:
+        return SiteCheck(SiteVerdict.FORBIDDEN, "cross-site request refused")
+    media = media_type(content_type)
+    if media == JSON_MEDIA_TYPE:
+        return SITE_ALLOWED
+    # The browser vouches for a bodiless POST: it named this origin (or a listed
+    # one) or said same-origin. Without either, it may be a browser too old to say.
+    vouched = origin is not None or site in _SAME_ORIGIN_SITES
+    if not has_body and not media and vouched:
+        return SITE_ALLOWED
+    return SiteCheck(
+        SiteVerdict.MEDIA_TYPE,
+        f"control requests need Content-Type: {JSON_MEDIA_TYPE} "
+        "(or no body, from this page or a listed origin)",
     )
-    if browser_says_cross_site and (origin is None or not listed_origin(origin, allowed_origins)):
-        return "cross-site request refused"
-    if media_type(content_type) != JSON_MEDIA_TYPE:
-        return f"control requests need Content-Type: {JSON_MEDIA_TYPE}"
-    return None
+
+
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+PROXIED = " via proxy"
+
+
+def forwarded(headers: Mapping[str, str]) -> bool:
+    """Did a proxy pass this request on (any forwarding header, any value)?"""
+    return any(name in headers for name in FORWARDING_HEADERS)
+
+
+def peer_of(address: str, headers: Mapping[str, str]) -> str:
+    """The peer that authorization sees: the socket's address, marked when a proxy
+    forwarded the request so it never counts as loopback (``auth.is_loopback``
+    only accepts a bare address). The forwarded address itself is not trusted."""
+    return address + PROXIED if forwarded(headers) else address
 
 
 def embeddable(sec_fetch_site: str | None, allowed_origins: Sequence[str]) -> bool:

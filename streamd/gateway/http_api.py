@@ -1,32 +1,34 @@
 """The HTTP endpoints and the WebSocket upgrade, after ``Gateway.dispatch`` has
-checked the connection, the headers, the ``Host`` and the method."""
+checked the connection, the headers, the ``Host`` and the method. ``HttpApi``
+answers streamd's own endpoints and hands the rest to ``events_api``,
+``camera_api`` and ``seed_api``; everything it uses is the gateway's state."""
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from streamd.config import is_valid_camera_id
-from streamd.gateway import events_api, protocol
-from streamd.gateway.auth import SUBPROTOCOL, Need, presented_token
-from streamd.gateway.guards import cross_site_refusal, listed_origin, viewer_origin_allowed
+from streamd.gateway import camera_api, events_api, seed_api
+from streamd.gateway.auth import SUBPROTOCOL, Need
+from streamd.gateway.camera_api import Probes
+from streamd.gateway.guards import listed_origin, viewer_origin_allowed
+from streamd.gateway.listener import Connection
+from streamd.gateway.request_guards import cross_site_refusal, denied, json_object, token_of
 from streamd.gateway.responses import (
     PROMETHEUS_CONTENT_TYPE,
-    BodyRefusal,
     error,
     json_response,
-    read_body,
     response,
+    wall_policy,
 )
+from streamd.gateway.revoke import ViewerAccess
 from streamd.gateway.routes import Route, RouteKind
+from streamd.gateway.seed_api import SeedApi
+from streamd.gateway.state import GatewayState
 from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
-
-if TYPE_CHECKING:
-    from streamd.gateway.listener import Connection
-    from streamd.gateway.server import Gateway
 
 log = structlog.get_logger("streamd.gateway")
 MAX_CONTROL_BODY = 4096  # control takes an empty or small JSON body
@@ -35,82 +37,171 @@ HEARTBEAT_S = 20.0  # a client that does not answer our ping within 10 s more is
 _page: bytes | None = None
 
 
-def token_of(request: web.BaseRequest) -> str | None:
-    return presented_token(
-        request.headers.get("Authorization"),
-        request.headers.getall("Sec-WebSocket-Protocol", []),
-        request.path_qs,
-    )
+class HttpApi:
+    """streamd's endpoints, composed by the server from the state and the other APIs."""
 
+    def __init__(self, state: GatewayState, seed_api: SeedApi, probes: Probes) -> None:
+        self.state = state
+        self.seed_api = seed_api
+        self.probes = probes  # camera tests running (camera_api)
 
-def _denied(
-    gateway: Gateway,
-    need: Need,
-    request: web.BaseRequest,
-    peer: str,
-    camera_id: str | None = None,
-    *,
-    old_api: bool = False,
-) -> web.Response | None:
-    decision = gateway.decide(need, token_of(request), peer, camera_id)
-    if decision.allowed:
-        return None
-    reason = "unauthorized" if decision.status == 401 else "forbidden"
-    return gateway.refuse(
-        reason, decision.status, decision.reason, old_api=old_api, path=request.path, peer=peer
-    )
+    async def handle(self, request: web.BaseRequest, target: Route, peer: str) -> web.Response:
+        state, kind, token = self.state, target.kind, token_of(request)
+        if kind in events_api.ROUTE_KINDS:
+            return await events_api.handle(state, request, target, peer, token)
+        if kind in camera_api.ROUTE_KINDS:
+            return await camera_api.handle(state, self.probes, request, target, peer, token)
+        if kind in seed_api.ROUTE_KINDS:
+            return await self.seed_api.handle(request, target, token, peer)
+        if kind is RouteKind.WALL:
+            page = response(200, wall_page(), "text/html; charset=utf-8")
+            page.headers["Content-Security-Policy"] = wall_policy(request.headers.get("Host"))
+            return page
+        if kind is RouteKind.HEALTHZ:
+            ok, detail = state.healthy()
+            body = {
+                "status": "ok" if ok else "unavailable",
+                "detail": detail,
+                "viewers": state.hub.viewers(),
+            }
+            return json_response(200 if ok else 503, body)
+        if kind in (RouteKind.CAMERAS, RouteKind.METRICS):
+            refusal = denied(state, Need.LIST, token, peer, path=request.path)
+            if refusal is not None:
+                return refusal
+            if kind is RouteKind.CAMERAS:
+                return json_response(200, state.cameras(token))
+            # A token scoped to some cameras sees only their series.
+            scope = None if not state.config.server.tokens else state.visible_cameras(token)
+            return response(200, state.control.metrics(scope), PROMETHEUS_CONTENT_TYPE)
+        if kind is RouteKind.SNAPSHOT:
+            return self._snapshot(request, target.camera_id, token, peer)
+        return await self._control(request, target, token, peer)
 
+    def _snapshot(
+        self, request: web.BaseRequest, camera_id: str, token: str | None, peer: str
+    ) -> web.Response:
+        state = self.state
+        if not is_valid_camera_id(camera_id):
+            return state.refuse("not_found", 404, "invalid camera id")
+        refusal = denied(state, Need.VIEW, token, peer, camera_id, path=request.path)
+        if refusal is not None:
+            return refusal
+        if state.config.camera(camera_id) is None and camera_id not in state.hub.feeds:
+            return state.refuse("not_found", 404, "unknown camera")
+        latest = state.hub.latest(camera_id)
+        if latest is None:
+            return error(503, "no frame yet")
+        return response(200, latest.payload, "image/jpeg")
 
-async def handle(
-    gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
-) -> web.Response:
-    kind = target.kind
-    if kind in events_api.ROUTE_KINDS:
-        return await events_api.handle(gateway, request, target, peer, token_of(request))
-    if kind is RouteKind.WALL:
-        return response(200, wall_page(), "text/html; charset=utf-8")
-    if kind is RouteKind.HEALTHZ:
-        ok, detail = gateway.healthy()
-        body = {
-            "status": "ok" if ok else "unavailable",
-            "detail": detail,
-            "viewers": gateway.hub.viewers(),
+    async def _control(
+        self, request: web.BaseRequest, target: Route, token: str | None, peer: str
+    ) -> web.Response:
+        state = self.state
+        seed_errors = target.kind.seed_errors
+        refusal = cross_site_refusal(state, request, peer, seed_errors=seed_errors)
+        if refusal is None:
+            refusal = denied(
+                state, Need.ADMIN, token, peer, seed_errors=seed_errors, path=request.path
+            )
+        if refusal is not None:
+            return refusal
+        body = await json_object(state, request, MAX_CONTROL_BODY, seed_errors=seed_errors)
+        if isinstance(body, web.Response):
+            return body
+        control = state.control
+        if target.kind is RouteKind.RELOAD:
+            ok, detail = await control.reload()
+            return json_response(200 if ok else 422, {"reloaded": ok, "detail": detail})
+        camera_id, action = target.camera_id, target.action
+        if not is_valid_camera_id(camera_id):
+            return state.refuse("not_found", 400, "invalid camera id", seed_errors=True)
+        if action in ("stop", "restart") and not await control.stop_camera(camera_id):
+            return state.refuse("not_found", 404, f"camera {camera_id} not found", seed_errors=True)
+        if action in ("start", "restart") and not await control.start_camera(camera_id):
+            return state.refuse("not_found", 404, f"camera {camera_id} not found", seed_errors=True)
+        log.info("camera control", camera_id=camera_id, action=action, peer=peer)
+        now = control.camera_statuses().get(camera_id)
+        answer = {
+            "ok": True,
+            "camera_id": camera_id,
+            "action": action,
+            "running": action != "stop",
+            "pid": now.pid if now is not None and action != "stop" else None,
         }
-        return json_response(200 if ok else 503, body)
-    if kind is RouteKind.CAMERAS:
-        return _denied(gateway, Need.LIST, request, peer) or json_response(
-            200, gateway.cameras(token_of(request))
-        )
-    if kind is RouteKind.METRICS:
-        denied = _denied(gateway, Need.LIST, request, peer)
-        if denied is not None:
-            return denied
-        # A token scoped to some cameras sees only their series.
-        scope = (
-            None if not gateway.config.server.tokens else gateway.visible_cameras(token_of(request))
-        )
-        return response(200, gateway.control.metrics(scope), PROMETHEUS_CONTENT_TYPE)
-    if kind is RouteKind.SNAPSHOT:
-        return _snapshot(gateway, request, target.camera_id, peer)
-    if kind.value.startswith("v1_"):
-        return await gateway.old_api.handle(request, target, token_of(request), peer)
-    return await _control(gateway, request, target, peer)
+        return json_response(200, answer)
 
+    def preflight(self, request: web.BaseRequest, target: Route) -> web.Response:
+        """CORS preflight: granted only to origins listed in ``allowed_origins``."""
+        origin = request.headers.get("Origin")
+        if origin is None or not listed_origin(origin, self.state.config.server.allowed_origins):
+            return self.state.refuse("cross_site", 403, "preflight refused: origin not listed")
+        answer = response(204, b"", "text/plain")
+        answer.headers.update(
+            {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ", ".join(sorted(target.kind.methods)),
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            }
+        )
+        return answer
 
-def _snapshot(
-    gateway: Gateway, request: web.BaseRequest, camera_id: str, peer: str
-) -> web.Response:
-    if not is_valid_camera_id(camera_id):
-        return gateway.refuse("not_found", 404, "invalid camera id")
-    denied = _denied(gateway, Need.VIEW, request, peer, camera_id)
-    if denied is not None:
-        return denied
-    if gateway.config.camera(camera_id) is None and camera_id not in gateway.hub.feeds:
-        return gateway.refuse("not_found", 404, "unknown camera")
-    latest = gateway.hub.latest(camera_id)
-    if latest is None:
-        return error(503, "no frame yet")
-    return response(200, latest.payload, "image/jpeg")
+    def with_cors(self, request: web.BaseRequest, answer: web.Response) -> web.Response:
+        """Let a listed origin's page read the answer (nothing for anyone else)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and listed_origin(origin, self.state.config.server.allowed_origins):
+            answer.headers["Access-Control-Allow-Origin"] = origin
+            answer.headers["Vary"] = "Origin"
+        return answer
+
+    async def open_viewer(
+        self, request: web.BaseRequest, target: Route, connection: Connection, peer: str
+    ) -> web.StreamResponse:
+        state = self.state
+        token = token_of(request)
+        origin = request.headers.get("Origin")
+        allowed_origins = state.config.server.allowed_origins
+        if not viewer_origin_allowed(origin, request.headers.get("Host"), allowed_origins):
+            return state.refuse("origin", 403, "origin not allowed", peer=peer, origin=origin)
+        stream = target.kind is RouteKind.STREAM
+        if stream and is_valid_camera_id(target.camera_id):
+            need, camera_id = Need.VIEW, target.camera_id
+        else:
+            need, camera_id = Need.LIST, None  # /ws checks each camera later
+        refusal = denied(state, need, token, peer, camera_id, path=request.path)
+        if refusal is not None:
+            return refusal
+        ws = web.WebSocketResponse(
+            protocols=(SUBPROTOCOL,),  # browsers offer ["streamd", "token.…"]: one is echoed
+            autoping=False,  # pings are ours to count (viewers.client_messages)
+            heartbeat=HEARTBEAT_S,
+            max_msg_size=MAX_VIEWER_MESSAGE,
+            compress=False,  # JPEG does not compress; deflate would only burn CPU
+            timeout=2.0,
+        )
+        if not ws.can_prepare(request).ok:
+            return state.refuse("bad_request", 400, "expected a WebSocket upgrade")
+        await ws.prepare(request)
+        connection.upgraded = True
+        host = request.headers.get("Host")
+        state.websockets[ws] = ViewerAccess(
+            token, peer, origin, host, target.camera_id if stream else None
+        )
+        try:
+            if not stream:
+                await MultiplexedViewer(state, ws, token, peer).run()
+            elif not is_valid_camera_id(target.camera_id):
+                state.refuse_quietly("invalid_camera_id")
+                await close_viewer(ws, CLOSE_POLICY, "invalid camera id")
+            else:
+                await run_single(state, ws, target.camera_id, peer, request)
+        finally:
+            state.websockets.pop(ws, None)
+            if not ws.closed:
+                await close_viewer(ws, 1000, "")
+        return ws
 
 
 def wall_page() -> bytes:
@@ -118,128 +209,3 @@ def wall_page() -> bytes:
     if _page is None:
         _page = resources.files("streamd.gateway").joinpath("static/wall.html").read_bytes()
     return _page
-
-
-async def _control(
-    gateway: Gateway, request: web.BaseRequest, target: Route, peer: str
-) -> web.Response:
-    old_api = target.kind.old_api
-    refusal = cross_site_refusal(
-        origin=request.headers.get("Origin"),
-        sec_fetch_site=request.headers.get("Sec-Fetch-Site"),
-        content_type=request.headers.get("Content-Type"),
-        host_header=request.headers.get("Host"),
-        allowed_origins=gateway.config.server.allowed_origins,
-    )
-    if refusal is not None:
-        status = 415 if refusal.startswith("control requests need") else 403
-        origin = request.headers.get("Origin")
-        return gateway.refuse(
-            "cross_site", status, refusal, old_api=old_api, peer=peer, origin=origin
-        )
-    denied = _denied(gateway, Need.ADMIN, request, peer, old_api=old_api)
-    if denied is not None:
-        return denied
-    body = await read_body(request, MAX_CONTROL_BODY, gateway.config.server.handshake_timeout)
-    if isinstance(body, BodyRefusal):
-        return gateway.refuse(body.reason, body.status, body.message, old_api=old_api)
-    if body.strip():
-        try:
-            parsed = protocol.loads_bounded(body)
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            return gateway.refuse(
-                "bad_request", 400, "the body must be a JSON object", old_api=old_api
-            )
-    control = gateway.control
-    if target.kind is RouteKind.RELOAD:
-        ok, detail = await control.reload()
-        return json_response(200 if ok else 422, {"reloaded": ok, "detail": detail})
-    camera_id, action = target.camera_id, target.action
-    if not is_valid_camera_id(camera_id):
-        return gateway.refuse("not_found", 400, "invalid camera id", old_api=True)
-    if action in ("stop", "restart") and not await control.stop_camera(camera_id):
-        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
-    if action in ("start", "restart") and not await control.start_camera(camera_id):
-        return gateway.refuse("not_found", 404, f"camera {camera_id} not found", old_api=True)
-    log.info("camera control", camera_id=camera_id, action=action, peer=peer)
-    now = control.camera_statuses().get(camera_id)
-    answer = {
-        "ok": True,
-        "camera_id": camera_id,
-        "action": action,
-        "running": action != "stop",
-        "pid": now.pid if now is not None and action != "stop" else None,
-    }
-    return json_response(200, answer)
-
-
-def preflight(gateway: Gateway, request: web.BaseRequest, target: Route) -> web.Response:
-    """CORS preflight: granted only to origins listed in ``allowed_origins``."""
-    origin = request.headers.get("Origin")
-    if origin is None or not listed_origin(origin, gateway.config.server.allowed_origins):
-        return gateway.refuse("cross_site", 403, "preflight refused: origin not listed")
-    answer = response(204, b"", "text/plain")
-    answer.headers.update(
-        {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": ", ".join(sorted(target.kind.methods)),
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
-            "Access-Control-Max-Age": "600",
-            "Vary": "Origin",
-        }
-    )
-    return answer
-
-
-def with_cors(gateway: Gateway, request: web.BaseRequest, answer: web.Response) -> web.Response:
-    """Let a listed origin's page read the answer (nothing for anyone else)."""
-    origin = request.headers.get("Origin")
-    if origin is not None and listed_origin(origin, gateway.config.server.allowed_origins):
-        answer.headers["Access-Control-Allow-Origin"] = origin
-        answer.headers["Vary"] = "Origin"
-    return answer
-
-
-async def open_viewer(
-    gateway: Gateway, request: web.BaseRequest, target: Route, connection: Connection
-) -> web.StreamResponse:
-    peer = connection.peer
-    server = gateway.config.server
-    origin = request.headers.get("Origin")
-    if not viewer_origin_allowed(origin, request.headers.get("Host"), server.allowed_origins):
-        return gateway.refuse("origin", 403, "origin not allowed", peer=peer, origin=origin)
-    stream = target.kind is RouteKind.STREAM
-    if stream and is_valid_camera_id(target.camera_id):
-        denied = _denied(gateway, Need.VIEW, request, peer, target.camera_id)
-    else:
-        denied = _denied(gateway, Need.LIST, request, peer)  # /ws checks each camera later
-    if denied is not None:
-        return denied
-    ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,),  # browsers offer ["streamd", "token.…"]: one is echoed
-        autoping=False,  # pings are ours to count (viewers.client_messages)
-        heartbeat=HEARTBEAT_S,
-        max_msg_size=MAX_VIEWER_MESSAGE,
-        compress=False,  # JPEG does not compress; deflate would only burn CPU
-        timeout=2.0,
-    )
-    if not ws.can_prepare(request).ok:
-        return gateway.refuse("bad_request", 400, "expected a WebSocket upgrade")
-    await ws.prepare(request)
-    connection.upgraded = True
-    gateway.websockets.add(ws)
-    try:
-        if not stream:
-            await MultiplexedViewer(gateway, ws, token_of(request), peer).run()
-        elif not is_valid_camera_id(target.camera_id):
-            gateway.refuse_quietly("invalid_camera_id")
-            await close_viewer(ws, CLOSE_POLICY, "invalid camera id")
-        else:
-            await run_single(gateway, ws, target.camera_id, peer, request)
-    finally:
-        gateway.websockets.discard(ws)
-        if not ws.closed:
-            await close_viewer(ws, 1000, "")
-    return ws

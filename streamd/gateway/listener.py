@@ -8,17 +8,19 @@ import asyncio
 import contextlib
 import logging
 import resource
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from streamd.gateway.admission import Refusal
-
-if TYPE_CHECKING:
-    from streamd.gateway.server import Gateway
+from streamd.gateway.admission import ConnectionGate, Refusal
+from streamd.gateway.state import GatewayState
 
 log = structlog.get_logger("streamd.gateway")
 
@@ -35,20 +37,46 @@ class Connection:
         self.deadline: asyncio.TimerHandle | None = None
 
 
+class BannerlessRequest(web.BaseRequest):
+    """Answers without aiohttp's ``Server: Python/3.x aiohttp/3.x`` banner (it
+    tells a scanner which CVEs to try). The hook runs once the headers are
+    prepared, for every answer: ours, WebSocket upgrades and aiohttp's own errors."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers.popall("Server", None)
+
+
 class GatedServer(web.Server):
     """aiohttp's low-level server with admission at accept and a deadline for a
     connection to send its request (slow handshakes are dropped, not served)."""
 
-    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
-        super().__init__(gateway.dispatch, **kwargs)
-        self.gateway = gateway
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        state: GatewayState,
+        gate: ConnectionGate,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.state = state
+        self.gate = gate
         self.connections_info: dict[RequestHandler, Connection] = {}
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return BannerlessRequest(message, payload, protocol, writer, task, self._loop)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        gate = self.gateway.gate
+        gate = self.gate
         if gate.flooded():
-            self.gateway.refuse_quietly("connection_flood")
+            self.state.refuse_quietly("connection_flood")
             transport.abort()
             return
         address = transport.get_extra_info("peername")
@@ -61,14 +89,14 @@ class GatedServer(web.Server):
         self, handler: RequestHandler, connection: Connection, transport: asyncio.Transport
     ) -> None:
         seen = connection.requests
-        timeout = self.gateway.config.server.handshake_timeout
+        timeout = self.state.config.server.handshake_timeout
 
         def check() -> None:
             if connection.upgraded or connection.in_flight or connection.requests != seen:
                 if not connection.upgraded:
                     self._arm_deadline(handler, connection, transport)
                 return
-            self.gateway.refuse_quietly("handshake_timeout")
+            self.state.refuse_quietly("handshake_timeout")
             transport.abort()
 
         connection.deadline = asyncio.get_running_loop().call_later(timeout, check)
@@ -79,7 +107,7 @@ class GatedServer(web.Server):
         if connection is not None:
             if connection.deadline is not None:
                 connection.deadline.cancel()
-            self.gateway.gate.release(connection.peer, connection.refusal)
+            self.gate.release(connection.peer, connection.refusal)
 
 
 FD_RESERVE = 256  # descriptors kept for children's sockets, Redis, files
@@ -97,7 +125,7 @@ def fd_budget() -> int:
     return max(16, soft - FD_RESERVE)
 
 
-def sample_accept_errors(gateway: Gateway) -> None:
+def sample_accept_errors(state: GatewayState) -> None:
     """asyncio logs a traceback for every failed ``accept()`` (EMFILE under a
     flood); count them and log sparsely instead, leave other errors alone."""
     loop = asyncio.get_running_loop()
@@ -105,7 +133,7 @@ def sample_accept_errors(gateway: Gateway) -> None:
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
-            gateway.refuse_quietly("accept_failed")
+            state.refuse_quietly("accept_failed")
             return
         if previous is not None:
             previous(loop, context)
@@ -120,26 +148,26 @@ class _HttpErrors(logging.Handler):
     untrusted input that is a counted, sampled one-line refusal instead. Anything
     else is a bug of ours and keeps its traceback."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, state: GatewayState) -> None:
         super().__init__(logging.DEBUG)
-        self.gateway = gateway
+        self.state = state
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ConnectionError):
-            self.gateway.refuse_quietly("client_gone")  # it left while we answered
+            self.state.refuse_quietly("client_gone")  # it left while we answered
         elif exc is None or isinstance(exc, HttpProcessingError):
             # Only the kind of error: aiohttp's message quotes the request line,
             # which may carry a ?token=.
             code = getattr(exc, "code", None)
-            self.gateway.refuse_quietly("bad_http", error=type(exc).__name__, status=code)
+            self.state.refuse_quietly("bad_http", error=type(exc).__name__, status=code)
         else:
             log.error("request failed", exc_info=record.exc_info)
 
 
-def http_error_logger(gateway: Gateway) -> logging.Logger:
-    logger = logging.getLogger(f"streamd.gateway.http.{id(gateway)}")
+def http_error_logger(state: GatewayState) -> logging.Logger:
+    logger = logging.getLogger(f"streamd.gateway.http.{id(state)}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    logger.handlers = [_HttpErrors(gateway)]
+    logger.handlers = [_HttpErrors(state)]
     return logger

@@ -19,7 +19,8 @@ from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
 from streamd.eventlog.records import parse_stream_id
 from streamd.gateway.hub import HubFrame
-from streamd.states import CameraState, SourceState
+from streamd.states import CameraState, SourceState, picture_stalled
+from streamd.untrusted import dumps, loads
 
 VERSION = 1
 MAX_CAMERAS_PER_MESSAGE = 64
@@ -94,13 +95,14 @@ def nesting_depth(text: str) -> int:
 
 def loads_bounded(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` for untrusted input: ValueError for anything nested deeper
-    than ``max_depth`` instead of a RecursionError deep in the parser."""
+    than ``max_depth`` instead of a RecursionError deep in the parser, and for
+    ``NaN``/``Infinity`` (``untrusted.loads``)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     # Counting brackets is C-fast; the exact scan runs only when it could matter.
     if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
         raise ValueError(f"JSON nested deeper than {max_depth}")
     try:
-        return json.loads(text)
+        return loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -138,7 +140,7 @@ def parse_client_message(text: str) -> ClientCommand:
 
 
 def text(message_type: str, **fields: Any) -> str:
-    return json.dumps({"type": message_type, **fields}, separators=(",", ":"))
+    return dumps({"type": message_type, **fields}, compact=True)
 
 
 class RateLimiter:
@@ -160,13 +162,11 @@ class RateLimiter:
         return False
 
 
-def camera_state(
-    supervised: CameraState | None, last_frame_age: float | None, stale_after: float
-) -> CameraState:
+def camera_state(supervised: CameraState | None, last_frame_age: float | None) -> CameraState:
     """What a viewer should be told: the supervisor's word for our own cameras,
     otherwise judged by frame age (cameras on other nodes)."""
     if supervised is not None:
         return supervised
     if last_frame_age is None:
         return SourceState.OFFLINE
-    return SourceState.LIVE if last_frame_age <= stale_after else SourceState.STALLED
+    return SourceState.STALLED if picture_stalled(last_frame_age) else SourceState.LIVE

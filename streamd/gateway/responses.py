@@ -4,11 +4,13 @@ bodies read with a bound."""
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from streamd.untrusted import dumps
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SAFETY_HEADERS = {
@@ -18,6 +20,22 @@ _SAFETY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
 }
+
+
+_CSP_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,300}", re.ASCII)
+
+
+def wall_policy(host_header: str | None) -> str:
+    """The wall page's Content-Security-Policy: it may connect to its own origin
+    only (``fetch``, its WebSocket), so a URL someone slipped into an event cannot
+    take its token elsewhere. ``'self'`` covers ``ws:``/``wss:`` in CSP 3; the
+    request's ``Host`` (already checked against the allowlist) is named too, for
+    browsers that predate it. The wall talks to no other origin: ``allowed_origins``
+    concerns other sites' pages, not this one."""
+    sources = ["'self'"]
+    if host_header is not None and _CSP_HOST.fullmatch(host_header):
+        sources += [f"ws://{host_header}", f"wss://{host_header}"]
+    return f"frame-ancestors 'none'; connect-src {' '.join(sources)}"
 
 
 def response(
@@ -33,17 +51,17 @@ def response(
 def json_response(
     status: int, body: dict[str, Any], *, close: bool = False, **headers: str
 ) -> web.Response:
-    data = (json.dumps(body) + "\n").encode()
+    data = (dumps(body) + "\n").encode()  # never NaN: every JSON answer goes through here
     return response(status, data, "application/json", close=close, **headers)
 
 
 def error(
-    status: int, message: str, *, close: bool = False, old_api: str | None = None
+    status: int, message: str, *, close: bool = False, seed_error: str | None = None
 ) -> web.Response:
-    """streamd's ``{"error": message}``, or with ``old_api`` (the error's short
-    name) the old API server's ``{"detail": {"error", "message"}}``."""
-    if old_api is not None:
-        body: dict[str, Any] = {"detail": {"error": old_api, "message": message}}
+    """streamd's ``{"error": message}``, or with ``seed_error`` (the error's short
+    name) the seed system's ``{"detail": {"error", "message"}}``."""
+    if seed_error is not None:
+        body: dict[str, Any] = {"detail": {"error": seed_error, "message": message}}
     else:
         body = {"error": message}
     return json_response(status, body, close=close)

@@ -24,7 +24,8 @@ class RouteKind(enum.Enum):
     EVENTS = "events"  # /api/events (gateway/events_api.py)
     EVENT_SNAPSHOT = "event_snapshot"  # /api/events/{id}/snapshot.jpg
     NOT_FOUND = "not_found"
-    # The old API server's surface (/work/shared/seed-api.md), answered in its shapes:
+    # The seed system's surface (the detection system streamd replaces; its API
+    # server's /api/v1 paths), answered in its shapes (gateway/seed_api.py):
     V1_STREAM_STATS = "v1_stream_stats"  # GET /api/v1/video-stream/stats
     V1_STREAM_STATUS = "v1_stream_status"  # GET /api/v1/video-stream/status/{id}
     V1_FRAME_PUSH = "v1_frame_push"  # POST /api/v1/video-stream/frame/{id}
@@ -32,10 +33,16 @@ class RouteKind(enum.Enum):
     V1_CAMERAS = "v1_cameras"  # GET /api/v1/cameras
     V1_BATCH_STATUS = "v1_batch_status"  # POST /api/v1/cameras/batch-status
     V1_CAMERA = "v1_camera"  # /api/v1/cameras/{id}/status|preview|stats, or the item itself
+    V1_CAMERA_LOGS = "v1_camera_logs"  # GET /api/v1/cameras/{id}/logs?lines=N
+    V1_CAMERA_TEST = "v1_camera_test"  # POST /api/v1/cameras/{id}/test
+    # /api/v1/cameras/{id}/activate|deactivate|auto-start: the config's business (405)
+    V1_CAMERA_CONFIGURED = "v1_camera_configured"
+    NODES = "nodes"  # GET /api/nodes
 
     @property
-    def old_api(self) -> bool:
-        """Errors in the old server's ``{"detail": {...}}`` shape."""
+    def seed_errors(self) -> bool:
+        """Errors in the seed system's ``{"detail": {...}}`` shape: every path of
+        its surface, camera start/stop included (its clients read that shape)."""
         return self.value.startswith("v1_") or self is RouteKind.CAMERA_CONTROL
 
     @property
@@ -51,6 +58,7 @@ class RouteKind(enum.Enum):
         """Endpoints a cross-site page must never reach."""
         return self in (
             RouteKind.CAMERA_CONTROL,
+            RouteKind.V1_CAMERA_TEST,
             RouteKind.RELOAD,
             RouteKind.V1_FRAME_PUSH,
             RouteKind.V1_STREAM_CONFIG,
@@ -58,6 +66,8 @@ class RouteKind(enum.Enum):
 
     @property
     def methods(self) -> frozenset[str]:
+        if self is RouteKind.V1_CAMERA_CONFIGURED:
+            return frozenset()  # every method gets the 405 naming the config
         if self is RouteKind.V1_STREAM_CONFIG:
             return frozenset({"GET", "HEAD", "POST"})
         if self in (RouteKind.V1_BATCH_STATUS, RouteKind.V1_FRAME_PUSH) or self.changes_state:
@@ -77,6 +87,13 @@ V1_STREAM_ROUTES = {
     "config/": RouteKind.V1_STREAM_CONFIG,
 }
 V1_CAMERA_VIEWS = frozenset({"status", "preview", "stats"})
+V1_CAMERA_ROUTES = {
+    "logs": RouteKind.V1_CAMERA_LOGS,
+    "test": RouteKind.V1_CAMERA_TEST,
+    "activate": RouteKind.V1_CAMERA_CONFIGURED,
+    "deactivate": RouteKind.V1_CAMERA_CONFIGURED,
+    "auto-start": RouteKind.V1_CAMERA_CONFIGURED,
+}
 _SIMPLE = {
     "/": RouteKind.WALL,
     "/healthz": RouteKind.HEALTHZ,
@@ -89,6 +106,7 @@ _SIMPLE = {
     "/api/v1/cameras/": RouteKind.V1_CAMERAS,
     "/api/v1/cameras/batch-status": RouteKind.V1_BATCH_STATUS,
     "/api/events": RouteKind.EVENTS,
+    "/api/nodes": RouteKind.NODES,
 }
 EVENTS_PREFIX = "/api/events/"
 EVENT_SNAPSHOT_SUFFIX = "/snapshot.jpg"
@@ -134,6 +152,8 @@ def route(path: str) -> Route:
         camera_id, _, action = path[len(CONTROL_PREFIX) :].partition("/")
         if action in CONTROL_ACTIONS:
             return Route(RouteKind.CAMERA_CONTROL, camera_id, action)
+        if action in V1_CAMERA_ROUTES:
+            return Route(V1_CAMERA_ROUTES[action], camera_id, action)
         if action in V1_CAMERA_VIEWS or (not action and camera_id):
             return Route(RouteKind.V1_CAMERA, camera_id, action)
     return NOT_FOUND

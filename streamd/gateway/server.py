@@ -2,12 +2,14 @@
 by aiohttp's low-level server (a real HTTP/1.1 server: keep-alive, pipelining,
 request bodies; see docs/architecture.md for why not websockets alone).
 
-``Gateway`` owns what crosses into the daemon: untrusted frames and events in
-(``ingest``), camera states out, and the listening socket. Requests pass, in
-order: connection admission (``admission``), duplicate security headers and the
-``Host`` allowlist (``guards``), routing (``routes``), then ``http_api`` or the
-viewer loops (``viewers``). Every refusal is a status (or a close code) with a
-reason, counted in ``refused`` and logged sparsely.
+``Gateway`` composes the gateway: the shared ``GatewayState`` (state.py), the
+handlers that get it (``HttpApi``, ``SeedApi``, the viewer loops) and the
+listening socket. It keeps what only the server does: start, close, the
+per-request checks of ``dispatch`` and closing sockets a reload took access
+from. Requests pass, in order: connection admission (``admission``), duplicate
+security headers and the ``Host`` allowlist (``guards``), routing (``routes``),
+then ``HttpApi`` or the viewer loops (``viewers``). Every refusal is a status
+(or a close code) with a reason, counted in ``refused`` and logged sparsely.
 """
 
 from __future__ import annotations
@@ -15,25 +17,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from streamd.camera_status import CameraStatus
 from streamd.config import Config
-from streamd.eventlog.local_log import LocalEventLog
-from streamd.eventlog.records import parse_stream_id
-from streamd.gateway import http_api, protocol
+from streamd.eventlog.records import EventStore
 from streamd.gateway.admission import ConnectionGate
-from streamd.gateway.auth import Decision, Need, authorize, visible_cameras
+from streamd.gateway.auth import Decision, Need
+from streamd.gateway.camera_api import Probes
 from streamd.gateway.control import Control
-from streamd.gateway.events_api import EventStore
-from streamd.gateway.guards import duplicated, embeddable, host_allowed
-from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
+from streamd.gateway.guards import (
+    duplicated,
+    embeddable,
+    host_allowed,
+    peer_of,
+    viewer_origin_allowed,
+)
+from streamd.gateway.http_api import HttpApi
+from streamd.gateway.hub import Hub
 from streamd.gateway.listener import (
     Connection,
     GatedServer,
@@ -41,19 +45,16 @@ from streamd.gateway.listener import (
     http_error_logger,
     sample_accept_errors,
 )
-from streamd.gateway.old_api import OldApi
 from streamd.gateway.responses import error
+from streamd.gateway.revoke import ViewerAccess, lost_access
 from streamd.gateway.routes import Route, RouteKind, route
-from streamd.gateway.viewers import CLOSE_GOING_AWAY, MultiplexedViewer, close_viewer
+from streamd.gateway.seed_api import SeedApi
+from streamd.gateway.state import GatewayState
+from streamd.gateway.subscriptions import Subscriber, Subscriptions
+from streamd.gateway.viewers import CLOSE_GOING_AWAY, close_viewer
 from streamd.registry.directory import CameraDirectory
-from streamd.states import CameraState
-from streamd.transport.frame import FrameError, parse_frame
-from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd.gateway")
-MAX_EVENT_BYTES = 64 * 1024
-MAX_IDLE_FOREIGN_EVENTS = 256  # newest events kept for unconfigured cameras (LRU)
-STALE_AFTER_S = 5.0
 STATE_TICK_S = 1.0
 KEEPALIVE_TIMEOUT_S = 5.0  # idle HTTP connections count toward the limits: free them soon
 
@@ -63,240 +64,90 @@ class Gateway:
         self,
         config: Config,
         hub: Hub,
-        subscriber: FrameSubscriber | None,
+        subscriber: Subscriber | None,
         control: Control,
         fallback_active: Callable[[], bool] = lambda: False,
         directory: CameraDirectory | None = None,
         env: Mapping[str, str] | None = None,
+        events: EventStore | None = None,
     ) -> None:
-        self.config = config
-        self.directory = directory  # every node's cameras, from the Redis registry
-        self.hub = hub
-        self.subscriber = subscriber
-        self.control = control
-        self.fallback_active = fallback_active
-        self.rejected: Counter[str] = Counter()  # untrusted input dropped, by reason
-        self.refused: Counter[str] = Counter()  # viewers and requests refused, by reason
+        self.state = GatewayState(
+            config,
+            hub,
+            Subscriptions(subscriber, config),
+            control,
+            directory=directory,
+            events=events,
+            fallback_active=fallback_active,
+        )
         self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
-        self._last_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.multiplexed: set[MultiplexedViewer] = set()
-        self.events: EventStore | None = None  # kept events (set by the daemon)
-        self.websockets: set[web.WebSocketResponse] = set()
+        self.seed_api = SeedApi(self.state, env or {})
+        self.http = HttpApi(self.state, self.seed_api, Probes())
+        self._revoking: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._web: GatedServer | None = None
         self._closing: asyncio.Task[None] | None = None
         self._state_task: asyncio.Task[None] | None = None
-        hub.pin(c.id for c in config.cameras)
-        self.old_api = OldApi(self, env or {})
 
-    def apply_config(self, config: Config) -> None:
-        """A reload: cameras and token/limit settings apply at once; listen waits."""
-        self._follow_external(self.config, config)
-        self.config = config
-        self.hub.pin(c.id for c in config.cameras)
-        self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
-
-    def _follow_external(self, old: Config | None, new: Config) -> None:
-        """Cameras another program publishes are subscribed to all the time, so
-        their newest frame is cached for snapshots and late joiners (as the old
-        server's ``PSUBSCRIBE video:*`` did)."""
-        if self.subscriber is None:
-            return
-        before = {c.id for c in old.cameras if c.external} if old else set()
-        after = {c.id for c in new.cameras if c.external}
-        for camera_id in sorted(after - before):
-            self.subscriber.want(camera_id)
-        for camera_id in sorted(before - after):
-            self.subscriber.unwant(camera_id)
-
-    # --- frames and events in ---------------------------------------------------------
+    # --- what the daemon hands in, and its counters ----------------------------------------
     def ingest(self, camera_id: str, payload: bytes) -> bool:
-        """Validate an untrusted frame (Redis, a child, an HTTP push) and hand it
-        to the hub; False when it was rejected (counted by reason)."""
-        try:
-            parsed = parse_frame(payload, self.config.server.max_frame_bytes)
-        except FrameError as exc:
-            self.reject(camera_id, exc.reason)
-            return False
-        if parsed.meta is not None and parsed.meta.camera_id != camera_id:
-            self.reject(camera_id, "camera_mismatch")
-            return False
-        self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
-        return True
+        return self.state.ingest(camera_id, payload)
 
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
-        """Validate an untrusted detection event, keep the newest, forward it. An
-        event from our own child without Redis (``snapshot`` given, or None) is
-        also kept in the embedded log, which gives it its id."""
-        try:
-            if len(payload) > MAX_EVENT_BYTES:
-                raise ValueError("too large")
-            event = protocol.loads_bounded(payload)
-            if not isinstance(event, dict) or event.get("camera_id") != camera_id:
-                raise ValueError("not an event for this camera")
-            ident = event.get("id")  # clients order and replay by it
-            if ident is not None and (not isinstance(ident, str) or not parse_stream_id(ident)):
-                raise ValueError("not an event id")
-        except ValueError:  # also JSONDecodeError, UnicodeDecodeError, too deep
-            self.reject(camera_id, "bad_event")
-            return
-        if isinstance(self.events, LocalEventLog) and "id" not in event:
-            record = self.events.append(event, snapshot)
-            if record is None:
-                self.reject(camera_id, "bad_event")
-                return
-            event = record.to_json()
-        self._keep_event(camera_id, event)
-        for viewer in self.multiplexed:
-            viewer.carry_out(viewer.session.on_event(camera_id, event))
-
-    def _keep_event(self, camera_id: str, event: dict[str, Any]) -> None:
-        self._last_events[camera_id] = event
-        self._last_events.move_to_end(camera_id)
-        configured = {c.id for c in self.config.cameras}
-        foreign = [c for c in self._last_events if c not in configured]
-        for camera_id in foreign[: max(0, len(foreign) - MAX_IDLE_FOREIGN_EVENTS)]:
-            del self._last_events[camera_id]
-
-    def last_event(self, camera_id: str) -> dict[str, Any] | None:
-        return self._last_events.get(camera_id)
+        self.state.ingest_event(camera_id, payload, snapshot)
 
     def reject(self, camera_id: str, reason: str) -> None:
-        """Count an untrusted frame or event dropped (by reason); log sparsely."""
-        self.rejected[reason] += 1
-        total = sum(self.rejected.values())
-        if total & (total - 1) == 0:  # log the 1st, 2nd, 4th, 8th… only
-            log.warning("frame rejected", camera_id=camera_id, reason=reason, rejected_total=total)
+        self.state.reject(camera_id, reason)
 
-    def refuse_quietly(self, reason: str, **fields: Any) -> None:
-        """Count a refusal; log only the 1st, 2nd, 4th… of each reason (no log floods)."""
-        self.refused[reason] += 1
-        count = self.refused[reason]
-        if count & (count - 1) == 0:
-            log.info("request refused", reason=reason, refused_total=count, **fields)
+    @property
+    def rejected(self) -> Counter[str]:
+        return self.state.rejected
 
-    def refuse(
-        self, reason: str, status: int, message: str, *, old_api: bool = False, **fields: Any
-    ) -> web.Response:
-        """Count, log sparsely, and answer; ``old_api`` paths get the old error shape."""
-        self.refused[reason] += 1
-        count = self.refused[reason]
-        if count & (count - 1) == 0:
-            log.info("request refused", reason=reason, status=status, refused_total=count, **fields)
-        close = status >= 500 or reason in _CLOSING_REASONS
-        return error(status, message, close=close, old_api=reason if old_api else None)
+    @property
+    def refused(self) -> Counter[str]:
+        return self.state.refused
 
-    # --- state --------------------------------------------------------------------------
-    def healthy(self) -> tuple[bool, str]:
-        if self._server is None:
-            return False, "not listening"
-        if self.subscriber is None:
-            return True, "redis disabled: local frames"
-        if self.subscriber.subscribed:
-            return True, "subscribed"
-        if self.fallback_active():
-            return True, "redis down: local fallback"
-        return False, "redis subscription down"
+    def apply_config(self, config: Config) -> None:
+        """A reload: cameras, subscriptions and token/limit settings apply at once
+        (open sockets that lost access are closed); listen waits (the daemon keeps it)."""
+        self.state.apply_config(config)
+        self.gate.limits_changed(config.server.max_viewers, config.server.max_viewers_per_address)
+        self.revoke_lost_access()
 
-    def known_cameras(self) -> list[str]:
-        """Configured cameras, then other nodes' (the registry), then others being
-        watched here (idle cached feeds of removed or foreign cameras are not
-        listed: no ghosts)."""
-        configured = [c.id for c in self.config.cameras]
-        listed = set(configured)
-        registered = [c for c in self.directory.ids() if c not in listed] if self.directory else []
-        listed.update(registered)
-        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in listed]
-        return configured + registered + sorted(others)
+    def revoke_lost_access(self) -> int:
+        """Close the WebSockets the current settings would no longer let in (a
+        revoked or narrowed token, an origin no longer listed); how many."""
+        state = self.state
+        watched = {listener.ws: listener.cameras for listener in state.listeners}
+        allowed_origins = state.config.server.allowed_origins
+        closed = 0
+        for ws, access in list(state.websockets.items()):
+            if ws.closed:
+                continue
 
-    def visible_cameras(self, token: str | None) -> list[str]:
-        return visible_cameras(self.known_cameras(), self.config.server.tokens, token)
+            def decide(
+                need: Need, camera_id: str | None, access: ViewerAccess = access
+            ) -> Decision:
+                return state.decide(need, access.token, access.peer, camera_id)
 
-    def can_view(self, token: str | None, peer: str, camera_id: str) -> Decision:
-        return self.decide(Need.VIEW, token, peer, camera_id)
-
-    def decide(self, need: Need, token: str | None, peer: str, camera_id: str | None) -> Decision:
-        server = self.config.server
-        return authorize(
-            need,
-            tokens=server.tokens,
-            presented=token,
-            peer=peer,
-            camera_id=camera_id,
-            admin_token_sha256=server.admin_token_sha256,
-        )
-
-    def camera_state(
-        self, camera_id: str, statuses: Mapping[str, CameraStatus] | None = None
-    ) -> CameraState:
-        if statuses is None:
-            statuses = self.control.camera_statuses()
-        latest = self.hub.latest(camera_id)
-        age = (time.time_ns() - latest.received_ns) / 1e9 if latest else None
-        status = statuses.get(camera_id)
-        if status is None and self.directory is not None:
-            return protocol.camera_state(self.directory.state(camera_id), age, STALE_AFTER_S)
-        return protocol.camera_state(status.state if status else None, age, STALE_AFTER_S)
-
-    def cameras(self, presented: str | None) -> dict[str, Any]:
-        statuses = self.control.camera_statuses()
-        result: dict[str, Any] = {}
-        for camera_id in self.visible_cameras(presented):
-            status = statuses.get(camera_id)
-            info = status.to_json() if status else {}
-            if status is None and self.directory is not None:
-                info = self.directory.info(camera_id) or {}
-            camera = self.config.camera(camera_id)
-            if camera is not None:
-                info["name"], info["location"] = camera.name, camera.location
-            latest = self.hub.latest(camera_id)
-            info["state"] = self.camera_state(camera_id, statuses).value
-            info["viewers"] = self.hub.viewers(camera_id)
-            info["last_frame_age_s"] = (
-                round((time.time_ns() - latest.received_ns) / 1e9, 3) if latest else None
-            )
-            info["last_event"] = self.last_event(camera_id)
-            result[camera_id] = info
-        fork_server = self.control.fork_server()
-        return (
-            {"cameras": result}
-            if fork_server is None
-            else {"cameras": result, "fork_server": fork_server}
-        )
+            origin_ok = viewer_origin_allowed(access.origin, access.host, allowed_origins)
+            revocation = lost_access(access, watched.get(ws, ()), decide, origin_ok)
+            if revocation is None:
+                continue
+            closed += 1
+            state.refuse_quietly("access_revoked", peer=access.peer, code=revocation.code)
+            task = asyncio.create_task(close_viewer(ws, revocation.code, revocation.reason))
+            self._revoking.add(task)
+            task.add_done_callback(self._revoking.discard)
+        if closed:
+            log.info("viewers closed: access withdrawn by reload", closed=closed)
+        return closed
 
     async def _state_loop(self) -> None:
         """Tell multiplexed viewers when a camera's state changes (≤ 1 s late)."""
         while True:
             await asyncio.sleep(STATE_TICK_S)
-            if not self.multiplexed:
-                continue
-            statuses = self.control.camera_statuses()
-            for viewer in list(self.multiplexed):
-                for camera_id in list(viewer.session.cameras):
-                    state = self.camera_state(camera_id, statuses)
-                    viewer.carry_out(viewer.session.on_state(camera_id, state))
-
-    # --- viewers' demand --------------------------------------------------------------------
-    def watch(
-        self,
-        camera_id: str,
-        notify: asyncio.Event | None = None,
-        send_now: SendNow | None = None,
-    ) -> Mailbox:
-        mailbox = self.hub.attach(camera_id, notify, send_now)
-        if self.subscriber is not None:
-            self.subscriber.want(camera_id)
-            self.subscriber.want_events(camera_id)
-        self.control.viewers_changed(camera_id)
-        return mailbox
-
-    def unwatch(self, mailbox: Mailbox) -> None:
-        camera_id = mailbox.camera_id
-        self.hub.detach(mailbox)
-        if self.subscriber is not None:
-            self.subscriber.unwant(camera_id)
-            self.subscriber.unwant_events(camera_id)
-        self.control.viewers_changed(camera_id)
+            self.state.tell_states()
 
     # --- requests ---------------------------------------------------------------------------
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -314,53 +165,58 @@ class Gateway:
     async def _dispatch(
         self, request: web.BaseRequest, connection: Connection
     ) -> web.StreamResponse:
-        peer = connection.peer
+        state = self.state
         if connection.refusal is not None:
             refusal = connection.refusal
-            return self.refuse(refusal.reason, refusal.status, refusal.message, peer=peer)
+            return state.refuse(
+                refusal.reason, refusal.status, refusal.message, peer=connection.peer
+            )
+        peer = peer_of(connection.peer, request.headers)  # a proxied client is not local
         twice = duplicated(name.decode("latin-1") for name, _ in request.raw_headers)
         if twice is not None:
-            return self.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
-        server = self.config.server
+            return state.refuse("bad_request", 400, f"duplicate {twice} header", peer=peer)
+        server = state.config.server
         if not request.raw_path.startswith("/"):
             # Absolute-form (or asterisk-form) targets are for proxies; we are not one,
             # and RFC 9112 would have us ignore the Host we check below.
-            return self.refuse("bad_request", 400, "request target must be a path", peer=peer)
+            return state.refuse("bad_request", 400, "request target must be a path", peer=peer)
         if not host_allowed(request.headers.get("Host"), server.host, server.server_names):
-            return self.refuse(
+            return state.refuse(
                 "host", 400, "Host not allowed (add the name to [server] server_names)", peer=peer
             )
         target = route(request.path)
+        seed_errors = target.kind.seed_errors
         if target.shows_picture and not embeddable(
             request.headers.get("Sec-Fetch-Site"), server.allowed_origins
         ):
             message = "pictures are not served to other sites (list them in allowed_origins)"
-            return self.refuse("cross_site", 403, message, old_api=target.kind.old_api, peer=peer)
+            return state.refuse("cross_site", 403, message, seed_errors=seed_errors, peer=peer)
         if target.kind is RouteKind.NOT_FOUND:
-            return self.refuse("not_found", 404, "not found")
-        old_api = target.kind.old_api
+            return state.refuse("not_found", 404, "not found")
         if request.method == "OPTIONS":
-            return http_api.preflight(self, request, target)
+            return self.http.preflight(request, target)
         if request.method not in target.kind.methods:
-            return self.refuse("method", 405, method_refusal(target), old_api=old_api)
+            return state.refuse("method", 405, method_refusal(target), seed_errors=seed_errors)
         if request.body_exists and not target.kind.takes_body:
             message = "this endpoint takes no request body"
-            return self.refuse("bad_request", 400, message, old_api=old_api)
+            return state.refuse("bad_request", 400, message, seed_errors=seed_errors)
         if target.kind.is_websocket:
-            return await http_api.open_viewer(self, request, target, connection)
-        return http_api.with_cors(self, request, await http_api.handle(self, request, target, peer))
+            return await self.http.open_viewer(request, target, connection, peer)
+        return self.http.with_cors(request, await self.http.handle(request, target, peer))
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> asyncio.Server:
-        server_config = self.config.server
+        server_config = self.state.config.server
         tls: ssl.SSLContext | None = None
         if server_config.tls_cert and server_config.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(server_config.tls_cert, server_config.tls_key)
         self._web = GatedServer(
-            self,
+            self.dispatch,
+            self.state,
+            self.gate,
             access_log=None,
-            logger=http_error_logger(self),
+            logger=http_error_logger(self.state),
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             handler_cancellation=True,  # a client that leaves cancels its request
         )
@@ -371,7 +227,7 @@ class Gateway:
                 fd_budget=self.gate.fd_budget,
                 max_viewers=server_config.max_viewers,
             )
-        sample_accept_errors(self)
+        sample_accept_errors(self.state)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._web,
@@ -381,9 +237,9 @@ class Gateway:
             ssl_handshake_timeout=server_config.handshake_timeout if tls else None,
             reuse_address=True,
         )
+        self.state.listening = True
         self._state_task = asyncio.create_task(self._state_loop(), name="viewer-states")
-        self._follow_external(None, self.config)
-        self.old_api.start_intervals()
+        self.seed_api.start_intervals()
         return self._server
 
     def bound_port(self) -> int:
@@ -405,18 +261,29 @@ class Gateway:
         server, self._server = self._server, None
         if server is None:
             return
+        self.state.listening = False
         server.close()
         await asyncio.gather(
-            *(close_viewer(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in self.websockets)
+            *(
+                close_viewer(ws, CLOSE_GOING_AWAY, "server shutting down")
+                for ws in self.state.websockets
+            )
         )
         if self._web is not None:
             with contextlib.suppress(TimeoutError):
                 await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
-        await self.old_api.close()
+        await self.seed_api.close()
 
 
 def method_refusal(target: Route) -> str:
+    if target.kind is RouteKind.V1_CAMERA_CONFIGURED:
+        return (
+            f"{target.action} is not an API action: which cameras run (from start) is "
+            "the config's, /etc/streamd.toml (or /etc/streamd.d/) or `streamd camera "
+            "add|remove`, then `systemctl reload streamd`; POST start/stop/restart act "
+            "until the next reload"
+        )
     if target.kind is RouteKind.V1_CAMERAS or (
         target.kind is RouteKind.V1_CAMERA and not target.action
     ):
@@ -425,10 +292,3 @@ def method_refusal(target: Route) -> str:
             "or with `streamd camera add|remove`, then `systemctl reload streamd`"
         )
     return f"method not allowed (use {', '.join(sorted(target.kind.methods))})"
-
-
-# Refusals after which the connection is closed (the client misbehaves or may
-# have sent a body we did not read).
-_CLOSING_REASONS = frozenset(
-    {"bad_request", "host", "max_viewers_per_address", "body_too_large", "body_timeout"}
-)

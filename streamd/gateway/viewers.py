@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -26,9 +26,8 @@ from streamd.eventlog.records import EventQuery
 from streamd.gateway import protocol
 from streamd.gateway.hub import HubFrame, Mailbox, SendNow
 from streamd.gateway.session import MultiplexSession, Refused, Replay, Reply, Unwatch, Watch
-
-if TYPE_CHECKING:
-    from streamd.gateway.server import Gateway
+from streamd.gateway.state import GatewayState
+from streamd.states import CameraState
 
 log = structlog.get_logger("streamd.gateway")
 CLOSE_POLICY = 1008
@@ -53,16 +52,16 @@ async def close_viewer(ws: web.WebSocketResponse, code: int, reason: str) -> Non
 
 
 async def client_messages(
-    gateway: Gateway, ws: web.WebSocketResponse
+    state: GatewayState, ws: web.WebSocketResponse
 ) -> Any:  # AsyncIterator[WSMessage], Any keeps aiohttp's generic types out
     """Data messages from the client; pings answered and everything rate-limited."""
-    limiter = protocol.RateLimiter(gateway.config.server.max_messages_per_second)
+    limiter = protocol.RateLimiter(state.config.server.max_messages_per_second)
     while True:
         message = await ws.receive()
         if message.type in _ENDED:
             return
         if not limiter.allow(time.monotonic()):
-            gateway.refuse_quietly("message_rate")
+            state.refuse_quietly("message_rate")
             await close_viewer(ws, CLOSE_POLICY, "message rate limit")
             return
         if message.type is WSMsgType.PING:
@@ -119,7 +118,7 @@ def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNo
 
 
 async def run_single(
-    gateway: Gateway,
+    state: GatewayState,
     ws: web.WebSocketResponse,
     camera_id: str,
     peer: str,
@@ -127,26 +126,26 @@ async def run_single(
 ) -> None:
     """``/ws/{id}``: one JPEG per binary message; text ``ping`` → ``pong``."""
     send_now = direct_sender(ws, request) if request is not None else None
-    mailbox = gateway.watch(camera_id, send_now=send_now)
+    mailbox = state.watch(camera_id, send_now=send_now)
     log.info(
-        "viewer connected", camera_id=camera_id, peer=peer, viewers=gateway.hub.viewers(camera_id)
+        "viewer connected", camera_id=camera_id, peer=peer, viewers=state.hub.viewers(camera_id)
     )
 
     async def send_frames() -> None:
         while True:
             frame = await mailbox.get()
             await ws.send_bytes(frame.payload)
-            gateway.hub.record_sent(frame, time.time_ns())
+            state.hub.record_sent(frame, time.time_ns())
 
     async def receive() -> None:
-        async for message in client_messages(gateway, ws):
+        async for message in client_messages(state, ws):
             if message.type is WSMsgType.TEXT and message.data == "ping":
                 await ws.send_str("pong")
 
     try:
         await _run_until_closed(send_frames, receive)
     finally:
-        gateway.unwatch(mailbox)
+        state.unwatch(mailbox)
         log.info(
             "viewer disconnected",
             camera_id=camera_id,
@@ -157,17 +156,20 @@ async def run_single(
 
 
 class MultiplexedViewer:
-    """One ``/ws`` connection: a ``MultiplexSession`` plus its mailboxes and sender."""
+    """One ``/ws`` connection: a ``MultiplexSession`` plus its mailboxes and sender;
+    a ``state.Listener`` of events and camera states while it runs."""
 
-    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, token: str | None, peer: str):
-        self.gateway = gateway
+    def __init__(
+        self, state: GatewayState, ws: web.WebSocketResponse, token: str | None, peer: str
+    ):
+        self.state = state
         self.ws = ws
         self.token = token
         self.peer = peer
         self.session = MultiplexSession(
-            can_view=lambda camera_id: gateway.can_view(token, peer, camera_id),
-            state_of=gateway.camera_state,
-            last_event_of=gateway.last_event,
+            can_view=lambda camera_id: state.can_view(token, peer, camera_id),
+            state_of=state.camera_state,
+            last_event_of=state.last_event,
         )
         self.mailboxes: dict[str, Mailbox] = {}
         self._texts: deque[str] = deque()
@@ -175,25 +177,35 @@ class MultiplexedViewer:
         self._wake = asyncio.Event()
         self._replay_task: asyncio.Task[None] | None = None
 
+    @property
+    def cameras(self) -> Collection[str]:
+        return self.session.cameras
+
+    def on_event(self, camera_id: str, event: dict[str, Any]) -> None:
+        self.carry_out(self.session.on_event(camera_id, event))
+
+    def on_state(self, camera_id: str, state: CameraState) -> None:
+        self.carry_out(self.session.on_state(camera_id, state))
+
     def carry_out(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Reply):
                 self._queue_text(action.text)
             elif isinstance(action, Watch):
-                self.mailboxes[action.camera_id] = self.gateway.watch(action.camera_id, self._wake)
+                self.mailboxes[action.camera_id] = self.state.watch(action.camera_id, self._wake)
             elif isinstance(action, Unwatch):
                 mailbox = self.mailboxes.pop(action.camera_id, None)
                 if mailbox is not None:
-                    self.gateway.unwatch(mailbox)
+                    self.state.unwatch(mailbox)
             elif isinstance(action, Refused):
-                self.gateway.refuse_quietly(action.reason)
+                self.state.refuse_quietly(action.reason)
             elif isinstance(action, Replay):
                 self._replay_task = asyncio.create_task(self._replay(action))
         self._wake.set()  # cached frames of new subscriptions go out at once
 
     async def _replay(self, action: Replay) -> None:
         """Fetch kept events for a ``Replay``; the session sends them before live ones."""
-        store = self.gateway.events
+        store = self.state.events
         query = EventQuery(
             cameras=frozenset(action.cameras), after=action.after, limit=action.limit
         )
@@ -202,26 +214,26 @@ class MultiplexedViewer:
                 raise LookupError("events are not kept here")
             page = await store.query(query, lambda _camera: True)  # cameras already granted
         except (RedisError, OSError, LookupError) as exc:
-            self.gateway.refuse_quietly("events_unavailable", error=str(exc))
+            self.state.refuse_quietly("events_unavailable", error=str(exc))
             self.carry_out(self.session.on_replay_failed())
             return
         events = [record.to_json() for record in page.events]
         self.carry_out(self.session.on_replay(events, more=page.cursor is not None))
 
     async def run(self) -> None:
-        gateway = self.gateway
-        gateway.multiplexed.add(self)
-        self.carry_out(self.session.hello(gateway.visible_cameras(self.token)))
+        state = self.state
+        state.listeners.add(self)
+        self.carry_out(self.session.hello(state.visible_cameras(self.token)))
         try:
             await _run_until_closed(self._send_loop, self._receive)
         finally:
             if self._replay_task is not None:
                 self._replay_task.cancel()
             self.carry_out(self.session.close())
-            gateway.multiplexed.discard(self)
+            state.listeners.discard(self)
 
     async def _receive(self) -> None:
-        async for message in client_messages(self.gateway, self.ws):
+        async for message in client_messages(self.state, self.ws):
             if message.type is WSMsgType.TEXT:
                 self.carry_out(self.session.on_text(message.data))
             else:
@@ -236,7 +248,7 @@ class MultiplexedViewer:
             self._text_bytes > MAX_TEXT_BACKLOG_BYTES and len(self._texts) > 1
         ):
             self._text_bytes -= len(self._texts.popleft())
-            self.gateway.refuse_quietly("text_backlog")
+            self.state.refuse_quietly("text_backlog")
         self._wake.set()
 
     async def _send_loop(self) -> None:
@@ -251,4 +263,4 @@ class MultiplexedViewer:
                 frame = mailbox.take()
                 if frame is not None:
                     await self.ws.send_bytes(protocol.encode_frame(frame))
-                    self.gateway.hub.record_sent(frame, time.time_ns())
+                    self.state.hub.record_sent(frame, time.time_ns())

@@ -15,12 +15,14 @@ class RegistryConnection:
         self.topology = topology
         self._client: aioredis.Redis | None = None
         self._url: str | None = None
+        self._stale = False  # a call failed: read the map again before the next one
 
     async def client(self) -> aioredis.Redis:
         """The client for the registry's master (reading the cluster map if needed)."""
         url = self.topology.url_for(CAMERAS_KEY)
-        if url is None:
+        if url is None or (self._stale and self.topology.cluster):
             await self.topology.refresh()
+            self._stale = False
             url = self.topology.url_for(CAMERAS_KEY)
             if url is None:
                 raise TopologyError("the registry's slot has no master")
@@ -30,10 +32,11 @@ class RegistryConnection:
         return self._client
 
     async def failed(self) -> None:
-        """The last call failed: drop the client and re-read the map next time."""
+        """The last call failed: drop the client and re-read the map next time.
+        The map itself is kept: it is shared, and its nodes are the seeds that
+        find the new one once the node named in the config is gone."""
         await self.close()
-        if self.topology.cluster:
-            self.topology.slots = None
+        self._stale = True
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,33 @@ class DirectoryEntry:
             **({"name": self.name} if self.name else {}),
             **({"location": self.location} if self.location else {}),
         }
+
+
+def node_summaries(
+    entries: Iterable[DirectoryEntry], now_ms: int, lease_s: float, visible: Collection[str]
+) -> list[dict[str, Any]]:
+    """Every node that announces a visible camera (pure; for ``GET /api/nodes``).
+    Only a camera's owner announces it, so these nodes are owners; a node whose
+    every lease has ended is ``offline``. The lease age (time since the node last
+    renewed) is our ``lease`` minus what is left: the nodes of one cluster share
+    the setting."""
+    by_node: dict[str, list[DirectoryEntry]] = {}
+    for entry in entries:
+        if entry.camera_id in visible:
+            by_node.setdefault(entry.node, []).append(entry)
+    nodes = []
+    for node, owned in sorted(by_node.items()):
+        left_ms = max(0, max(e.expires_ms for e in owned) - now_ms)
+        nodes.append(
+            {
+                "name": node,
+                "role": "owner" if left_ms else "offline",
+                "cameras": sorted(e.camera_id for e in owned),
+                "lease_age_s": round(max(0.0, lease_s - left_ms / 1000), 3) if left_ms else None,
+                "lease_left_s": round(left_ms / 1000, 3),
+            }
+        )
+    return nodes
 
 
 class CameraDirectory:

@@ -66,6 +66,7 @@ class NodeRegistry:
         self.leases: dict[str, CameraLease] = {}
         self.conflicts_seen: Counter[str] = Counter()  # by camera, for the metric
         self.failures = 0
+        self.renewed_at: float | None = None  # monotonic time of the last announce
         self._last_frame: dict[str, tuple[int | None, int | None]] = {}  # seq, wall ms
 
     @property
@@ -98,6 +99,7 @@ class NodeRegistry:
             for camera_id, claim in claims.items():
                 self._carry_out(self.leases[camera_id].on_claim(claim, now))
             await store.announce(client, self._announcements(configured), self.lease_ms)
+            self.renewed_at = time.monotonic()
         except (RedisError, OSError) as exc:
             await self.connection.failed()
             self._unreachable(str(exc) or type(exc).__name__)
@@ -105,6 +107,26 @@ class NodeRegistry:
         if self.failures:
             log.info("camera registry reachable again", failures=self.failures)
             self.failures = 0
+
+    def summary(self) -> dict[str, Any]:
+        """This node for ``GET /api/nodes``: its role, the cameras it owns, how long
+        since it renewed its leases."""
+        owned = sorted(c for c, lease in self.leases.items() if lease.role is Role.OWNER)
+        roles = {lease.role for lease in self.leases.values()}
+        if owned:
+            role = "owner"
+        elif Role.STANDBY in roles:
+            role = "standby"  # configured here, owned and published by another node
+        else:
+            role = "unknown" if roles else "gateway"  # no answer from Redis yet; no cameras
+        age = None if self.renewed_at is None else time.monotonic() - self.renewed_at
+        return {
+            "name": self.node,
+            "role": role,
+            "cameras": owned,
+            "lease_age_s": None if age is None else round(age, 3),
+            "this_node": True,
+        }
 
     def _unreachable(self, error: str) -> None:
         self.failures += 1

@@ -70,7 +70,7 @@ class ParsedFrame:
     meta: FrameMeta | None
 
 
-def frame_header(meta: FrameMeta, publish_ns: int) -> bytes:
+def metadata_prefix(meta: FrameMeta, publish_ns: int) -> bytes:
     """SOI and the metadata segment: what goes before the JPEG's own bytes after
     its SOI (``publish_ns`` given apart, so sending needs no new ``FrameMeta``)."""
     cam = meta.camera_id.encode("ascii")
@@ -89,7 +89,7 @@ def pack_frame(meta: FrameMeta, jpeg: bytes, publish_ns: int | None = None) -> b
     if not jpeg.startswith(SOI):
         raise FrameError("not_jpeg")
     stamp = meta.publish_ns if publish_ns is None else publish_ns
-    return b"".join((frame_header(meta, stamp), memoryview(jpeg)[2:]))
+    return b"".join((metadata_prefix(meta, stamp), memoryview(jpeg)[2:]))
 
 
 def _parse_meta(segment: bytes) -> FrameMeta:

@@ -4,9 +4,10 @@ a frame link beside it, adaptive batching, and the embedded fallback.
 Capture never waits on Redis: ``submit`` (on the event loop, handed over from the
 capture thread) writes the frame at once as one pre-packed ``PUBLISH`` on the
 frame link (``publish_link``) when no batch is awaiting its replies; otherwise
-the frame waits in a small bounded queue where the newest frame wins, and when
-the replies come in, *everything* queued goes out in one write, so batching
-grows with load and adds no latency when idle. The pooled client serves the
+the frame waits in a small bounded queue that drops its oldest frame when full
+(the newest ``queue_size`` frames stay, in order), and when the replies come in,
+*everything* queued goes out in one write, so batching grows with load and adds
+no latency when idle. The pooled client serves the
 rest (PING, events, who watches); its pipelines cost more CPU per frame than
 the frame itself, which is why frames have their own connection.
 
@@ -21,7 +22,6 @@ default) of Redis coming back. A batch whose replies take longer than
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -48,8 +48,9 @@ def pack_for_sending(frame: EncodedFrame) -> bytes:
     return pack_frame(frame.meta, frame.jpeg, time.time_ns())
 
 
-class LatestWinsQueue:
-    """Bounded FIFO that drops the oldest entry when full (pure)."""
+class DropOldestQueue:
+    """Bounded FIFO that drops the oldest entry when full (pure); all of it is
+    taken at once, as one batch."""
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[EncodedFrame] = deque()
@@ -93,7 +94,7 @@ class FramePublisher:
         self.channel = channel
         self.stats = stats
         self._fallback = fallback
-        self._queue = LatestWinsQueue(queue_size)
+        self._queue = DropOldestQueue(queue_size)
         self._reconnect = reconnect
         self._reply_timeout = reply_timeout
         self._redis_url = redis_url
@@ -114,13 +115,11 @@ class FramePublisher:
         # Until the first PING resolves, Redis is neither up nor known to be down:
         # frames go local without counting as failed publishes.
         self._connecting = self._topology is not None
-        self._first_attempt_done = asyncio.Event()  # the first connection answered or failed
-        if not self._connecting:
-            self._first_attempt_done.set()
         self._announce_next_success = True
         self._failure_logged = False  # since the last frame Redis took
         self._down = asyncio.Event()
         self._down.set()  # until the first PING answers
+        self._up = asyncio.Event()  # the opposite of _down: set while Redis answers
 
     @property
     def redis_state(self) -> RedisState:
@@ -221,7 +220,7 @@ class FramePublisher:
         not reach Redis; Redis counts as down until PING answers again."""
         failed, waiting = self._in_flight, self._queue.take_all()
         self._in_flight = []
-        self._mark_down(exc)  # closes the link
+        self.mark_down(exc)  # closes the link
         self._count_not_published(failed, "publish_error")
         self._count_not_published(waiting, "redis_down")
         newest = (failed + waiting)[-1:]
@@ -261,24 +260,20 @@ class FramePublisher:
             else:
                 await self._client.publish(channel, payload)
         except (RedisError, OSError) as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             return False
         return True
 
-    async def first_connection(self, within: float) -> None:
-        """Wait, at most ``within`` seconds, while the first connection is being made."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_attempt_done.wait(), within)
+    async def wait_up(self) -> None:
+        """Return once Redis answers (at once if it does now)."""
+        await self._up.wait()
 
-    def client_if_up(self) -> aioredis.Redis | None:
-        """The Redis client while Redis answers (events go to the stream with it).
-        None in a Redis Cluster: the kept-events keys do not share a hash slot yet
-        (events are still published live, by SPUBLISH)."""
-        return self._client if self._redis_up and not self._cluster else None
-
-    def mark_down(self, exc: BaseException) -> None:
-        """A caller's Redis command failed: probe and fall back like a failed publish."""
-        self._mark_down(exc)
+    async def client_for_key(self, key: str) -> aioredis.Redis | None:
+        """The client for the Redis serving ``key`` (the master of its slot in a
+        cluster) while Redis answers; None while it is down or not yet up."""
+        if self._client is None or self._topology is None or not self._redis_up:
+            return None
+        return await self._client_for(key) if self._cluster else self._client
 
     async def watched_on_redis(self) -> bool | None:
         """Does anyone listen on our channel (or on any pattern)? None if unknown."""
@@ -293,11 +288,11 @@ class FramePublisher:
                 pipe.pubsub_numpat()
                 numsub, numpat = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             return None
         return bool(numsub and numsub[0][1]) or bool(numpat)
 
-    def _mark_down(self, exc: BaseException) -> None:
+    def mark_down(self, exc: BaseException) -> None:
         self._close_link()
         # Once per outage: a Redis that answers PING but refuses every frame goes
         # up and down with each frame, and must not log each time.
@@ -307,6 +302,7 @@ class FramePublisher:
                 "redis publish failed; using local fallback", error=str(exc) or type(exc).__name__
             )
         self._redis_up = False
+        self._up.clear()
         self._down.set()
 
     async def _reconnect_loop(self) -> None:
@@ -322,10 +318,10 @@ class FramePublisher:
             await retry.call_with_retry(self._ping, self._on_ping_failed)
             up_at = time.monotonic()
             self._connecting = False
-            self._first_attempt_done.set()
             self._redis_up = True
             self._announce_next_success = True
             self._down.clear()
+            self._up.set()
 
     async def _ping(self) -> None:
         assert self._topology is not None
@@ -351,14 +347,16 @@ class FramePublisher:
         if url is None or url == self._client_url:
             return self._client
         if url not in self._side_clients:
-            for stale in self._side_clients.values():  # the map changed: start over
-                await stale.aclose()
-            self._side_clients = {url: plain_client(url, max_connections=1)}
+            # One client per other master (events' channels, the kept-events
+            # stream); those of masters gone from the map are closed.
+            masters = set(self._topology.master_urls())
+            for gone in [u for u in self._side_clients if u not in masters]:
+                await self._side_clients.pop(gone).aclose()
+            self._side_clients[url] = plain_client(url, max_connections=1)
         return self._side_clients[url]
 
     def _on_ping_failed(self, exc: Exception, failures: int, _delay: float) -> None:
         self._connecting = False
-        self._first_attempt_done.set()
         if failures == 1:
             log.warning(
                 "redis unreachable; frames go to the local gateway",

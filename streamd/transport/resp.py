@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from streamd.transport.frame import SOI, FrameError, FrameMeta, frame_header
+from streamd.transport.frame import SOI, FrameError, FrameMeta, metadata_prefix
 
 INITIAL_BUFFER = 1 << 20  # several frames: a burst is read in few system calls
 MIN_READ = 64 * 1024  # free space offered to one read, at least
@@ -279,7 +279,7 @@ def pack_publish(head: bytes, meta: FrameMeta, publish_ns: int, jpeg: bytes) -> 
     bytes), built with one copy of the JPEG; and the payload's size."""
     if not jpeg.startswith(SOI):
         raise FrameError("not_jpeg")
-    header = frame_header(meta, publish_ns)
+    header = metadata_prefix(meta, publish_ns)
     size = len(header) + len(jpeg) - len(SOI)
     command = b"".join((head, b"$%d\r\n" % size, header, memoryview(jpeg)[len(SOI) :], _CRLF))
     return command, size

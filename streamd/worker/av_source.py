@@ -33,8 +33,8 @@ from av.video.stream import VideoStream
 
 from streamd.redact import redact_url
 from streamd.worker.decoding import MAX_KEYFRAME_BACKLOG, is_self_contained_jpeg, jpeg_size
+from streamd.worker.frames import DecodeStats, Frame, Image, KeyframePolicy, SourceError
 from streamd.worker.planes import Planes, from_packed_i420
-from streamd.worker.sources import DecodeStats, Frame, Image, KeyframePolicy, SourceError
 
 if TYPE_CHECKING:  # generic in the stubs only
     VideoPacket = Packet[VideoStream]
@@ -123,6 +123,14 @@ class AvSource:
         self._need_keyframe = context.name not in INTRA_ONLY_CODECS
         self._last_key_pts = None
 
+    def stream_info(self) -> tuple[str | None, float | None]:
+        """The open stream's codec name and declared frame rate (None if unknown)."""
+        stream = self._stream
+        if stream is None:
+            return None, None
+        rate = stream.average_rate or stream.guessed_rate
+        return stream.codec_context.name, float(rate) if rate else None
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
@@ -131,6 +139,12 @@ class AvSource:
     # --- keyframes ------------------------------------------------------------------
     def keyframes_only_when(self, policy: KeyframePolicy) -> None:
         self._keyframes_only = policy
+
+    @property
+    def held_packets(self) -> int:
+        """Packets kept since the last keyframe, decoded at once when a picture is
+        next used (so a viewer arriving mid-GOP needs no wait for a keyframe)."""
+        return len(self._backlog)
 
     def _note_keyframe(self, packet: VideoPacket) -> None:
         pts = _seconds(packet.pts, packet.time_base)

@@ -31,11 +31,11 @@ from streamd.worker.demand import IDLE_REFRESH_S
 from streamd.worker.detection_thread import DetectionRunner, DetectorInput
 from streamd.worker.detectors import Detection
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
+from streamd.worker.frames import Frame, Source, SourceError
 from streamd.worker.overlay import draw_overlay
 from streamd.worker.planes import encode_jpeg as encode_planes
 from streamd.worker.planes import resize_to_width as resize_planes
 from streamd.worker.planes import to_bgr as planes_to_bgr
-from streamd.worker.sources import Frame, Pacer, Source, SourceError
 
 log = structlog.get_logger("streamd.capture")
 # A camera that comes back (reboot, network) must stream again within seconds, so
@@ -232,3 +232,31 @@ class CaptureLoop:
         resized = resize_to_width(image, self.camera.width)
         jpeg = encode_jpeg(resized, self.camera.jpeg_quality)
         return jpeg, int(resized.shape[1]), int(resized.shape[0])
+
+
+class Pacer:
+    """Decides which frames to keep for a target fps (pure: ``now`` is passed in)."""
+
+    def __init__(self, fps: float, now: float) -> None:
+        self.interval = 1.0 / fps
+        # A live camera at exactly our fps delivers with jitter: a frame a little
+        # early is still the one due (dropping it cost viewers 1 frame in 20).
+        self.early = self.interval / 4
+        self.next_due = now
+
+    def wait_time(self, now: float) -> float:
+        return max(0.0, self.next_due - now)
+
+    def take(self, now: float) -> bool:
+        """True if a frame arriving at ``now`` should be published."""
+        if now < self.next_due - max(1.0, 4 * self.interval):
+            self.next_due = now + self.interval  # the clock jumped back: start afresh
+            return True
+        if now < self.next_due - self.early:
+            return False
+        # Schedule from the due time, not from now, so the average rate is exact;
+        # but after a stall longer than one interval start afresh (no catch-up burst).
+        self.next_due += self.interval
+        if self.next_due <= now:
+            self.next_due = now + self.interval
+        return True

@@ -30,9 +30,10 @@ from redis.exceptions import RedisError
 
 from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
+from streamd.eventlog.records import event_keys
 from streamd.eventlog.redis_log import RedisEventWriter
 from streamd.observability import configure_logging
-from streamd.states import ExitCode, SourceState, event_channel
+from streamd.states import ExitCode, SourceState, event_channel, picture_stalled
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
@@ -48,15 +49,22 @@ from streamd.worker.capture import CaptureLoop
 from streamd.worker.demand import DemandPolicy
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import DetectorError, build_detector
+from streamd.worker.event_backlog import (
+    EventBacklog,
+    EventRoute,
+    PendingEvent,
+    route_event,
+    worth_retrying,
+)
 from streamd.worker.events import DetectionEvent
+from streamd.worker.frames import Source, SourceError
 from streamd.worker.snapshot import event_snapshot
-from streamd.worker.sources import Source, SourceError, open_source
+from streamd.worker.sources import open_source
 from streamd.worker.spec import WorkerSpec
 
 log = structlog.get_logger("streamd.worker")
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
 SPEC_TIMEOUT_S = 10.0
-FIRST_CONNECT_WAIT_S = 2.0
 # Capture and detection get 3 s each to stop, closing connections the rest.
 STOP_DEADLINE_S = 10.0
 CANCEL_ROUNDS, CANCEL_ROUND_S = 5, 0.5
@@ -102,10 +110,11 @@ class CameraWorker:
             on_idle_frame=self._from_thread_idle_frame,
         )
         self.started = time.monotonic()
-        self._event_tasks: set[asyncio.Task[None]] = set()
-        self.event_writer = RedisEventWriter(spec.events)
-        self._event_order = asyncio.Lock()  # stream ids in the order events happened
-        self.events_not_kept = 0
+        self.event_writer = RedisEventWriter(spec.events, event_keys(spec.redis_cluster))
+        # Events waiting for Redis (down, or not yet up), written in order by
+        # keep_events: a live event always carries the id it is kept under.
+        self.backlog = EventBacklog(spec.events.backlog)
+        self._backlog_ready = asyncio.Event()
 
     def _build_detection(self) -> tuple[str, DetectionRunner | None]:
         settings = self.spec.camera.detection
@@ -138,7 +147,8 @@ class CameraWorker:
             self.loop.call_soon_threadsafe(self._on_event, event, snapshot)
 
     def _on_event(self, event: DetectionEvent, snapshot: bytes | None) -> None:
-        """One log line per event (never per frame), then out to Redis or the gateway."""
+        """One log line per event (never per frame), then to the supervisor (no
+        Redis) or into the backlog, which ``keep_events`` writes to Redis."""
         self.stats.counters["events"] += 1
         log.info(
             "detection event",
@@ -146,39 +156,78 @@ class CameraWorker:
             left=list(event.left),
             labels=sorted({d.label for d in event.detections}),
         )
-        task = asyncio.create_task(self._deliver_event(event.to_json(), snapshot))
-        self._event_tasks.add(task)
-        task.add_done_callback(self._event_tasks.discard)
+        pending = PendingEvent(event.to_json(), snapshot)
+        if route_event(self.publisher.redis_state) is EventRoute.LOCAL:
+            self._send_event_to_supervisor(pending)
+            return
+        self._count_dropped_events(self.backlog.add(pending))
+        self._backlog_ready.set()
 
-    async def _deliver_event(self, event: dict[str, Any], snapshot: bytes | None) -> None:
-        """Kept in the stream (with its snapshot) and published live; without Redis,
-        to the supervisor with the snapshot after a NUL byte (JSON never has one)."""
-        async with self._event_order:
-            # Forked warm, a child detects within milliseconds, before its first
-            # Redis connection is up: its first events wait for it (bounded)
-            # rather than go past the stream to the gateway without an id.
-            await self.publisher.first_connection(FIRST_CONNECT_WAIT_S)
-            client = self.publisher.client_if_up()
-            if client is not None:
-                try:
-                    event_id = await self.event_writer.append(client, event, snapshot)
-                    event["id"] = event_id
-                    event["snapshot"] = f"/api/events/{event_id}/snapshot.jpg" if snapshot else None
-                except (RedisError, OSError) as exc:
-                    self.events_not_kept += 1
-                    if self.events_not_kept & (self.events_not_kept - 1) == 0:
-                        log.warning(
-                            "event not kept in the stream",
-                            error=str(exc) or type(exc).__name__,
-                            not_kept=self.events_not_kept,
-                        )
-            payload = json.dumps(event, separators=(",", ":")).encode()
-            if await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
-                return
+    def _count_dropped_events(self, dropped: int) -> None:
+        if not dropped:
+            return
+        counters = self.stats.counters
+        counters["events_dropped"] += dropped
+        total = counters["events_dropped"]
+        if total & (total - 1) == 0 or dropped > 1:  # the 1st, 2nd, 4th… only
+            log.warning(
+                "events dropped: the backlog waiting for redis is full",
+                backlog=self.backlog.capacity,
+                dropped_total=total,
+            )
+
+    async def keep_events(self) -> None:
+        """Write the backlog in order while Redis answers: each event kept in the
+        stream (with its snapshot), then published live with its id."""
+        while True:
+            await self._backlog_ready.wait()
+            # Taken only once Redis answers: while it is away, every waiting event
+            # is in the backlog, where the oldest are the ones dropped.
+            await self.publisher.wait_up()
+            pending = self.backlog.take()
+            if pending is None:
+                self._backlog_ready.clear()
+                continue
+            try:
+                client = await self.publisher.client_for_key(self.event_writer.keys.stream)
+                if client is None:  # down again since wait_up returned
+                    self._count_dropped_events(self.backlog.put_back(pending))
+                    continue
+                event_id = await self.event_writer.append(client, pending.event, pending.snapshot)
+            except (RedisError, OSError) as exc:
+                self._not_kept(pending, exc)
+                continue
+            event = dict(pending.event, id=event_id)
+            event["snapshot"] = f"/api/events/{event_id}/snapshot.jpg" if pending.snapshot else None
+            await self._publish_kept(event)
+
+    def _not_kept(self, pending: PendingEvent, exc: BaseException) -> None:
+        error = str(exc) or type(exc).__name__
+        if worth_retrying(exc):  # Redis went away: the event waits for it
+            self._count_dropped_events(self.backlog.put_back(pending))
+            self.publisher.mark_down(exc)
+            return
+        counters = self.stats.counters
+        counters["events_not_kept"] += 1
+        total = counters["events_not_kept"]
+        if total & (total - 1) == 0:
+            log.warning("event not kept: redis refused it", error=error, not_kept_total=total)
+
+    async def _publish_kept(self, event: dict[str, Any]) -> None:
+        """Live, by Redis; if that fails, through the supervisor (it has its id)."""
+        payload = json.dumps(event, separators=(",", ":")).encode()
+        if not await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
+            self._send_event_to_supervisor(PendingEvent(event, None), payload)
+
+    def _send_event_to_supervisor(self, pending: PendingEvent, payload: bytes = b"") -> None:
+        """The event's JSON, then its snapshot after a NUL byte (JSON never has
+        one): without Redis the daemon's local log keeps both."""
         transport = self.writer.transport
-        if not transport.is_closing():
-            body = payload + b"\0" + snapshot if snapshot and "id" not in event else payload
-            self.writer.write(encode_message(MessageType.EVENT, body))
+        if transport.is_closing():
+            return
+        payload = payload or json.dumps(pending.event, separators=(",", ":")).encode()
+        body = payload + b"\0" + pending.snapshot if pending.snapshot else payload
+        self.writer.write(encode_message(MessageType.EVENT, body))
 
     # --- called from the capture thread -------------------------------------------
     def _from_thread_frame(self, frame: EncodedFrame) -> None:
@@ -205,11 +254,10 @@ class CameraWorker:
     def source_state(self) -> SourceState:
         """The capture state, or ``stalled`` when a live source stopped delivering."""
         last = self.capture.last_frame_at
-        stall_after = max(3.0, 5.0 / self.spec.camera.fps)
         if (
             self.state is SourceState.LIVE
             and last is not None
-            and time.monotonic() - last > stall_after
+            and picture_stalled(time.monotonic() - last, self.spec.camera.fps)
         ):
             return SourceState.STALLED
         return self.state
@@ -365,6 +413,7 @@ async def run_worker(control_fd: int, supervisor_pidfd: int | None = None) -> in
         asyncio.create_task(worker.publisher.run(), name="publisher"),
         asyncio.create_task(worker.heartbeat(), name="heartbeat"),
         asyncio.create_task(worker.demand_loop(), name="demand"),
+        asyncio.create_task(worker.keep_events(), name="events"),
     ]
     watcher = asyncio.create_task(_watch_supervisor(reader, worker), name="control")
     supervisor_gone = asyncio.Event()

@@ -1,9 +1,9 @@
 """Frame sources for one camera child: synthetic test pattern, and V4L2 devices
 (OpenCV); RTSP, HTTP(S) MJPEG and video files go through PyAV (``av_source``).
 
-A source hands out ``Frame`` objects that convert to BGR only when asked: frames
-the pacer thins out are never converted, and MJPEG cameras carry their own JPEG
-bytes so they can be published without a decode and re-encode.
+A source hands out ``Frame`` objects (``frames``) that convert to BGR only when
+asked: frames the pacer thins out are never converted, and MJPEG cameras carry
+their own JPEG bytes so they can be published without a decode and re-encode.
 
 All calls block; they run in the child's capture thread, never in its event loop.
 """
@@ -11,134 +11,15 @@ All calls block; they run in the child's capture thread, never in its event loop
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import parse_qs
 
 import cv2
 import numpy as np
 
-from streamd.redact import redact_url
-from streamd.worker.planes import Planes
+from streamd.worker.frames import DecodeStats, Frame, Image, KeyframePolicy, Source, SourceError
 
-Image = np.ndarray  # HxWx3 uint8, BGR
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
-
-
-class SourceError(RuntimeError):
-    """The source could not be opened; the message is safe to log (redacted)."""
-
-
-@dataclass
-class DecodeStats:
-    """What a source's frames cost (cumulative; written by the capture thread)."""
-
-    decoded: int = 0  # pictures the decoder produced (inter codecs: every frame)
-    converted: int = 0  # frames converted to a picture we use (BGR or planes)
-    planar: int = 0  # of those, taken as the decoder's planes (no BGR conversion)
-
-
-class Frame:
-    """One frame from a source. ``image()`` converts to BGR on first call (counted
-    in ``stats.converted``); ``planes()`` gives the decoder's own YUV 4:2:0 planes
-    instead, when the source decodes to them (None otherwise), with no BGR
-    conversion. Either must be called before the source's next ``read()``.
-    ``jpeg`` is the camera's own complete JPEG when the source is MJPEG;
-    ``media_time`` the stream's own timestamp in seconds, when it has one."""
-
-    __slots__ = (
-        "_convert",
-        "_image",
-        "_planar",
-        "_planes",
-        "height",
-        "jpeg",
-        "keyframe",
-        "media_time",
-        "stats",
-        "width",
-    )
-
-    def __init__(
-        self,
-        width: int,
-        height: int,
-        convert: Callable[[], Image],
-        stats: DecodeStats,
-        *,
-        jpeg: bytes | None = None,
-        keyframe: bool = True,
-        media_time: float | None = None,
-        planar: Callable[[], Planes | None] | None = None,
-    ) -> None:
-        self.media_time = media_time
-        self.width = width
-        self.height = height
-        self.jpeg = jpeg
-        self.keyframe = keyframe
-        self.stats = stats
-        self._convert = convert
-        self._image: Image | None = None
-        self._planar = planar
-        self._planes: Planes | None = None
-
-    @classmethod
-    def of_image(cls, image: Image, stats: DecodeStats) -> Frame:
-        """A frame that is already a BGR image (synthetic sources)."""
-        frame = cls(int(image.shape[1]), int(image.shape[0]), lambda: image, stats)
-        frame._image = image
-        return frame
-
-    def image(self) -> Image:
-        if self._image is None:
-            self._image = self._convert()
-            if self._planes is None:
-                self.stats.converted += 1
-        return self._image
-
-    def planes(self) -> Planes | None:
-        if self._planes is None and self._planar is not None and self._image is None:
-            self._planes = self._planar()
-            if self._planes is None:
-                self._planar = None  # not a 4:2:0 picture: BGR it is
-            else:
-                self.stats.converted += 1
-                self.stats.planar += 1
-        return self._planes
-
-    def grey(self) -> np.ndarray:
-        """The picture in grey: the Y plane when there are planes, no conversion."""
-        planes = self.planes()
-        if planes is not None:
-            return planes.y
-        return cv2.cvtColor(self.image(), cv2.COLOR_BGR2GRAY)
-
-
-class Source(Protocol):
-    # Live sources (cameras, streams) are read as fast as they deliver and thinned
-    # to the configured fps; paced ones (synthetic, files) are read on schedule.
-    live: bool
-    stats: DecodeStats
-
-    def open(self) -> None: ...
-
-    def read(self) -> Frame | None:
-        """The next frame, or None when the source is lost (then reopen)."""
-        ...
-
-    def close(self) -> None: ...
-
-    def keyframes_only_when(self, policy: KeyframePolicy) -> None:
-        """Decode keyframes only while ``policy(seconds between keyframes)`` says so;
-        asked at every packet, so a change applies at once (sources that cannot
-        skip frames ignore it)."""
-        ...
-
-
-KeyframePolicy = Callable[[float | None], bool]
 
 
 class _NoKeyframes:
@@ -227,18 +108,19 @@ class SyntheticSource(_NoKeyframes):
 
 
 class CaptureSource(_NoKeyframes):
-    """Anything OpenCV's VideoCapture opens; used for V4L2 devices. ``grab`` on
-    every frame, ``retrieve`` (decode to BGR) only for frames that are used."""
+    """A V4L2 device through OpenCV's VideoCapture (files and streams go through
+    PyAV). ``grab`` on every frame, ``retrieve`` (decode to BGR) only for frames
+    that are used."""
 
-    def __init__(self, target: str | int, *, live: bool, loop: bool = False) -> None:
+    live = True
+
+    def __init__(self, device: int) -> None:
         self.stats = DecodeStats()
-        self.target = target
-        self.live = live
-        self.loop = loop
+        self.device = device
         self._capture: cv2.VideoCapture | None = None
 
     def _describe(self) -> str:
-        return redact_url(str(self.target))
+        return f"device:{self.device}"
 
     def open(self) -> None:
         self.close()
@@ -248,12 +130,7 @@ class CaptureSource(_NoKeyframes):
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             READ_TIMEOUT_MS,
         ]
-        if isinstance(self.target, int):
-            capture = cv2.VideoCapture(self.target, cv2.CAP_V4L2, params)
-        else:
-            if not self.live and not os.path.exists(self.target):
-                raise SourceError(f"file not found: {self._describe()}")
-            capture = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2, params)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {self._describe()}")
@@ -261,14 +138,7 @@ class CaptureSource(_NoKeyframes):
 
     def read(self) -> Frame | None:
         capture = self._capture
-        if capture is None:
-            return None
-        grabbed = capture.grab()
-        if not grabbed and self.loop and not self.live:
-            # End of file: start over so a file works as an endless test camera.
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            grabbed = capture.grab()
-        if not grabbed:
+        if capture is None or not capture.grab():
             return None
         self.stats.decoded += 1
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -295,35 +165,7 @@ def open_source(spec: str, *, loop: bool = True) -> Source:
     if spec.startswith("synthetic:"):
         return SyntheticSource.from_spec(spec)
     if spec.startswith("device:"):
-        return CaptureSource(int(spec.removeprefix("device:")), live=True)
+        return CaptureSource(int(spec.removeprefix("device:")))
     if spec.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return AvSource(spec, live=True)
     return AvSource(spec, live=False, loop=loop)
-
-
-class Pacer:
-    """Decides which frames to keep for a target fps (pure: ``now`` is passed in)."""
-
-    def __init__(self, fps: float, now: float) -> None:
-        self.interval = 1.0 / fps
-        # A live camera at exactly our fps delivers with jitter: a frame a little
-        # early is still the one due (dropping it cost viewers 1 frame in 20).
-        self.early = self.interval / 4
-        self.next_due = now
-
-    def wait_time(self, now: float) -> float:
-        return max(0.0, self.next_due - now)
-
-    def take(self, now: float) -> bool:
-        """True if a frame arriving at ``now`` should be published."""
-        if now < self.next_due - max(1.0, 4 * self.interval):
-            self.next_due = now + self.interval  # the clock jumped back: start afresh
-            return True
-        if now < self.next_due - self.early:
-            return False
-        # Schedule from the due time, not from now, so the average rate is exact;
-        # but after a stall longer than one interval start afresh (no catch-up burst).
-        self.next_due += self.interval
-        if self.next_due <= now:
-            self.next_due = now + self.interval
-        return True

@@ -35,6 +35,7 @@ class WorkerSpec:
                 "max_events": self.events.max_events,
                 "snapshot_max_bytes": self.events.snapshot_max_bytes,
                 "max_snapshots": self.events.max_snapshots,
+                "backlog": self.events.backlog,
             },
         }
 

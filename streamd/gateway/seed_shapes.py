@@ -1,4 +1,4 @@
-"""The old API server's shapes (pure): the per-camera stream config and the
+"""The seed system's shapes (pure): the per-camera stream config and the
 camera entries its frontend reads (see /work/shared/seed-api.md and the
 README's "Replacing the old video-stream server")."""
 
@@ -14,11 +14,12 @@ from redis.typing import EncodableT, FieldT
 from streamd.camera_status import CameraStatus
 from streamd.config import CameraConfig
 from streamd.redact import redact_url
-from streamd.states import ChildState
+from streamd.states import CameraState, ChildState, SourceState
+from streamd.untrusted import ascii_int
 
 MAX_STREAM_INTERVAL = 1000
 MAX_LOG_INTERVAL = 86_400
-CONFIG_HASH_PREFIX = "video_stream:config:"  # the old detection processes read it
+CONFIG_HASH_PREFIX = "video_stream:config:"  # the seed system's detection processes read it
 CONFIG_HASH_TTL_S = 3600
 
 
@@ -55,9 +56,7 @@ def default_interval(env: Mapping[str, str]) -> int:
     """``VIDEO_STREAM_INTERVAL`` as the old server read it; streamd's own default is 1
     (every frame at the configured fps)."""
     raw = env.get("VIDEO_STREAM_INTERVAL", "").strip()
-    if raw.isdigit() and 1 <= int(raw) <= MAX_STREAM_INTERVAL:
-        return int(raw)
-    return 1
+    return ascii_int(raw, 1, MAX_STREAM_INTERVAL, max_digits=6) or 1
 
 
 def _bounded_int(body: Mapping[str, Any], key: str, high: int) -> int | None:
@@ -89,9 +88,9 @@ def from_hash(camera_id: str, fields: Mapping[bytes, bytes], default: StreamConf
     decoded = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
     body: dict[str, Any] = {}
     for key in ("stream_interval", "log_interval"):
-        text = decoded.get(key, "")
-        if text.isascii() and text.isdigit() and len(text) <= 6:  # "²" is a digit to isdigit
-            body[key] = int(decoded[key])
+        number = ascii_int(decoded.get(key, ""), max_digits=6)  # "²" is a digit to isdigit
+        if number is not None:
+            body[key] = number
     if decoded.get("frame_by_frame") in ("true", "false", "1", "0"):
         body["frame_by_frame"] = decoded["frame_by_frame"] in ("true", "1")
     try:
@@ -112,11 +111,14 @@ def camera_type(source: str) -> str:
 
 
 def camera_entry(
-    camera: CameraConfig, status: CameraStatus | None, size: tuple[int, int] | None, state: str
+    camera: CameraConfig,
+    status: CameraStatus | None,
+    size: tuple[int, int] | None,
+    state: CameraState,
 ) -> dict[str, Any]:
     """One camera as the old ``GET /api/v1/cameras`` listed it. ``state`` is the
     gateway's judgement (for external cameras, by frame age)."""
-    active = running(status) if not camera.external else state == "live"
+    active = running(status) if not camera.external else state is SourceState.LIVE
     return {
         "id": camera.id,
         "name": camera.name or camera.id,
@@ -136,7 +138,7 @@ def camera_entry(
 
 
 def remote_camera_entry(
-    camera_id: str, info: Mapping[str, Any], size: tuple[int, int] | None, state: str
+    camera_id: str, info: Mapping[str, Any], size: tuple[int, int] | None, state: CameraState
 ) -> dict[str, Any]:
     """A camera of another streamd node (the registry's ``info``), in the same shape."""
     node = str(info.get("node", ""))
@@ -144,12 +146,12 @@ def remote_camera_entry(
         "id": camera_id,
         "name": info.get("name") or camera_id,
         "location": info.get("location") or "",
-        "status": "active" if state == "live" else "inactive",
+        "status": "active" if state is SourceState.LIVE else "inactive",
         "camera_type": "remote",
         "resolution": list(size) if size else [None, None],
         "fps": None,
         "source": f"streamd node {node}",
-        "active": state == "live",
+        "active": state is SourceState.LIVE,
         "enabled": True,
         "state": state,
         "node": node,

@@ -1,0 +1,117 @@
+"""The one owner of what the gateway subscribes to in Redis.
+
+What is wanted follows from two things only: the config and what this
+gateway's viewers watch. ``wanted`` says it (pure), ``changes`` compares it
+with what is subscribed (pure), and ``Subscriptions`` carries the difference
+out, at start, on every reload and whenever a viewer comes or goes. So a
+camera's channels are asked for once, whoever else wants them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamd.config import Config
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """Camera ids whose frame channel (``video:{id}``) and event channel
+    (``streamd:events:{id}``) are wanted."""
+
+    frames: frozenset[str] = frozenset()
+    events: frozenset[str] = frozenset()
+
+
+def wanted(config: Config, watched: Iterable[str]) -> Wanted:
+    """Frames of watched cameras, and of external ones always (another program
+    publishes them: their newest frame is cached for late joiners, as the seed
+    system's ``PSUBSCRIBE video:*`` did). Events of every configured camera (the
+    newest is shown in ``/api/cameras``) and of watched ones."""
+    watching = set(watched)
+    external = {c.id for c in config.cameras if c.external}
+    configured = {c.id for c in config.cameras}
+    return Wanted(frozenset(external | watching), frozenset(configured | watching))
+
+
+@dataclass(frozen=True)
+class Changes:
+    want: tuple[str, ...] = ()
+    unwant: tuple[str, ...] = ()
+    want_events: tuple[str, ...] = ()
+    unwant_events: tuple[str, ...] = ()
+
+
+def changes(subscribed: Wanted, target: Wanted) -> Changes:
+    """What to subscribe to and what to leave to reach ``target`` (sorted: logs
+    and tests read the same order every time)."""
+    return Changes(
+        want=tuple(sorted(target.frames - subscribed.frames)),
+        unwant=tuple(sorted(subscribed.frames - target.frames)),
+        want_events=tuple(sorted(target.events - subscribed.events)),
+        unwant_events=tuple(sorted(subscribed.events - target.events)),
+    )
+
+
+class Subscriber(Protocol):
+    """``transport.subscriber.FrameSubscriber`` (and its sharded kin)."""
+
+    subscribed: bool  # a session is up and its subscriptions confirmed
+
+    def want(self, camera_id: str) -> None: ...
+
+    def unwant(self, camera_id: str) -> None: ...
+
+    def want_events(self, camera_id: str) -> None: ...
+
+    def unwant_events(self, camera_id: str) -> None: ...
+
+
+class Subscriptions:
+    """Keeps ``subscriber`` subscribed to what the config and the viewers want;
+    without Redis (no subscriber) it only keeps the count."""
+
+    def __init__(self, subscriber: Subscriber | None, config: Config) -> None:
+        self.subscriber = subscriber
+        self._config = config
+        self._watched: Counter[str] = Counter()  # viewers per camera
+        self.subscribed = Wanted()
+        self._settle()
+
+    def apply_config(self, config: Config) -> None:
+        self._config = config
+        self._settle()
+
+    def watch(self, camera_id: str) -> None:
+        self._watched[camera_id] += 1
+        if self._watched[camera_id] == 1:
+            self._settle()
+
+    def unwatch(self, camera_id: str) -> None:
+        self._watched[camera_id] -= 1
+        if self._watched[camera_id] <= 0:
+            del self._watched[camera_id]
+            self._settle()
+
+    @property
+    def watched(self) -> Collection[str]:
+        return self._watched.keys()
+
+    def _settle(self) -> None:
+        target = wanted(self._config, self._watched)
+        todo = changes(self.subscribed, target)
+        self.subscribed = target
+        subscriber = self.subscriber
+        if subscriber is None:
+            return
+        for camera_id in todo.want:
+            subscriber.want(camera_id)
+        for camera_id in todo.want_events:
+            subscriber.want_events(camera_id)
+        for camera_id in todo.unwant:
+            subscriber.unwant(camera_id)
+        for camera_id in todo.unwant_events:
+            subscriber.unwant_events(camera_id)
