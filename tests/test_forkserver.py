@@ -22,9 +22,9 @@ from streamd.forkserver.protocol import (
     Exited,
     Failed,
     Forked,
+    ForkMessageError,
     ForkRequest,
     Message,
-    ProtocolError,
     Ready,
     decode,
     encode,
@@ -60,9 +60,9 @@ def test_protocol_round_trips_and_refuses_junk() -> None:
     for message in messages:
         assert decode(encode(message)) == message
     for junk in (b"", b"[]", b"{", b'{"fork": 1, "argv": [], "env": {}}', b'{"exited": "x"}'):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ForkMessageError):
             decode(junk)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ForkMessageError):
         decode(b'{"fork": 1, "argv": ["p"], "env": {"A": 1}}')
 
 

@@ -20,14 +20,15 @@ import structlog
 
 from streamd import proctitle
 from streamd.backoff import Backoff
+from streamd.errors import StreamdError
 from streamd.forkserver.process import ForkedProcess
 from streamd.forkserver.protocol import (
     MAX_PACKET,
     Exited,
     Failed,
     Forked,
+    ForkMessageError,
     ForkRequest,
-    ProtocolError,
     Ready,
     decode,
     encode,
@@ -45,11 +46,11 @@ class ForkServerState(StrEnum):
     STOPPED = "stopped"
 
 
-class ForkServerUnavailable(RuntimeError):
+class ForkServerUnavailable(StreamdError, RuntimeError):
     """No fork now: the caller spawns the child instead."""
 
 
-class ForkInterrupted(OSError):
+class ForkInterrupted(StreamdError, OSError):
     """The fork server went away with our request in flight: it may have forked
     a child holding the control fd, so this start fails (the caller closes its
     end, which ends such a child) rather than spawn a second one on the same fd."""
@@ -205,7 +206,7 @@ class ForkServerClient:
                 return
             try:
                 self._on_message(decode(packet), fds)
-            except ProtocolError as exc:
+            except ForkMessageError as exc:
                 for fd in fds:
                     os.close(fd)
                 log.error("bad message from the fork server", error=str(exc))

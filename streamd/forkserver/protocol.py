@@ -18,10 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.errors import StreamdError
+
 MAX_PACKET = 256 * 1024  # a request carries the child's environment
 
 
-class ProtocolError(ValueError):
+class ForkMessageError(StreamdError, ValueError):
     """A packet that is not one of the messages above."""
 
 
@@ -76,13 +78,13 @@ def encode(message: Message) -> bytes:
 def _int(body: Mapping[str, Any], key: str) -> int:
     value = body.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(f"{key} must be an integer")
+        raise ForkMessageError(f"{key} must be an integer")
     return value
 
 
 def _strings(value: object, what: str) -> Sequence[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ProtocolError(f"{what} must be a list of strings")
+        raise ForkMessageError(f"{what} must be a list of strings")
     return value
 
 
@@ -90,9 +92,9 @@ def decode(packet: bytes) -> Message:
     try:
         body = json.loads(packet)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+        raise ForkMessageError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise ProtocolError("not an object")
+        raise ForkMessageError("not an object")
     if "ready" in body:
         return Ready(_int(body, "ready"))
     if "fork" in body:
@@ -100,10 +102,10 @@ def decode(packet: bytes) -> Message:
         if not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
-            raise ProtocolError("env must map strings to strings")
+            raise ForkMessageError("env must map strings to strings")
         argv = tuple(_strings(body.get("argv"), "argv"))
         if not argv:
-            raise ProtocolError("argv is empty")
+            raise ForkMessageError("argv is empty")
         return ForkRequest(_int(body, "fork"), argv, env)
     if "forked" in body:
         return Forked(_int(body, "forked"), _int(body, "pid"))
@@ -111,4 +113,4 @@ def decode(packet: bytes) -> Message:
         return Failed(_int(body, "failed"), str(body.get("error")))
     if "exited" in body:
         return Exited(_int(body, "exited"), _int(body, "code"))
-    raise ProtocolError(f"unknown message: {sorted(body)}")
+    raise ForkMessageError(f"unknown message: {sorted(body)}")

@@ -30,9 +30,9 @@ from streamd.forkserver.protocol import (
     Exited,
     Failed,
     Forked,
+    ForkMessageError,
     ForkRequest,
     Message,
-    ProtocolError,
     Ready,
     decode,
     encode,
@@ -110,8 +110,8 @@ class ForkServer:
         try:
             message = decode(packet)
             if not isinstance(message, ForkRequest) or len(fds) != 1:
-                raise ProtocolError("expected a fork request with one fd")
-        except ProtocolError as exc:
+                raise ForkMessageError("expected a fork request with one fd")
+        except ForkMessageError as exc:
             for fd in fds:
                 os.close(fd)
             self.send(Failed(-1, str(exc)))
