@@ -102,10 +102,13 @@ class CameraStatus:
     detector: str | None
     watched: bool | None
     active_labels: tuple[str, ...]
+    started_by: str | None = None  # "fork" (warm fork server) or "spawn" (exec)
+    start_timeouts: int = 0  # children replaced for not starting within start_timeout
     recent: RecentFigures = RecentFigures()  # filled in by the daemon
 
     def to_json(self) -> dict[str, Any]:
-        """The API's keys and order, as they have always been."""
+        """The API's keys and order, as they have always been (``started_by`` and
+        ``start_timeouts`` added after ``active_labels``)."""
         return {
             "state": self.state.value,
             "child": self.child.value,
@@ -119,5 +122,7 @@ class CameraStatus:
             "detector": self.detector,
             "watched": self.watched,
             "active_labels": list(self.active_labels),
+            "started_by": self.started_by,
+            "start_timeouts": self.start_timeouts,
             **asdict(self.recent),
         }

@@ -1,18 +1,23 @@
-"""One camera's child process, kept alive: spawn it by exec in its own session,
-hand it its spec over a ``socketpair``, read its heartbeats and fallback frames,
-and replace it when it exits, stalls (no heartbeat for ``stall_timeout``) or
+"""One camera's child process, kept alive: start it in its own session (forked
+from the warm fork server, or by exec: ``launch.Launcher``), hand it its spec
+over a ``socketpair``, read its heartbeats and fallback frames, and replace it
+when it exits, does not start in time (no first heartbeat within
+``start_timeout``), stalls (no heartbeat for ``stall_timeout`` once started) or
 grows past ``child_memory_max``. ``lifecycle.Lifecycle`` decides; this carries
-out its decisions."""
+out its decisions. A start holds one of the supervisor's start slots until the
+first heartbeat (``starting``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +27,8 @@ from streamd.backoff import Backoff
 from streamd.camera_log import CameraLog, RecordingLogger
 from streamd.camera_status import CameraStatus, Heartbeat
 from streamd.config import SupervisorConfig
-from streamd.lifecycle import Lifecycle
+from streamd.launch import ChildProcess, Launcher
+from streamd.lifecycle import Lifecycle, control_closed_is_news
 from streamd.memory import over_memory, read_rss
 from streamd.states import CameraState, ChildState, ExitCode, RedisState, SourceState
 from streamd.stats import CameraCounters
@@ -50,6 +56,8 @@ class ChildStatus:
     heartbeat: Heartbeat | None = None  # the current child's latest
     stalls: int = 0
     memory_restarts: int = 0  # replaced for passing child_memory_max
+    start_timeouts: int = 0  # killed for sending no first heartbeat within start_timeout
+    started_by: str | None = None  # "fork" or "spawn": how the current child was started
     last_exit_code: int | None = None
     last_error: str | None = None
     # Figures of earlier runs of this camera's child, so totals never go backwards.
@@ -85,10 +93,12 @@ class ChildStatus:
             state=self.camera_state,
             child=self.lifecycle.state,
             pid=self.pid,
+            started_by=self.started_by if self.pid is not None else None,
             redis=self.redis_state,
             restarts=self.lifecycle.restarts,
             stalls=self.stalls,
             memory_restarts=self.memory_restarts,
+            start_timeouts=self.start_timeouts,
             last_exit_code=self.last_exit_code,
             last_error=self.last_error,
             detector=heartbeat.detector if heartbeat else None,
@@ -108,9 +118,13 @@ class CameraChild:
         on_event: FrameSink = lambda _camera, _body: None,
         env: Mapping[str, str] | None = None,
         journal: CameraLog | None = None,
+        launcher: Launcher | None = None,
+        start_slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         self.spec = spec
         self.env = env
+        self.launcher = launcher or Launcher(None)
+        self.start_slot = start_slot or _no_slot
         self.on_event = on_event
         self.settings = settings
         self.on_frame = on_frame
@@ -119,7 +133,9 @@ class CameraChild:
         # Every record is also kept in the camera's ring (GET …/logs, camera_log.py).
         self.journal = journal if journal is not None else CameraLog()
         self.log = RecordingLogger(log.bind(camera_id=spec.camera.id), self.journal)
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ChildProcess | None = None
+        self._started = asyncio.Event()  # the current child sent its first heartbeat
+        self._terminating = False  # we are stopping the current child
         self._writer: asyncio.StreamWriter | None = None
         self.demand = False  # viewers of this daemon's gateway watch the camera
         self.publish_every = 1  # [old API] stream_interval: every Nth paced frame
@@ -139,6 +155,7 @@ class CameraChild:
         if self.running:
             return
         self._stopping = asyncio.Event()
+        self.status.lifecycle.on_start_requested()
         self._task = asyncio.create_task(self.keep_alive(), name=f"child-{self.camera_id}")
 
     async def keep_alive(self) -> None:
@@ -169,21 +186,39 @@ class CameraChild:
         lifecycle.on_stopped()
 
     async def _run_once(self) -> int | None:
+        """One child's life; while it starts it holds a start slot."""
+        async with self.start_slot():
+            if self._stopping.is_set():
+                return None
+            parent_end = await self._launch()
+            if parent_end is None:
+                return None
+            self._started = asyncio.Event()
+            run = asyncio.create_task(self._supervise(parent_end))
+            started = asyncio.create_task(self._started.wait())
+            await asyncio.wait([run, started], return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+        return await run
+
+    def worker_argv(self, control_fd: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "streamd.worker",
+            "--camera",
+            self.camera_id,
+            "--control-fd",
+            str(control_fd),
+            "--log-level",
+            self.spec.log_level,
+        ]
+
+    async def _launch(self) -> socket.socket | None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(self.env if self.env is not None else os.environ)
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streamd.worker",
-                "--camera",
-                self.camera_id,
-                "--control-fd",
-                str(child_end.fileno()),
-                "--log-level",
-                self.spec.log_level,
-                pass_fds=(child_end.fileno(),),
-                start_new_session=True,
-                env=self.env,
+            process = await self.launcher.launch(
+                self.worker_argv(child_end.fileno()), env, child_end.fileno()
             )
         except OSError as exc:
             parent_end.close()
@@ -192,10 +227,17 @@ class CameraChild:
         finally:
             child_end.close()
         self._process = process
+        self._terminating = False
         self.status.pid = process.pid
+        self.status.started_by = process.started_by
         self.status.on_new_child()
         self.status.lifecycle.on_spawned(time.monotonic())
-        self.log.info("camera child started", pid=process.pid)
+        self.log.info("camera child started", pid=process.pid, started_by=process.started_by)
+        return parent_end
+
+    async def _supervise(self, parent_end: socket.socket) -> int | None:
+        process = self._process
+        assert process is not None
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
         writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
@@ -206,6 +248,9 @@ class CameraChild:
             asyncio.create_task(self._read_control(reader)),
             asyncio.create_task(self._watch_heartbeats(process)),
             asyncio.create_task(self._watch_memory(process)),
+            # A stop asked for while the child was being launched (waiting for
+            # a start slot or the fork server) ends it as soon as it exists.
+            asyncio.create_task(self._stop_when_asked(process)),
         ]
         try:
             exit_code = await process.wait()
@@ -223,8 +268,14 @@ class CameraChild:
         while True:
             try:
                 message = await read_message(reader)
-            except (ControlSocketError, ConnectionError) as exc:
+            except ControlSocketError as exc:
                 self.log.warning("bad control message; closing channel", error=str(exc))
+                return
+            except ConnectionError as exc:
+                # A child we stopped (or that died) resets the channel: not news.
+                stopped = self._terminating or self._stopping.is_set()
+                if control_closed_is_news(stopped):
+                    self.log.info("control channel closed by the child", error=str(exc))
                 return
             if message is None:
                 return
@@ -249,6 +300,7 @@ class CameraChild:
         self.status.heartbeat = heartbeat
         self.status.figures = heartbeat.figures
         self._heartbeat.set()
+        self._started.set()
         if heartbeat.state is SourceState.LIVE:
             self.status.lifecycle.on_frames(now)
         if previous is not None and heartbeat.state != previous.state:
@@ -258,8 +310,22 @@ class CameraChild:
         if failed and (previous is None or previous.detector != detector):
             self.log.error("detector failed", detector=detector)
 
-    async def _watch_heartbeats(self, process: asyncio.subprocess.Process) -> None:
-        """Kill a child that stops sending heartbeats (hung, SIGSTOPped)."""
+    async def _watch_heartbeats(self, process: ChildProcess) -> None:
+        """Kill a child that does not start in time, or that stops sending
+        heartbeats once started (hung, SIGSTOPped). Starting is not stalling:
+        the stall timer begins at the first heartbeat."""
+        try:
+            await asyncio.wait_for(self._started.wait(), self.settings.start_timeout)
+        except TimeoutError:
+            self.status.start_timeouts += 1
+            self.status.last_error = "child did not start in time (no first heartbeat)"
+            self.log.error(
+                "camera child did not start in time; replacing it",
+                pid=process.pid,
+                start_timeout_s=self.settings.start_timeout,
+            )
+            await self._terminate(process)
+            return
         while True:
             self._heartbeat.clear()
             try:
@@ -275,7 +341,11 @@ class CameraChild:
                 await self._terminate(process)
                 return
 
-    async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
+    async def _stop_when_asked(self, process: ChildProcess) -> None:
+        await self._stopping.wait()
+        await self._terminate(process)
+
+    async def _watch_memory(self, process: ChildProcess) -> None:
         """Replace a child whose RSS passes ``child_memory_max``; it restarts through
         the normal lifecycle, with backoff. The cap is read each tick (reloads)."""
         while True:
@@ -289,18 +359,17 @@ class CameraChild:
                 await self._terminate(process)
                 return
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: ChildProcess) -> None:
         """SIGTERM, wait ``stop_grace``, then SIGKILL."""
-        if process.returncode is not None:
+        if process.exited:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        self._terminating = True
+        process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), self.settings.stop_grace)
         except TimeoutError:
             self.log.warning("camera child ignored SIGTERM; killing", pid=process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            process.kill()
             await process.wait()
 
     def set_publish_every(self, every: int) -> None:
@@ -324,9 +393,8 @@ class CameraChild:
     def kill(self) -> None:
         """SIGKILL now: the last resort when the shutdown deadline has passed."""
         self._stopping.set()
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+        if self._process is not None and not self._process.exited:
+            self._process.kill()
 
     async def stop(self) -> None:
         """Stop the child and do not restart it; idempotent."""
@@ -335,6 +403,11 @@ class CameraChild:
             await self._terminate(self._process)
         if self._task is not None:
             await self._task
+
+
+@contextlib.asynccontextmanager
+async def _no_slot() -> AsyncIterator[object]:
+    yield None
 
 
 def child_environment(parent: Mapping[str, str], source: str) -> dict[str, str]:

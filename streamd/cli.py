@@ -216,14 +216,17 @@ def _request_reload(config: Config) -> int:
 
 
 def _status(config: Config, as_json: bool) -> int:
-    cameras: dict[str, dict[str, Any]] = _call(config, "/api/cameras")["cameras"]
+    answer = _call(config, "/api/cameras")
+    cameras: dict[str, dict[str, Any]] = answer["cameras"]
     if as_json:
         print(json.dumps(cameras, indent=2, sort_keys=True))
         return 0
+    fork_server = answer.get("fork_server")
     columns = (
         "camera",
         "state",
         "pid",
+        "start",
         "redis",
         "viewers",
         "restarts",
@@ -236,6 +239,7 @@ def _status(config: Config, as_json: bool) -> int:
     keys = (
         "state",
         "pid",
+        "started_by",
         "redis",
         "viewers",
         "restarts",
@@ -253,4 +257,16 @@ def _status(config: Config, as_json: bool) -> int:
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     for row in [columns, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if isinstance(fork_server, dict):
+        print(fork_server_line(fork_server))
     return 0
+
+
+def fork_server_line(info: dict[str, Any]) -> str:
+    """``streamd status``'s last line: the warm fork server and how children started."""
+    return (
+        f"fork server: {info.get('state')} (pid {info.get('pid') or '-'}, "
+        f"restarts {info.get('restarts', 0)}); children forked {info.get('children_forked', 0)}, "
+        f"spawned {info.get('children_spawned', 0)} "
+        f"(of which while it was down: {info.get('spawn_fallbacks', 0)})"
+    )

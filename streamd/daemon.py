@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError
+from streamd.forkserver.client import ForkServerClient
+from streamd.forkserver.metrics import ForkServerCollector
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.gateway_feeds import event_store, frame_subscriber
@@ -39,14 +41,16 @@ from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_
 from streamd.reload import read_config, reloaded, settle
 from streamd.reporting import CameraSample, StatsReporter
 from streamd.signals import SignalRequests
+from streamd.starting import StartMethod
 from streamd.states import ExitCode
-from streamd.supervisor import Supervisor
+from streamd.supervisor import Supervisor, child_environment
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
 from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 
 log = structlog.get_logger("streamd")
 STATUS_INTERVAL_S = 5.0
+FORK_SERVER_READY_S = 20.0
 
 
 class Daemon:
@@ -64,8 +68,18 @@ class Daemon:
         self.subscriber = frame_subscriber(
             config, topology, self._ingest, self._ingest_event, self._dropped
         )
+        # The warm fork server children are forked from (started first in ``run``).
+        self.fork_server_client = (
+            ForkServerClient(child_environment(os.environ, ""))
+            if config.supervisor.fork_server
+            else None
+        )
         self.supervisor = Supervisor(
-            config, on_frame=self._ingest, on_event=self._ingest_child_event, parent_env=os.environ
+            config,
+            on_frame=self._ingest,
+            on_event=self._ingest_child_event,
+            parent_env=os.environ,
+            fork_server=self.fork_server_client,
         )
         # The camera registry (Redis): this node's cameras and leases; every node's cameras.
         self.node_registry: NodeRegistry | None = None
@@ -105,6 +119,7 @@ class Daemon:
                 lambda: self.hub.untimed,
             )
         )
+        self.registry.register(ForkServerCollector(self.supervisor.launcher))
         if self.node_registry is not None:
             self.registry.register(RegistryCollector(self.node_registry))
         if isinstance(self.subscriber, ShardedFrameSubscriber):
@@ -144,6 +159,18 @@ class Daemon:
             for camera_id, status in self.supervisor.statuses().items()
         }
 
+    def fork_server(self) -> dict[str, object] | None:
+        """Its state, and how many children were forked, spawned, spawned as a fallback."""
+        if self.fork_server_client is None:
+            return None
+        launcher = self.supervisor.launcher
+        return {
+            **self.fork_server_client.info().to_json(),
+            "children_forked": launcher.started[StartMethod.FORK],
+            "children_spawned": launcher.started[StartMethod.SPAWN],
+            "spawn_fallbacks": launcher.fallbacks,
+        }
+
     def samples(self) -> dict[str, CameraSample]:
         return {
             camera_id: CameraSample(
@@ -153,6 +180,8 @@ class Daemon:
                 viewers=self.hub.viewers(camera_id),
                 restarts=child.status.lifecycle.restarts,
                 stalls=child.status.stalls,
+                started_by=child.status.started_by if child.status.pid is not None else None,
+                start_timeouts=child.status.start_timeouts,
             )
             for camera_id, child in self.supervisor.children.items()
         }
@@ -232,6 +261,9 @@ class Daemon:
             await self.node_registry.forget(diff.removed)
             if self.directory is not None:
                 await self.directory.refresh_quietly()  # this gateway's list, at once
+        if self.node_registry is not None and diff.added:
+            # Claimed now, not at the next registry round: their children start at once.
+            await self.node_registry.tick()
         return True, reloaded(diff, settled)
 
     # --- systemd ---------------------------------------------------------------------
@@ -298,6 +330,12 @@ class Daemon:
 
     async def _run(self) -> int:
         config = self.config
+        if self.fork_server_client is not None:
+            # First, and ready before the gateway answers: as with exec, a camera
+            # has its child (a pid) as soon as /healthz does. Bounded: if it is
+            # not ready by then, children are exec'd until it is.
+            await self.fork_server_client.start()
+            await self.fork_server_client.wait_ready(FORK_SERVER_READY_S)
         try:
             if config.server.enabled:
                 await self.gateway.start()
@@ -309,6 +347,8 @@ class Daemon:
                 tls_cert=config.server.tls_cert,
                 error=str(exc),
             )
+            if self.fork_server_client is not None:
+                await self.fork_server_client.stop()
             return ExitCode.CANNOT_LISTEN
         if self.node_registry is not None:
             await self.node_registry.first_round()  # a standby never starts its child
@@ -353,6 +393,8 @@ class Daemon:
             return ExitCode.FAILURE
         finally:
             await _cancel(background)
+            if self.fork_server_client is not None:
+                await self.fork_server_client.stop()
         log.info("video stream manager stopped")
         self.notifier.close()
         return ExitCode.OK

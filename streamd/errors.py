@@ -20,6 +20,9 @@ Each error lives in the module that raises it (``CliError``, raised by both
      ├── SeiError (ValueError)            video.sei: not our metadata SEI
      ├── BitstreamError (ValueError)      video.bits: a bit-level read past the end or too long
      │    └── SpsError                    video.sps: an SPS we cannot parse or rewrite
+     ├── ForkMessageError (ValueError)    forkserver.protocol: a bad supervisor ↔ fork server packet
+     ├── ForkServerUnavailable (RuntimeError)  forkserver.client: no fork now (the child is exec'd)
+     ├── ForkInterrupted (OSError)        forkserver.client: the fork server died mid-request
      └── CliError                         here: a command refused, with its exit code
 
 Not under it, on purpose: errors that stand in for a library's own, so the

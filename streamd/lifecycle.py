@@ -33,6 +33,12 @@ class Lifecycle:
     restarts: int = 0
     started_at: float | None = None
 
+    def on_start_requested(self) -> None:
+        """Asked to run: STARTING already while it waits for a start slot or the
+        fork server (a stopped camera that is about to start is not stopped)."""
+        if self.state is ChildState.STOPPED:
+            self.state = ChildState.STARTING
+
     def on_spawned(self, now: float) -> None:
         if self.started_at is not None:
             self.restarts += 1
@@ -64,6 +70,13 @@ class Lifecycle:
     def on_stopped(self) -> None:
         self.state = ChildState.STOPPED
         self.failures = 0
+
+
+def control_closed_is_news(stopped_by_us: bool) -> bool:
+    """A control channel reset by a child we were stopping (SIGTERM/SIGKILL with
+    our messages unread) is expected; any other reset is worth a line (the exit
+    itself is logged either way). Never a "bad control message"."""
+    return not stopped_by_us
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ Metric names (all labelled by ``camera`` unless noted):
   (capture → sent to a viewer): histograms
 - ``streamd_frames_sent_total`` (to viewers), ``streamd_viewers`` (gauge),
   ``streamd_child_restarts_total``, ``streamd_child_stalls_total``,
-  ``streamd_camera_live`` (1 when streaming)
+  ``streamd_camera_live`` (1 when streaming),
+  ``streamd_child_start_timeouts_total`` (no first heartbeat within ``start_timeout``),
+  ``streamd_child_started_by{camera,method}`` (1 for the running child: ``fork``
+  from the warm fork server, or ``spawn`` by exec)
+- the fork server's own series: ``forkserver/metrics.py``
 - ``streamd_frames_rejected_total{reason}`` (no camera label): untrusted input dropped
 - ``streamd_frames_untimed_total`` (no label): frames whose capture time was over
   an hour old or over 10 s ahead, forwarded but kept out of latency figures
@@ -137,13 +141,26 @@ class StreamdCollector(Collector):
         live = GaugeMetricFamily(
             "streamd_camera_live", "1 when the camera streams", labels=["camera"]
         )
+        start_timeouts = CounterMetricFamily(
+            "streamd_child_start_timeouts",
+            "Children replaced for sending no first heartbeat within start_timeout",
+            labels=["camera"],
+        )
+        started_by = GaugeMetricFamily(
+            "streamd_child_started_by",
+            "1 for how the running child was started: fork (warm fork server) or spawn (exec)",
+            labels=["camera", "method"],
+        )
         for camera, sample in samples.items():
+            start_timeouts.add_metric([camera], sample.start_timeouts)
+            if sample.started_by is not None:
+                started_by.add_metric([camera, sample.started_by], 1.0)
             sent.add_metric([camera], sample.delivery.sent)
             viewers.add_metric([camera], sample.viewers)
             restarts.add_metric([camera], sample.restarts)
             stalls.add_metric([camera], sample.stalls)
             live.add_metric([camera], 1.0 if sample.state is SourceState.LIVE else 0.0)
-        yield from (sent, viewers, restarts, stalls, live)
+        yield from (sent, viewers, restarts, stalls, live, start_timeouts, started_by)
         untimed = self._untimed()
         if untimed is None:
             return

@@ -24,6 +24,8 @@ class CameraSample:
     viewers: int
     restarts: int
     stalls: int
+    started_by: str | None = None  # how the current child was started: fork / spawn
+    start_timeouts: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """Runs one child process per camera (``child.CameraChild``), the set of them:
 start, reload by spec diff, ownership holds (the registry), stop in order.
 
-Children are started by exec (``python -m streamd.worker --camera ID``) in their
-own session, so a Ctrl-C in a terminal reaches the supervisor only and it stops
-the children in order. Each child gets one end of a ``socketpair``: the camera
-spec goes down it, heartbeats and fallback frames come up it. A child whose
-heartbeats stop for ``stall_timeout`` (hung, ``SIGSTOP``) is killed and restarted.
+Children are forked from the warm fork server (``forkserver``), or started by
+exec (``python -m streamd.worker --camera ID``) while it is down; either way in
+their own session, so a Ctrl-C in a terminal reaches the supervisor only and it
+stops the children in order. At most ``starting.start_slots`` children are
+starting (launched, no first heartbeat yet) at once. Each child gets one end of
+a ``socketpair``: the camera spec goes down it, heartbeats and fallback frames
+come up it. A child whose heartbeats stop for ``stall_timeout`` (hung,
+``SIGSTOP``) is killed and restarted; the stall timer starts at its first.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from streamd.camera_log import CameraLog
 from streamd.camera_status import CameraStatus
 from streamd.child import CameraChild, ChildStatus, FrameSink, child_environment
 from streamd.config import Config
+from streamd.forkserver.client import ForkServerClient
+from streamd.launch import Launcher
 from streamd.lifecycle import SpecDiff, diff_specs
+from streamd.starting import start_slots
 from streamd.states import SourceState
 from streamd.worker.spec import WorkerSpec
 
@@ -36,8 +42,12 @@ class Supervisor:
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
         parent_env: Mapping[str, str] | None = None,
+        fork_server: ForkServerClient | None = None,
     ) -> None:
         self.config = config
+        self.launcher = Launcher(fork_server)
+        self.start_slots = start_slots(config.supervisor.max_starting)
+        self._starting = asyncio.Semaphore(self.start_slots)
         self.on_frame = on_frame
         self.on_event = on_event
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
@@ -76,7 +86,14 @@ class Supervisor:
         env = child_environment(self.parent_env, spec.camera.source)
         journal = self.logs.setdefault(camera_id, CameraLog())
         child = CameraChild(
-            spec, self.config.supervisor, self.on_frame, self.on_event, env, journal
+            spec,
+            self.config.supervisor,
+            self.on_frame,
+            self.on_event,
+            env,
+            journal,
+            launcher=self.launcher,
+            start_slot=lambda: self._starting,
         )
         self.children[camera_id] = child
         if camera_id in self.held:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .support import RedisServer, free_port, wait_for
+from .support import RedisServer, camera_child_pids, free_port, wait_for
 
 __all__ = ["RedisServer", "free_port", "wait_for"]
 
@@ -138,8 +138,8 @@ class Daemon:
         return events
 
     def child_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        """The camera children (forked by the fork server, or exec'd)."""
+        return camera_child_pids(self.process.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:

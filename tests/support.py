@@ -105,19 +105,37 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def _argv(pid: int) -> list[bytes] | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None  # exited meanwhile
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
 def streamd_processes(daemon_pid: int) -> dict[str, int]:
-    """``{"daemon": pid, "child:CAM": pid, ...}``: the supervisor and its camera
-    children, named by the ``--camera`` argument each child is started with."""
+    """``{"daemon": pid, "forkserver": pid, "child:CAM": pid, ...}``: the
+    supervisor, its fork server and the camera children (forked by the fork
+    server, or exec'd by the supervisor), named by their ``--camera`` argument."""
     found = {"daemon": daemon_pid}
-    out = subprocess.run(["pgrep", "-P", str(daemon_pid)], capture_output=True, text=True)
-    for pid in (int(p) for p in out.stdout.split()):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # exited meanwhile
-        if b"--camera" in argv[:-1]:
-            found["child:" + argv[argv.index(b"--camera") + 1].decode()] = pid
+    for pid in _children(daemon_pid):
+        argv = _argv(pid)
+        if argv is not None and b"streamd.forkserver" in argv:
+            found["forkserver"] = pid
+    for parent in (daemon_pid, found.get("forkserver")):
+        for pid in _children(parent) if parent else []:
+            argv = _argv(pid)
+            if argv is not None and b"--camera" in argv[:-1]:
+                found["child:" + argv[argv.index(b"--camera") + 1].decode()] = pid
     return found
+
+
+def camera_child_pids(daemon_pid: int) -> list[int]:
+    return [pid for name, pid in streamd_processes(daemon_pid).items() if name.startswith("child:")]
 
 
 def least_squares_slope(xs: list[float], ys: list[float]) -> float:

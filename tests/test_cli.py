@@ -114,9 +114,12 @@ def test_camera_add_with_reload_and_status(
     wait_for(both_live, 20, "both cameras live")
     table = streamd("status", "-c", config)
     assert table.returncode == 0
-    header, *rows = table.stdout.splitlines()
-    assert header.split()[:3] == ["camera", "state", "pid"]
+    header, *rows, fork_server = table.stdout.splitlines()
+    assert header.split()[:4] == ["camera", "state", "pid", "start"]
     assert [r.split()[:2] for r in rows] == [["first", "live"], ["second", "live"]]
+    assert [r.split()[3] for r in rows] == ["fork", "fork"]  # forked from the warm fork server
+    assert fork_server.startswith("fork server: up (pid ")
+    assert "children forked 2, spawned 0" in fork_server
 
 
 def test_status_without_daemon_fails_clearly(tmp_path: Path) -> None:

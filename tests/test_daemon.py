@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamd.transport.frame import parse_frame
 
-from .conftest import Daemon, RedisServer, free_port, write_config
+from .conftest import Daemon, RedisServer, free_port, wait_for, write_config
 from .viewers import Watcher, decodes, frames
 
 SYNTH = {"source": "synthetic:?width=320&height=180", "fps": 15}
@@ -106,7 +106,7 @@ async def test_sigterm_exits_zero_and_viewers_get_1001(
     redis_server: RedisServer, start_daemon: Callable[..., Daemon]
 ) -> None:
     daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
-    children = daemon.child_pids()
+    children = wait_for(daemon.child_pids, 10, "the camera child")
     assert len(children) == 1
     async with connect(f"ws://{daemon.base}/ws/c", max_size=None) as ws:
         await ws.recv()

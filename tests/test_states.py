@@ -30,6 +30,8 @@ API_KEYS = [
     "detector",
     "watched",
     "active_labels",
+    "started_by",
+    "start_timeouts",
     "fps_out",
     "success_rate_pct",
     "publish_p50_ms",

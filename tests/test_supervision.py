@@ -135,8 +135,12 @@ def test_no_orphans_when_supervisor_is_killed(
 
 
 def survivors_of_a_killed_supervisor(daemon: Daemon, pids: list[int], within: float) -> list[int]:
-    """SIGKILL the daemon; the children still alive ``within`` seconds later
-    (each then killed, so a failing test leaves no orphan behind)."""
+    """SIGKILL the daemon; the children (and its fork server) still alive
+    ``within`` seconds later (each then killed, so a failing test leaves no
+    orphan behind)."""
+    fork_server = json.loads(daemon.http("/api/cameras")[1]).get("fork_server") or {}
+    if fork_server.get("pid"):
+        pids = [*pids, int(fork_server["pid"])]
     daemon.process.send_signal(signal.SIGKILL)
     daemon.process.wait(5)
     deadline = time.monotonic() + within

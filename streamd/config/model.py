@@ -163,6 +163,9 @@ class SupervisorConfig:
     restart_delay_max: float = 60.0
     stop_grace: float = 5.0  # SIGTERM → SIGKILL for one child
     stall_timeout: float = 10.0  # no heartbeat for this long: the child is hung
+    start_timeout: float = 60.0  # no first heartbeat this long after its start: replaced
+    max_starting: int = 0  # children starting at once; 0: four per CPU
+    fork_server: bool = True  # fork children from a warm fork server (else exec each)
     stable_after: float = 3.0  # up and delivering frames this long: a good start
     shutdown_timeout: float = 10.0  # whole-daemon stop deadline
     max_cameras: int = 256  # per node, main file and drop-ins together

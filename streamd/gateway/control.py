@@ -19,6 +19,10 @@ class Control(Protocol):
 
     def camera_statuses(self) -> Mapping[str, CameraStatus]: ...
 
+    def fork_server(self) -> Mapping[str, object] | None:
+        """The warm fork server's state (``/api/cameras``), None without one."""
+        ...
+
     def metrics(self, cameras: Collection[str] | None) -> bytes: ...
 
     def viewers_changed(self, camera_id: str) -> None: ...
@@ -51,6 +55,9 @@ class NoControl:
 
     def camera_statuses(self) -> Mapping[str, CameraStatus]:
         return {}
+
+    def fork_server(self) -> Mapping[str, object] | None:
+        return None
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
         return b""

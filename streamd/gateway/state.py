@@ -252,7 +252,10 @@ class GatewayState:
             )
             info["last_event"] = self.last_event(camera_id)
             result[camera_id] = info
-        return {"cameras": result}
+        fork_server = self.control.fork_server()
+        if fork_server is None:
+            return {"cameras": result}
+        return {"cameras": result, "fork_server": fork_server}
 
     def tell_states(self) -> None:
         """Give every listener the state of each camera it watches."""

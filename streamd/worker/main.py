@@ -3,7 +3,9 @@
 The command line names the camera (``ps``, ``top`` and journald's ``_CMDLINE``
 show which camera a process serves); the camera spec itself arrives over the
 control socket. The child exits when the supervisor goes away: EOF on the control
-socket, and ``PR_SET_PDEATHSIG`` as a second line of defence.
+socket, and as a second line of defence ``PR_SET_PDEATHSIG`` (started by exec:
+the supervisor is its parent) or, forked by the fork server (whose death it must
+survive), the supervisor's pidfd inherited from the fork server turning readable.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before
 SPEC_TIMEOUT_S = 10.0
 # Capture and detection get 3 s each to stop, closing connections the rest.
 STOP_DEADLINE_S = 10.0
+CANCEL_ROUNDS, CANCEL_ROUND_S = 5, 0.5
 PR_SET_PDEATHSIG = 1
 
 
@@ -340,12 +343,39 @@ async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) 
                     log.info("publish interval", publish_every=every)
 
 
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel, and cancel again what swallowed it: a library that turns a
+    ``CancelledError`` into its own error mid-connect (redis-py's PING during a
+    reconnect) leaves a task retrying, then waiting, as if never cancelled."""
+    pending = set(tasks)
+    for _ in range(CANCEL_ROUNDS):
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=CANCEL_ROUND_S)
+        if not pending:
+            break
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failed task is not news while stopping
+
+
 def _exit_at_deadline() -> None:
     log.error("camera child did not stop in time; exiting", deadline_s=STOP_DEADLINE_S)
     os._exit(ExitCode.FAILURE)
 
 
-async def run_worker(control_fd: int) -> int:
+def _watch_pidfd(pidfd: int, gone: asyncio.Event) -> None:
+    """``gone`` is set when the process behind ``pidfd`` exits (the supervisor)."""
+    loop = asyncio.get_running_loop()
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        gone.set()
+
+    loop.add_reader(pidfd, on_exit)
+
+
+async def run_worker(control_fd: int, supervisor_pidfd: int | None = None) -> int:
     sock = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
@@ -386,9 +416,21 @@ async def run_worker(control_fd: int) -> int:
         asyncio.create_task(worker.keep_events(), name="events"),
     ]
     watcher = asyncio.create_task(_watch_supervisor(reader, worker), name="control")
+    supervisor_gone = asyncio.Event()
+    if supervisor_pidfd is not None:
+        _watch_pidfd(supervisor_pidfd, supervisor_gone)
+    watcher_of_pidfd = asyncio.create_task(supervisor_gone.wait(), name="supervisor-pidfd")
     stopper = asyncio.create_task(stop.wait(), name="stop")
-    await asyncio.wait([watcher, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    reason = "signal" if stop.is_set() else "supervisor gone" if watcher.done() else "task ended"
+    await asyncio.wait(
+        [watcher, watcher_of_pidfd, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED
+    )
+    reason = (
+        "signal"
+        if stop.is_set()
+        else "supervisor gone"
+        if watcher.done() or supervisor_gone.is_set()
+        else "task ended"
+    )
     log.info("camera child stopping", reason=reason)
     # Whatever a task or a plugin does with its cancellation, the child exits:
     # with the supervisor gone nobody else would end it (never an orphan).
@@ -398,9 +440,7 @@ async def run_worker(control_fd: int) -> int:
     await asyncio.to_thread(worker.capture.stop)
     if worker.detection is not None:
         await asyncio.to_thread(worker.detection.stop)
-    for task in [watcher, stopper, *tasks]:
-        task.cancel()
-    await asyncio.gather(watcher, stopper, *tasks, return_exceptions=True)
+    await _cancel_all([watcher, watcher_of_pidfd, stopper, *tasks])
     with contextlib.suppress(ConnectionError, OSError):
         writer.close()
     return 0
@@ -410,16 +450,18 @@ def _log_context(camera_id: str) -> dict[str, Any]:
     return {"camera_id": camera_id, "pid": os.getpid()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, supervisor_pidfd: int | None = None) -> int:
+    """``supervisor_pidfd``: set when forked by the fork server (``forkserver.entry``)."""
     parser = argparse.ArgumentParser(prog="streamd.worker", description=__doc__)
     parser.add_argument("--camera", required=True, help="camera id (shown in ps/journal)")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    set_parent_death_signal()
+    if supervisor_pidfd is None:
+        set_parent_death_signal()
     # OpenCV's own thread pool (resize, blur, MOG2) costs more in hand-offs than it
     # saves on a detector's small frames, and a box with many cameras gets its
     # parallelism from them: one thread per child, like the decoder.
     cv2.setNumThreads(1)
     configure_logging(args.log_level, context=_log_context(args.camera))
-    return asyncio.run(run_worker(args.control_fd))
+    return asyncio.run(run_worker(args.control_fd, supervisor_pidfd))

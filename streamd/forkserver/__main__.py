@@ -1,0 +1,5 @@
+import sys
+
+from streamd.forkserver.server import main
+
+sys.exit(main())
