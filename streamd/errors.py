@@ -20,6 +20,8 @@ Each error lives in the module that raises it (``CliError``, raised by both
      ├── SeiError (ValueError)            video.sei: not our metadata SEI
      ├── BitstreamError (ValueError)      video.bits: a bit-level read past the end or too long
      │    └── SpsError                    video.sps: an SPS we cannot parse or rewrite
+     ├── DemuxError                       video.demux: a passthrough source cannot be read
+     │    └── UnsupportedSource (ValueError)  video.demux: no H.264/H.265 video (not retried)
      ├── ForkMessageError (ValueError)    forkserver.protocol: a bad supervisor ↔ fork server packet
      ├── ForkServerUnavailable (RuntimeError)  forkserver.client: no fork now (the child is exec'd)
      ├── ForkInterrupted (OSError)        forkserver.client: the fork server died mid-request
