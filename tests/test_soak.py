@@ -28,6 +28,7 @@ async def test_one_minute_soak(tmp_path: Path) -> None:
     assert result.tracebacks == 0
     assert {p.label for p in result.processes} == {
         "daemon",
+        "forkserver",
         "child:soak0",
         "child:soak1",
         "child:soak2",

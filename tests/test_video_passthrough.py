@@ -138,7 +138,10 @@ def test_rtsp_camera_messages_decode_one_by_one_and_late_joiners_start_at_once(
     cameras: RtspServer, clip: Clip, codec: Codec
 ) -> None:
     with Demuxer(cameras.clip_url(clip)) as source:
-        assert (source.codec, source.width, source.height) == (codec, clip.width, clip.height)
+        assert source.codec is codec
+        # A short RTSP probe may end before the SPS is parsed: the size is then
+        # unknown (0), never wrong. The decoded pictures' size is checked below.
+        assert (source.width, source.height) in {(0, 0), (clip.width, clip.height)}
         pipeline = Passthrough(CAMERA, codec)
         messages = publish(source, pipeline, 45)  # 3 s: at least one more keyframe (GOP 2 s)
     keyframes = assert_valid_messages(messages, codec)

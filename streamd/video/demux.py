@@ -108,6 +108,7 @@ class Demuxer:
             self._stream = self._video_stream()
             context = self._stream.codec_context
             self.codec = _CODECS[context.name]
+            # As the container says; 0 when a short RTSP probe ended before an SPS.
             self.width, self.height = context.width, context.height
             # Read once: ``packet.time_base`` builds a new Fraction per packet.
             self._time_base = self._stream.time_base
