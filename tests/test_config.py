@@ -495,5 +495,5 @@ def test_passthrough_is_on_for_rtsp_cameras_unless_said_and_needs_a_stream(
     off = load_config(write(tmp_path, rtsp + "passthrough = false\n"), {}).cameras[0]
     assert not passthrough_enabled(off)
     assert not passthrough_enabled(load_config(write(tmp_path, EXAMPLE), {}).cameras[0])
-    with pytest.raises(ConfigError, match="cameras\\[0\\].passthrough"):
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.passthrough"):
         load_config(write(tmp_path, EXAMPLE + "passthrough = true\n"), {})

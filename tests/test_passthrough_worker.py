@@ -65,7 +65,7 @@ def decode_each(units: list[bytes]) -> list[tuple[int, int]]:
     """Sizes of the pictures a fresh decoder gives for each unit, fed one by one
     (no flush: a unit that needs a later one to come out would show as [])."""
     decoder = av.CodecContext.create("h264", "r")
-    sizes = []
+    sizes: list[tuple[int, int]] = []
     for unit in units:
         pictures = decoder.decode(av.Packet(unit))
         assert len(pictures) == 1, f"unit {len(sizes)} gave {len(pictures)} pictures"
@@ -139,7 +139,7 @@ def test_units_decode_detection_reads_the_substream_and_demand_decides(
     status, jpeg = daemon.http(snapshot_path)
     assert status == 200
     picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert picture.shape == (SUB.height, SUB.width, 3)
+    assert picture is not None and picture.shape == (SUB.height, SUB.width, 3)
     # ...and the main stream, watched by no JPEG viewer, was not decoded while
     # the substream was (but for a keyframe every 10 s for the local cache).
     figures = metrics(daemon, "door")
