@@ -120,12 +120,14 @@ class CameraChild:
         journal: CameraLog | None = None,
         launcher: Launcher | None = None,
         start_slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+        on_unit: FrameSink = lambda _camera, _body: None,
     ) -> None:
         self.spec = spec
         self.env = env
         self.launcher = launcher or Launcher(None)
         self.start_slot = start_slot or _no_slot
         self.on_event = on_event
+        self.on_unit = on_unit
         self.settings = settings
         self.on_frame = on_frame
         backoff = Backoff(settings.restart_delay_initial, settings.restart_delay_max)
@@ -138,6 +140,7 @@ class CameraChild:
         self._terminating = False  # we are stopping the current child
         self._writer: asyncio.StreamWriter | None = None
         self.demand = False  # viewers of this daemon's gateway watch the camera
+        self.unit_demand = False  # … and its passthrough viewers (au:{id})
         self.publish_every = 1  # [old API] stream_interval: every Nth paced frame
         self._stopping = asyncio.Event()
         self._heartbeat = asyncio.Event()
@@ -240,7 +243,7 @@ class CameraChild:
         assert process is not None
         reader, writer = await asyncio.open_unix_connection(sock=parent_end)
         writer.write(encode_json(MessageType.SPEC, self.spec.to_json()))
-        writer.write(encode_json(MessageType.DEMAND, {"watched": self.demand}))
+        writer.write(encode_json(MessageType.DEMAND, self._demand_body()))
         if self.publish_every != 1:
             writer.write(encode_json(MessageType.TUNE, {"publish_every": self.publish_every}))
         self._writer = writer
@@ -284,6 +287,8 @@ class CameraChild:
                 self.on_frame(self.camera_id, body)
             elif kind is MessageType.EVENT:
                 self.on_event(self.camera_id, body)
+            elif kind is MessageType.UNIT:
+                self.on_unit(self.camera_id, body)
             elif kind is MessageType.STATUS:
                 self._on_status(body)
 
@@ -381,7 +386,15 @@ class CameraChild:
     def set_demand(self, watched: bool) -> None:
         if watched != self.demand:
             self.demand = watched
-            self._tell(MessageType.DEMAND, {"watched": watched})
+            self._tell(MessageType.DEMAND, self._demand_body())
+
+    def set_unit_demand(self, wanted: bool) -> None:
+        if wanted != self.unit_demand:
+            self.unit_demand = wanted
+            self._tell(MessageType.DEMAND, self._demand_body())
+
+    def _demand_body(self) -> dict[str, Any]:
+        return {"watched": self.demand, "au": self.unit_demand}
 
     def _tell(self, kind: MessageType, body: dict[str, Any]) -> None:
         """A control message to the running child; a new child gets the state

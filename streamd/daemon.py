@@ -18,6 +18,7 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +63,7 @@ class Daemon:
         self.notifier = Notifier(os.environ)
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
+        self.units_unrouted: Counter[str] = Counter()  # no gateway ingest for units yet
         topology = Topology(
             config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
         )
@@ -78,6 +80,7 @@ class Daemon:
             config,
             on_frame=self._ingest,
             on_event=self._ingest_child_event,
+            on_unit=self._ingest_unit,
             parent_env=os.environ,
             fork_server=self.fork_server_client,
         )
@@ -130,6 +133,19 @@ class Daemon:
 
     def _ingest(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest(camera_id, payload)
+
+    def _ingest_unit(self, camera_id: str, payload: bytes) -> None:
+        """A child's access unit without Redis: to the gateway's ``ingest_unit``."""
+        ingest = getattr(self.gateway, "ingest_unit", None)
+        if ingest is not None:
+            return ingest(camera_id, payload)  # type: ignore[no-any-return]
+        self.units_unrouted[camera_id] += 1
+        if (total := self.units_unrouted.total()) & (total - 1) == 0:
+            log.warning("access units dropped: no gateway ingest", camera_id=camera_id, total=total)
+
+    def set_unit_demand(self, camera_id: str, wanted: bool) -> None:
+        """Whether this daemon's passthrough viewers watch (Redis ones: NUMSUB)."""
+        self.supervisor.set_unit_demand(camera_id, wanted)
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)

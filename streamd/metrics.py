@@ -7,6 +7,12 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_frames_fallback_total``, ``streamd_publish_attempts_total``,
   ``streamd_publish_failures_total``, ``streamd_published_bytes_total``
 - ``streamd_frames_dropped_total{camera,reason}``
+- passthrough (``au:{id}``): ``streamd_units_total`` (made publishable),
+  ``streamd_units_published_total``, ``streamd_units_fallback_total``,
+  ``streamd_unit_publish_attempts_total``, ``streamd_unit_publish_failures_total``,
+  ``streamd_unit_published_bytes_total``, ``streamd_units_dropped_total{camera,reason}``
+- the detection stream (``detect_source``): ``streamd_detect_frames_captured_total``,
+  ``streamd_detect_frames_decoded_total``
 - ``streamd_detect_runs_total``, ``streamd_detection_events_total``,
   ``streamd_detection_events_dropped_total`` (the backlog waiting for Redis was
   full), ``streamd_detection_events_not_kept_total`` (Redis refused them)
@@ -64,6 +70,14 @@ COUNTERS = (
         "events_not_kept",
         "Detection events Redis refused to keep (an error reply): not published",
     ),
+    ("detect_frames_captured", "detect_captured", "Frames read from the detection stream"),
+    ("detect_frames_decoded", "detect_decoded", "Pictures decoded from the detection stream"),
+    ("units", "units", "Access units made publishable by the passthrough pipeline"),
+    ("units_published", "units_published", "Access units published to Redis (au:{id})"),
+    ("units_fallback", "units_fallback", "Access units sent to the local gateway without Redis"),
+    ("unit_publish_attempts", "unit_attempts", "Access units the publisher tried to send"),
+    ("unit_publish_failures", "unit_failures", "Access units that did not reach Redis"),
+    ("unit_published_bytes", "unit_bytes_published", "Access unit bytes published to Redis"),
 )
 
 
@@ -126,6 +140,13 @@ class StreamdCollector(Collector):
             for reason, count in sorted(sample.figures.dropped.items()):
                 dropped.add_metric([camera, reason], count)
         yield dropped
+        units_dropped = CounterMetricFamily(
+            "streamd_units_dropped", "Access units dropped, by reason", labels=["camera", "reason"]
+        )
+        for camera, sample in samples.items():
+            for reason, count in sorted(sample.figures.unit_dropped.items()):
+                units_dropped.add_metric([camera, reason], count)
+        yield units_dropped
         for name, doc, pick in HISTOGRAMS:
             yield _histogram(name, doc, {c: pick(s) for c, s in samples.items()})
         sent = CounterMetricFamily(

@@ -137,6 +137,16 @@ COUNTER_NAMES = (
     "converted",
     "planar",
     "passed_through",
+    # The detection stream (``detect_source``), when the camera has one
+    "detect_captured",
+    "detect_decoded",
+    # Access units on au:{id} (passthrough), counted like frames
+    "units",  # units the passthrough pipeline made publishable
+    "unit_attempts",
+    "units_published",
+    "unit_failures",
+    "units_fallback",
+    "unit_bytes_published",
 )
 
 
@@ -149,6 +159,7 @@ class CameraCounters:
     publish_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     capture_to_publish: LatencyHistogram = field(default_factory=LatencyHistogram)
     detect_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    unit_dropped: Counter[str] = field(default_factory=Counter)  # access units, by reason
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -157,6 +168,7 @@ class CameraCounters:
             "publish_latency": self.publish_latency.to_wire(),
             "capture_to_publish": self.capture_to_publish.to_wire(),
             "detect_latency": self.detect_latency.to_wire(),
+            "unit_dropped": dict(self.unit_dropped),
         }
 
     @classmethod
@@ -173,20 +185,13 @@ class CameraCounters:
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"bad counter {name}")
             counters[name] = value
-        dropped: Counter[str] = Counter()
-        raw_dropped = data.get("dropped", {})
-        if not isinstance(raw_dropped, dict) or len(raw_dropped) > 32:
-            raise ValueError("bad dropped counters")
-        for reason, value in raw_dropped.items():
-            if not isinstance(value, int) or value < 0 or not str(reason).isidentifier():
-                raise ValueError("bad dropped counter")
-            dropped[str(reason)] = value
         return cls(
             counters,
-            dropped,
+            _reasons(data.get("dropped", {})),
             LatencyHistogram.from_wire(data.get("publish_latency", {"c": {}})),
             LatencyHistogram.from_wire(data.get("capture_to_publish", {"c": {}})),
             LatencyHistogram.from_wire(data.get("detect_latency", {"c": {}})),
+            _reasons(data.get("unit_dropped", {})),
         )
 
     def __add__(self, other: CameraCounters) -> CameraCounters:
@@ -196,6 +201,7 @@ class CameraCounters:
             self.publish_latency + other.publish_latency,
             self.capture_to_publish + other.capture_to_publish,
             self.detect_latency + other.detect_latency,
+            self.unit_dropped + other.unit_dropped,
         )
 
     def __sub__(self, other: CameraCounters) -> CameraCounters:
@@ -225,3 +231,15 @@ class DeliveryStats:
 
     def copy(self) -> DeliveryStats:
         return DeliveryStats(self.received, self.sent, self.bytes_sent, self.end_to_end.copy())
+
+
+def _reasons(raw: Any) -> Counter[str]:
+    """Drops by reason from a heartbeat (untrusted); ``ValueError`` if malformed."""
+    dropped: Counter[str] = Counter()
+    if not isinstance(raw, dict) or len(raw) > 32:
+        raise ValueError("bad dropped counters")
+    for reason, value in raw.items():
+        if not isinstance(value, int) or value < 0 or not str(reason).isidentifier():
+            raise ValueError("bad dropped counter")
+        dropped[str(reason)] = value
+    return dropped

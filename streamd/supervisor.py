@@ -41,6 +41,7 @@ class Supervisor:
         config: Config,
         on_frame: FrameSink,
         on_event: FrameSink = lambda _camera, _body: None,
+        on_unit: FrameSink = lambda _camera, _body: None,
         parent_env: Mapping[str, str] | None = None,
         fork_server: ForkServerClient | None = None,
     ) -> None:
@@ -50,6 +51,7 @@ class Supervisor:
         self._starting = asyncio.Semaphore(self.start_slots)
         self.on_frame = on_frame
         self.on_event = on_event
+        self.on_unit = on_unit
         self.parent_env = dict(os.environ if parent_env is None else parent_env)
         self.children: dict[str, CameraChild] = {}
         # Each camera's recent records (camera_log.py), kept across its children
@@ -92,6 +94,7 @@ class Supervisor:
             self.on_event,
             env,
             journal,
+            on_unit=self.on_unit,
             launcher=self.launcher,
             start_slot=lambda: self._starting,
         )
@@ -202,6 +205,11 @@ class Supervisor:
         child = self.children.get(camera_id)
         if child is not None:
             child.set_demand(watched)
+
+    def set_unit_demand(self, camera_id: str, wanted: bool) -> None:
+        child = self.children.get(camera_id)
+        if child is not None:
+            child.set_unit_demand(wanted)
 
     def fallback_active(self) -> bool:
         return any(c.status.redis_state.uses_fallback for c in self.children.values())

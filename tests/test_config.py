@@ -456,3 +456,44 @@ def test_camera_name_and_location_reach_the_child() -> None:
     )
     spec = WorkerSpec(camera, None, "video:a")
     assert WorkerSpec.from_json(spec.to_json()).camera == camera
+
+
+def test_detect_source_is_validated_masked_and_shares_the_cameras_account(
+    tmp_path: Path,
+) -> None:
+    cam = EXAMPLE.replace("synthetic:", "rtsp://admin:hunter2@cam/main")
+    path = write(tmp_path, cam + 'detect_source = "rtsp://admin:hunter3@cam/sub"\n')
+    result = streamd_check(path)
+    assert result.returncode == 0, result.stderr
+    assert "hunter3" not in result.stdout and "hunter2" not in result.stdout
+    assert 'detect_source = "rtsp://admin:***@cam/sub"' in result.stdout
+    for bad, problem in (
+        ('"ftp://cam/sub"', "unsupported scheme"),
+        ('"synthetic:"', "must be a camera stream"),
+        ('""', "must not be empty"),
+    ):
+        with pytest.raises(ConfigError, match=problem) as caught:
+            load_config(write(tmp_path, EXAMPLE + f"detect_source = {bad}\n"), {})
+        assert "cameras[0].detect_source" in str(caught.value)
+    creds = tmp_path / "pw"
+    creds.write_text("c@m")
+    text = EXAMPLE.replace("synthetic:", "rtsp://cam/main") + (
+        f'detect_source = "rtsp://cam/sub"\nusername = "v"\npassword_file = "{creds}"\n'
+    )
+    camera = load_config(write(tmp_path, text), {}).cameras[0]
+    assert camera.detect_source == "rtsp://v:c%40m@cam/sub"
+    assert "c%40m" not in str(load_config(write(tmp_path, text), {}).redacted())
+
+
+def test_passthrough_is_on_for_rtsp_cameras_unless_said_and_needs_a_stream(
+    tmp_path: Path,
+) -> None:
+    from streamd.worker.units import passthrough_enabled
+
+    rtsp = EXAMPLE.replace("synthetic:", "rtsp://cam/main")
+    assert passthrough_enabled(load_config(write(tmp_path, rtsp), {}).cameras[0])
+    off = load_config(write(tmp_path, rtsp + "passthrough = false\n"), {}).cameras[0]
+    assert not passthrough_enabled(off)
+    assert not passthrough_enabled(load_config(write(tmp_path, EXAMPLE), {}).cameras[0])
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.passthrough"):
+        load_config(write(tmp_path, EXAMPLE + "passthrough = true\n"), {})

@@ -12,7 +12,7 @@ from streamd.lifecycle import Lifecycle
 from streamd.states import ChildState, ExitCode
 from streamd.stats import LatencyHistogram, bucket_upper_edge
 from streamd.transport.frame import EncodedFrame, FrameMeta
-from streamd.transport.publisher import DropOldestQueue
+from streamd.transport.outgoing import DropOldestQueue
 from streamd.worker.capture import Pacer
 
 
@@ -50,7 +50,7 @@ def frame(seq: int) -> EncodedFrame:
 
 
 def test_drop_oldest_queue_keeps_the_newest_in_order() -> None:
-    queue = DropOldestQueue(3)
+    queue: DropOldestQueue[EncodedFrame] = DropOldestQueue(3)
     assert [queue.push(frame(i)) for i in range(5)] == [0, 0, 0, 1, 1]
     assert [f.meta.seq for f in queue.take_all()] == [2, 3, 4]
     assert len(queue) == 0

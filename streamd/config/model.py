@@ -143,6 +143,12 @@ class CameraConfig:
     name: str | None = None  # for people (the wall, status); the id stays the key
     location: str | None = None
     detection: DetectorConfig = field(default_factory=DetectorConfig)
+    # A second stream of the same camera (its substream) that detection decodes
+    # instead of ``source``, at its own size; None: detection reads ``source``.
+    detect_source: str | None = None
+    # H.264/H.265 access units published as they came on ``au:{id}``. None: on
+    # for rtsp(s):// sources, off for the rest (worker/units.py decides).
+    passthrough: bool | None = None
 
     @property
     def external(self) -> bool:
@@ -241,8 +247,15 @@ class Config:
             },
             "supervisor": _without_none(asdict(self.supervisor)),
             "events": _without_none(asdict(self.events)),
-            "cameras": [{**c.to_dict(), "source": redact_url(c.source)} for c in self.cameras],
+            "cameras": [_redacted_camera(c) for c in self.cameras],
         }
+
+
+def _redacted_camera(camera: CameraConfig) -> dict[str, Any]:
+    out = {**camera.to_dict(), "source": redact_url(camera.source)}
+    if camera.detect_source is not None:
+        out["detect_source"] = redact_url(camera.detect_source)
+    return out
 
 
 def _without_none(table: dict[str, Any]) -> dict[str, Any]:

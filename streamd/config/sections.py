@@ -13,6 +13,7 @@ from streamd.config.environment import env_flag, redis_url_from_env
 from streamd.config.events import parse_events
 from streamd.config.model import (
     CAMERA_ID_PATTERN,
+    EXTERNAL_SOURCE,
     CameraConfig,
     Config,
     ConfigError,
@@ -88,6 +89,11 @@ def parse_camera(
         raise r.error("id", f"{camera_id!r} is not a valid camera id ({CAMERA_ID_PATTERN.pattern})")
     cam_source = r.required_string("source")
     validate_source(source, r.key("source"), cam_source)
+    detect_source = r.string("detect_source")
+    if detect_source is not None:
+        validate_source(source, r.key("detect_source"), detect_source)
+        if not _demuxable(detect_source) or cam_source == EXTERNAL_SOURCE:
+            raise r.error("detect_source", "must be a camera stream (rtsp, http(s), a file)")
     username = r.string("username")
     password = _secret(r, env or {})
     if password is not None or username is not None:
@@ -98,6 +104,12 @@ def parse_camera(
         if password is None:
             raise r.error("username", "needs password_file or password_credential")
         cam_source = with_password(cam_source, password, username)
+        if detect_source is not None and "://" in detect_source:
+            # The same camera, the same account.
+            detect_source = with_password(detect_source, password, username)
+    passthrough = r.boolean("passthrough")
+    if passthrough and not _demuxable(cam_source):
+        raise r.error("passthrough", "needs an rtsp, http(s) or file source (H.264/H.265)")
     camera = CameraConfig(
         id=camera_id,
         source=cam_source,
@@ -108,11 +120,17 @@ def parse_camera(
             loop=r.boolean("loop"),
             name=display_text(r, "name", MAX_DISPLAY_TEXT),
             location=display_text(r, "location", MAX_DISPLAY_TEXT),
+            detect_source=detect_source,
+            passthrough=passthrough,
         ),
         detection=_parse_detection(r),
     )
     r.reject_unknown()
     return camera
+
+
+def _demuxable(source: str) -> bool:
+    return not source.startswith(("synthetic:", "device:", EXTERNAL_SOURCE))
 
 
 def _parse_zones(r: TableReader) -> tuple[tuple[tuple[float, float], ...], ...] | None:

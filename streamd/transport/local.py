@@ -12,6 +12,9 @@ Each message is ``type u8 | length u32 (big-endian) | body``:
   while Redis is down or disabled: the embedded fallback.
 - ``EVENT``  child → supervisor: a detection event (JSON), likewise only while
   Redis (``streamd:events:{camera_id}``) cannot take it.
+- ``UNIT``   child → supervisor: one passthrough access unit (Annex-B with our
+  SEI, docs/protocol.md), only while Redis (``au:{camera_id}``) cannot take it
+  and this daemon's own passthrough viewers want it (``DEMAND``'s ``"au"``).
 
 EOF on the child's side means the supervisor is gone: the child exits (no orphans).
 """
@@ -37,6 +40,7 @@ class MessageType(enum.IntEnum):
     EVENT = 4
     DEMAND = 5
     TUNE = 6  # down: {"publish_every": N}, applied live by the child
+    UNIT = 7  # up: one passthrough access unit (the embedded fallback of au:{id})
 
 
 class ControlSocketError(StreamdError, ValueError):

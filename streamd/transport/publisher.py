@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Generic
 
 import redis.asyncio as aioredis
 import structlog
@@ -37,6 +38,7 @@ from streamd.states import RedisState
 from streamd.stats import CameraCounters
 from streamd.transport.cluster import Topology, plain_client
 from streamd.transport.frame import EncodedFrame, pack_frame
+from streamd.transport.outgoing import CounterNames, DropOldestQueue, T
 from streamd.transport.publish_link import PublishLink, open_link
 from streamd.transport.resp import RespError, pack_publish, publish_head
 
@@ -48,36 +50,15 @@ def pack_for_sending(frame: EncodedFrame) -> bytes:
     return pack_frame(frame.meta, frame.jpeg, time.time_ns())
 
 
-class DropOldestQueue:
-    """Bounded FIFO that drops the oldest entry when full (pure); all of it is
-    taken at once, as one batch."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: deque[EncodedFrame] = deque()
-        self.capacity = capacity
-
-    def push(self, item: EncodedFrame) -> int:
-        """Add ``item``; return how many old items were dropped to make room."""
-        dropped = 0
-        while len(self._items) >= self.capacity:
-            self._items.popleft()
-            dropped += 1
-        self._items.append(item)
-        return dropped
-
-    def take_all(self) -> list[EncodedFrame]:
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 REPLY_TIMEOUT_S = 2.0  # as the pooled client's socket timeout
 
 
-class FramePublisher:
+class Publisher(Generic[T]):
+    """The publishing machinery; ``FramePublisher`` and ``unit_publisher.UnitPublisher``
+    say how their items are packed, wired to the fallback and counted."""
+
+    names = CounterNames()
+
     def __init__(
         self,
         *,
@@ -94,7 +75,8 @@ class FramePublisher:
         self.channel = channel
         self.stats = stats
         self._fallback = fallback
-        self._queue = DropOldestQueue(queue_size)
+        self._queue: DropOldestQueue[T] = DropOldestQueue(queue_size)
+        self.dropped: Counter[str] = self._dropped_counter(stats)
         self._reconnect = reconnect
         self._reply_timeout = reply_timeout
         self._redis_url = redis_url
@@ -107,7 +89,7 @@ class FramePublisher:
         self._client = plain_client(self._client_url) if self._client_url else None
         self._side_clients: dict[str, aioredis.Redis] = {}  # other masters (events)
         self._link: PublishLink | None = None  # frames only; open while Redis is up
-        self._in_flight: list[EncodedFrame] = []  # the batch awaiting its replies
+        self._in_flight: list[T] = []  # the batch awaiting its replies
         self._in_flight_bytes = 0
         self._in_flight_since = 0.0
         self._replied = 0
@@ -129,7 +111,7 @@ class FramePublisher:
             return RedisState.CONNECTING
         return RedisState.UP if self._redis_up else RedisState.DOWN
 
-    def submit(self, frame: EncodedFrame) -> None:
+    def submit(self, frame: T) -> None:
         """Send or queue a frame without waiting (called on the event loop)."""
         if self._link is None:
             self._deliver_locally(frame)
@@ -138,7 +120,7 @@ class FramePublisher:
         else:
             dropped = self._queue.push(frame)  # sent when the replies are in
             if dropped:
-                self.stats.dropped["queue_full"] += dropped
+                self.dropped["queue_full"] += dropped
             if time.monotonic() - self._in_flight_since > self._reply_timeout:
                 self._link_failed(TimeoutError("no reply from redis"))
 
@@ -155,17 +137,30 @@ class FramePublisher:
                 if client is not None:
                     await client.aclose()
 
+    # --- what the items are ------------------------------------------------------------
+    def _dropped_counter(self, stats: CameraCounters) -> Counter[str]:
+        return stats.dropped
+
+    def _pack(self, head: bytes, item: T, publish_ns: int) -> tuple[bytes, int]:
+        """One publish command carrying ``item``, and its payload's size."""
+        raise NotImplementedError
+
+    def _wire(self, item: T) -> bytes:
+        """``item``'s payload for the fallback (the control socket)."""
+        raise NotImplementedError
+
+    def _record(self, batch: list[T], done: float, done_ns: int) -> None:
+        """Latency figures of a batch Redis took (none by default)."""
+
     # --- the frame link -------------------------------------------------------------
-    def _send(self, batch: list[EncodedFrame]) -> None:
+    def _send(self, batch: list[T]) -> None:
         assert self._link is not None
         publish_ns = time.time_ns()
         head = self._head
         if len(batch) == 1:
-            command, self._in_flight_bytes = pack_publish(
-                head, batch[0].meta, publish_ns, batch[0].jpeg
-            )
+            command, self._in_flight_bytes = self._pack(head, batch[0], publish_ns)
         else:
-            packed = [pack_publish(head, frame.meta, publish_ns, frame.jpeg) for frame in batch]
+            packed = [self._pack(head, item, publish_ns) for item in batch]
             command = b"".join(command for command, _ in packed)
             self._in_flight_bytes = sum(size for _, size in packed)
         self._in_flight = batch
@@ -191,21 +186,16 @@ class FramePublisher:
         if waiting:
             self._send(waiting)
 
-    def _published(self, batch: list[EncodedFrame]) -> None:
+    def _published(self, batch: list[T]) -> None:
         # Attempts are counted with their outcome, so that at any instant
         # attempts == published + failures (no in-flight skew in a snapshot).
-        done = time.monotonic()
-        done_ns = time.time_ns()
-        counters = self.stats.counters
-        counters["attempts"] += len(batch)
-        counters["published"] += len(batch)
-        counters["bytes_published"] += self._in_flight_bytes
+        counters, names = self.stats.counters, self.names
+        counters[names.attempts] += len(batch)
+        counters[names.published] += len(batch)
+        counters[names.bytes] += self._in_flight_bytes
         self._in_flight = []
         self._failure_logged = False
-        latency, capture_to_publish = self.stats.publish_latency, self.stats.capture_to_publish
-        for frame in batch:
-            latency.record(done - frame.queued_at)
-            capture_to_publish.record((done_ns - frame.meta.capture_ns) / 1e9)
+        self._record(batch, time.monotonic(), time.time_ns())
         if self._announce_next_success:
             self._announce_next_success = False
             log.info(
@@ -224,25 +214,25 @@ class FramePublisher:
         self._count_not_published(failed, "publish_error")
         self._count_not_published(waiting, "redis_down")
         newest = (failed + waiting)[-1:]
-        if newest and self._fallback(pack_for_sending(newest[0])):
-            self.stats.counters["fallback"] += 1
+        if newest and self._fallback(self._wire(newest[0])):
+            self.stats.counters[self.names.fallback] += 1
 
-    def _count_not_published(self, frames: list[EncodedFrame], reason: str) -> None:
+    def _count_not_published(self, frames: list[T], reason: str) -> None:
         if frames:
-            self.stats.counters["attempts"] += len(frames)
-            self.stats.counters["failures"] += len(frames)
-            self.stats.dropped[reason] += len(frames)
+            self.stats.counters[self.names.attempts] += len(frames)
+            self.stats.counters[self.names.failures] += len(frames)
+            self.dropped[reason] += len(frames)
 
-    def _deliver_locally(self, frame: EncodedFrame) -> None:
+    def _deliver_locally(self, frame: T) -> None:
         """No link (Redis down, still connecting, or disabled): the embedded
         fallback. Frames come here one by one, so none goes stale in a queue."""
         counted = self._topology is None or self._connecting
         if not counted:
             self._count_not_published([frame], "redis_down")
-        if self._fallback(pack_for_sending(frame)):
-            self.stats.counters["fallback"] += 1
+        if self._fallback(self._wire(frame)):
+            self.stats.counters[self.names.fallback] += 1
         elif counted:  # otherwise already counted as not reaching Redis
-            self.stats.dropped["fallback_busy"] += 1
+            self.dropped["fallback_busy"] += 1
 
     def _close_link(self) -> None:
         link, self._link = self._link, None
@@ -275,8 +265,9 @@ class FramePublisher:
             return None
         return await self._client_for(key) if self._cluster else self._client
 
-    async def watched_on_redis(self) -> bool | None:
-        """Does anyone listen on our channel (or on any pattern)? None if unknown."""
+    async def watched_on_redis(self, *, patterns: bool = True) -> bool | None:
+        """Does anyone listen on our channel (or, with ``patterns``, on any
+        pattern)? None if unknown."""
         if self._client is None or not self._redis_up:
             return None
         try:
@@ -290,7 +281,7 @@ class FramePublisher:
         except (RedisError, OSError) as exc:
             self.mark_down(exc)
             return None
-        return bool(numsub and numsub[0][1]) or bool(numpat)
+        return bool(numsub and numsub[0][1]) or (patterns and bool(numpat))
 
     def mark_down(self, exc: BaseException) -> None:
         self._close_link()
@@ -363,3 +354,19 @@ class FramePublisher:
                 redis_url=redact_url(self._redis_url or ""),
                 error=str(exc) or type(exc).__name__,
             )
+
+
+class FramePublisher(Publisher[EncodedFrame]):
+    """JPEG frames on ``video:{id}``, with their latency figures."""
+
+    def _pack(self, head: bytes, item: EncodedFrame, publish_ns: int) -> tuple[bytes, int]:
+        return pack_publish(head, item.meta, publish_ns, item.jpeg)
+
+    def _wire(self, item: EncodedFrame) -> bytes:
+        return pack_for_sending(item)
+
+    def _record(self, batch: list[EncodedFrame], done: float, done_ns: int) -> None:
+        latency, capture_to_publish = self.stats.publish_latency, self.stats.capture_to_publish
+        for frame in batch:
+            latency.record(done - frame.queued_at)
+            capture_to_publish.record((done_ns - frame.meta.capture_ns) / 1e9)

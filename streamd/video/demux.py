@@ -107,18 +107,13 @@ class Demuxer:
         try:
             self._stream = self._video_stream()
             context = self._stream.codec_context
-            self.codec = _CODECS[context.name]
             # As the container says; 0 when a short RTSP probe ended before an SPS.
             self.width, self.height = context.width, context.height
-            # Read once: ``packet.time_base`` builds a new Fraction per packet.
-            self._time_base = self._stream.time_base
-            self._length_size: int | None = None
-            self._extradata_sets: list[bytes] = []
-            self._use_extradata(context.extradata)
+            self._units = PacketUnits(self._stream, self._describe(), self.stats)
+            self.codec = self._units.codec
         except BaseException:
             self._container.close()
             raise
-        self._discontinuity = False
 
     def _describe(self) -> str:
         return redact_url(self.target)
@@ -132,18 +127,6 @@ class Demuxer:
                 f"{self._describe()}: {stream.codec_context.name} is not H.264/H.265"
             )
         return stream
-
-    def _use_extradata(self, extradata: bytes | None) -> None:
-        if not extradata:
-            return  # parameter sets in-band only (RTSP without sprop-parameter-sets)
-        if len(extradata) > MAX_EXTRADATA_BYTES:
-            raise DemuxError(f"{self._describe()}: extradata of {len(extradata)} bytes")
-        try:
-            parsed = parse_extradata(bytes(extradata), self.codec)
-        except AnnexBError as exc:
-            raise DemuxError(f"{self._describe()}: bad extradata: {exc}") from None
-        self._length_size = parsed.length_size
-        self._extradata_sets = parsed.parameter_sets
 
     def __enter__(self) -> Demuxer:
         return self
@@ -159,13 +142,53 @@ class Demuxer:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:
                     continue  # the demuxer's end-of-stream marker
-                unit = self._unit(packet)
+                unit = self._units.unit(packet)
                 if unit is not None:
                     yield unit
         except (av.FFmpegError, OSError) as exc:
             raise DemuxError(f"lost {self._describe()}: {_reason(exc)}") from None
 
-    def _unit(self, packet: VideoPacket) -> AccessUnit | None:
+
+class PacketUnits:
+    """PyAV packets of one H.264/H.265 stream → ``AccessUnit``s (Annex-B, with
+    out-of-band parameter sets put in-band before keyframes). Used by
+    ``Demuxer`` and by a camera child's decoding source, whose packets it taps
+    (one demux of the main stream feeds both the decoder and passthrough).
+    ``mark_gap()``: packets were skipped, the next unit is a discontinuity."""
+
+    def __init__(self, stream: VideoStream, describe: str, stats: DemuxStats | None = None) -> None:
+        context = stream.codec_context
+        if context.name not in _CODECS:
+            raise UnsupportedSource(f"{describe}: {context.name} is not H.264/H.265")
+        self.codec = _CODECS[context.name]
+        self.stats = stats or DemuxStats()
+        self._describe_text = describe
+        # Read once: ``packet.time_base`` builds a new Fraction per packet.
+        self._time_base = stream.time_base
+        self._length_size: int | None = None
+        self._extradata_sets: list[bytes] = []
+        self._use_extradata(context.extradata)
+        self._discontinuity = False
+
+    def _describe(self) -> str:
+        return self._describe_text
+
+    def mark_gap(self) -> None:
+        self._discontinuity = True
+
+    def _use_extradata(self, extradata: bytes | None) -> None:
+        if not extradata:
+            return  # parameter sets in-band only (RTSP without sprop-parameter-sets)
+        if len(extradata) > MAX_EXTRADATA_BYTES:
+            raise DemuxError(f"{self._describe()}: extradata of {len(extradata)} bytes")
+        try:
+            parsed = parse_extradata(bytes(extradata), self.codec)
+        except AnnexBError as exc:
+            raise DemuxError(f"{self._describe()}: bad extradata: {exc}") from None
+        self._length_size = parsed.length_size
+        self._extradata_sets = parsed.parameter_sets
+
+    def unit(self, packet: VideoPacket) -> AccessUnit | None:
         if packet.size > MAX_UNIT_BYTES:
             return self._drop("oversized")
         if packet.is_corrupt:

@@ -12,7 +12,10 @@ full decoding costs the same, but PyAV lets us
   right at once;
 - keep MJPEG frames as the camera's own JPEG bytes, decoded only when used;
 - decode on one thread up to 1080p, slice threads above; never frame threads
-  (which hold frames back: latency).
+  (which hold frames back: latency);
+- hand every packet, before any decoding, to a ``PacketTap`` (H.264/H.265
+  passthrough, ``worker/units.py``): one demux of the camera feeds both the
+  decoder and the access units published as they came.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import av
 import av.container
@@ -38,6 +41,16 @@ from streamd.worker.planes import Planes, from_packed_i420
 
 if TYPE_CHECKING:  # generic in the stubs only
     VideoPacket = Packet[VideoStream]
+
+
+class PacketTap(Protocol):
+    """Sees every packet of the source's video stream, in decode order (in the
+    capture thread), whether or not it is decoded."""
+
+    def opened(self, stream: VideoStream, describe: str) -> None: ...
+
+    def packet(self, packet: VideoPacket) -> None: ...
+
 
 OPEN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
@@ -86,6 +99,7 @@ class AvSource:
         # frame, which cost ~1 ms per 720p frame in the profile, more than the
         # conversion itself.
         self._reformatter = VideoReformatter()
+        self.tap: PacketTap | None = None
 
     def _describe(self) -> str:
         return redact_url(self.target)
@@ -122,6 +136,8 @@ class AvSource:
         self._backlog.clear()
         self._need_keyframe = context.name not in INTRA_ONLY_CODECS
         self._last_key_pts = None
+        if self.tap is not None:
+            self.tap.opened(stream, self._describe())
 
     def stream_info(self) -> tuple[str | None, float | None]:
         """The open stream's codec name and declared frame rate (None if unknown)."""
@@ -170,6 +186,8 @@ class AvSource:
                     packet = self._next_packet()
                 if packet is None:
                     return None
+            if self.tap is not None:
+                self.tap.packet(packet)
             frame = self._handle(packet)
             if frame is not None:
                 return frame

@@ -32,7 +32,7 @@ from streamd.worker.detection_thread import DetectionRunner, DetectorInput
 from streamd.worker.detectors import Detection
 from streamd.worker.encode import EncodeError, encode_jpeg, resize_to_width
 from streamd.worker.frames import Frame, Source, SourceError
-from streamd.worker.overlay import draw_overlay
+from streamd.worker.overlay import draw_overlay, scale_detections
 from streamd.worker.planes import encode_jpeg as encode_planes
 from streamd.worker.planes import resize_to_width as resize_planes
 from streamd.worker.planes import to_bgr as planes_to_bgr
@@ -58,8 +58,12 @@ class CaptureLoop:
         detection: DetectionRunner | None = None,
         wanted: Callable[[], bool] = lambda: True,
         on_idle_frame: Callable[[EncodedFrame], None] | None = None,
+        overlay: DetectionRunner | None = None,
+        name: str = "capture",
     ) -> None:
-        self.detection = detection
+        self.detection = detection  # offered frames from this source
+        # Whose detections are drawn: this source's, or a detection stream's.
+        self.overlay = overlay or detection
         self.wanted = wanted  # someone watches: encode and publish
         self.on_idle_frame = on_idle_frame  # else now and then to the local gateway only
         self._last_idle_frame: float | None = None
@@ -79,7 +83,7 @@ class CaptureLoop:
         self.passed_through = 0  # published as the camera's own JPEG bytes
         self.seq = 0
         self.last_frame_at: float | None = None  # monotonic, read by heartbeats
-        self._thread = threading.Thread(target=self._run, name=f"capture-{camera.id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-{camera.id}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -193,7 +197,12 @@ class CaptureLoop:
                 return
             self._last_idle_frame = now
             deliver = self.on_idle_frame
-        detections = self.detection.latest if self.detection is not None else ()
+        overlay = self.overlay
+        detections = (
+            scale_detections(overlay.latest, overlay.latest_size, (frame.width, frame.height))
+            if overlay is not None
+            else ()
+        )
         stamp = capture_ns / 1e9 if settings.overlay_timestamp else None
         drawing = settings.draws_overlay and (bool(detections) or stamp is not None)
         if can_pass_through(frame.jpeg, frame.width, self.camera.width, drawing):

@@ -51,6 +51,9 @@ class DetectionRunner:
         self.interval = 1.0 / rate
         self.tracker = EventTracker(camera_id, config.event_clear_after)
         self.latest: tuple[Detection, ...] = ()
+        # (width, height) of the frame ``latest`` was found on: a detection
+        # stream (``detect_source``) has its own size, the overlay scales.
+        self.latest_size: tuple[int, int] | None = None
         self.latency = LatencyHistogram()  # cumulative, read by heartbeats
         self.runs = 0
         self.errors = 0
@@ -104,6 +107,7 @@ class DetectionRunner:
             finished = time.monotonic()
             self.runs += 1
             self.latency.record(finished - started)
+            self.latest_size = (int(taken.image.shape[1]), int(taken.image.shape[0]))
             self.latest = detections
             event = self.tracker.update(detections, finished, time.time())
             if event is not None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import socket
@@ -24,16 +23,13 @@ import time
 from typing import Any
 
 import cv2
-import numpy as np
 import structlog
-from redis.exceptions import RedisError
 
 from streamd.camera_status import Heartbeat
 from streamd.config import ConfigError
-from streamd.eventlog.records import event_keys
-from streamd.eventlog.redis_log import RedisEventWriter
 from streamd.observability import configure_logging
-from streamd.states import ExitCode, SourceState, event_channel, picture_stalled
+from streamd.redact import redact_url
+from streamd.states import ExitCode, SourceState, picture_stalled
 from streamd.stats import CameraCounters
 from streamd.transport.frame import EncodedFrame
 from streamd.transport.local import (
@@ -45,22 +41,14 @@ from streamd.transport.local import (
     read_message,
 )
 from streamd.transport.publisher import FramePublisher, pack_for_sending
-from streamd.worker.capture import CaptureLoop
 from streamd.worker.demand import DemandPolicy
 from streamd.worker.detection_thread import DetectionRunner
 from streamd.worker.detectors import DetectorError, build_detector
-from streamd.worker.event_backlog import (
-    EventBacklog,
-    EventRoute,
-    PendingEvent,
-    route_event,
-    worth_retrying,
-)
-from streamd.worker.events import DetectionEvent
+from streamd.worker.event_keeper import EventKeeper
 from streamd.worker.frames import Source, SourceError
-from streamd.worker.snapshot import event_snapshot
 from streamd.worker.sources import open_source
 from streamd.worker.spec import WorkerSpec
+from streamd.worker.streams import CaptureHooks, Streams
 
 log = structlog.get_logger("streamd.worker")
 FALLBACK_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued to the supervisor before we drop
@@ -85,6 +73,7 @@ def set_parent_death_signal() -> None:
 class CameraWorker:
     def __init__(self, spec: WorkerSpec, source: Source, writer: asyncio.StreamWriter) -> None:
         self.spec = spec
+        camera = spec.camera
         self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.stats = CameraCounters()
@@ -97,24 +86,25 @@ class CameraWorker:
             cluster=spec.redis_cluster,
             seeds=spec.redis_seeds,
         )
+        self.events = EventKeeper(spec, self.publisher, self.stats, writer)
         self.detector_state, self.detection = self._build_detection()
-        self.demand = DemandPolicy(frame_interval=1.0 / spec.camera.fps)
+        self.demand = DemandPolicy(frame_interval=1.0 / camera.fps)
         self._watched = False  # read by the capture thread
-        self.capture = CaptureLoop(
+        self.streams = Streams(
+            spec,
             source,
-            spec.camera,
-            self._from_thread_frame,
-            self._from_thread_state,
-            detection=self.detection,
-            wanted=lambda: self._watched,
-            on_idle_frame=self._from_thread_idle_frame,
+            self.detection,
+            CaptureHooks(
+                frame=self._from_thread_frame,
+                state=self._from_thread_state,
+                idle_frame=self._from_thread_idle_frame,
+                jpeg_wanted=lambda: self._watched,
+            ),
+            self._send_unit,
+            self.stats,
         )
+        self.capture = self.streams.capture
         self.started = time.monotonic()
-        self.event_writer = RedisEventWriter(spec.events, event_keys(spec.redis_cluster))
-        # Events waiting for Redis (down, or not yet up), written in order by
-        # keep_events: a live event always carries the id it is kept under.
-        self.backlog = EventBacklog(spec.events.backlog)
-        self._backlog_ready = asyncio.Event()
 
     def _build_detection(self) -> tuple[str, DetectionRunner | None]:
         settings = self.spec.camera.detection
@@ -131,103 +121,13 @@ class CameraWorker:
         if detector is None:
             return "none", None
         runner = DetectionRunner(
-            detector, settings, self.spec.camera.id, self.spec.camera.fps, self._from_thread_event
+            detector,
+            settings,
+            self.spec.camera.id,
+            self.spec.camera.fps,
+            self.events.from_thread_event,
         )
         return settings.kind, runner
-
-    def _from_thread_event(self, event: DetectionEvent, image: np.ndarray) -> None:
-        """In the detection thread: encode the snapshot here, off the event loop."""
-        snapshot = event_snapshot(
-            image,
-            event.detections,
-            self.spec.camera.jpeg_quality,
-            self.spec.events.snapshot_max_bytes,
-        )
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._on_event, event, snapshot)
-
-    def _on_event(self, event: DetectionEvent, snapshot: bytes | None) -> None:
-        """One log line per event (never per frame), then to the supervisor (no
-        Redis) or into the backlog, which ``keep_events`` writes to Redis."""
-        self.stats.counters["events"] += 1
-        log.info(
-            "detection event",
-            appeared=list(event.appeared),
-            left=list(event.left),
-            labels=sorted({d.label for d in event.detections}),
-        )
-        pending = PendingEvent(event.to_json(), snapshot)
-        if route_event(self.publisher.redis_state) is EventRoute.LOCAL:
-            self._send_event_to_supervisor(pending)
-            return
-        self._count_dropped_events(self.backlog.add(pending))
-        self._backlog_ready.set()
-
-    def _count_dropped_events(self, dropped: int) -> None:
-        if not dropped:
-            return
-        counters = self.stats.counters
-        counters["events_dropped"] += dropped
-        total = counters["events_dropped"]
-        if total & (total - 1) == 0 or dropped > 1:  # the 1st, 2nd, 4th… only
-            log.warning(
-                "events dropped: the backlog waiting for redis is full",
-                backlog=self.backlog.capacity,
-                dropped_total=total,
-            )
-
-    async def keep_events(self) -> None:
-        """Write the backlog in order while Redis answers: each event kept in the
-        stream (with its snapshot), then published live with its id."""
-        while True:
-            await self._backlog_ready.wait()
-            # Taken only once Redis answers: while it is away, every waiting event
-            # is in the backlog, where the oldest are the ones dropped.
-            await self.publisher.wait_up()
-            pending = self.backlog.take()
-            if pending is None:
-                self._backlog_ready.clear()
-                continue
-            try:
-                client = await self.publisher.client_for_key(self.event_writer.keys.stream)
-                if client is None:  # down again since wait_up returned
-                    self._count_dropped_events(self.backlog.put_back(pending))
-                    continue
-                event_id = await self.event_writer.append(client, pending.event, pending.snapshot)
-            except (RedisError, OSError) as exc:
-                self._not_kept(pending, exc)
-                continue
-            event = dict(pending.event, id=event_id)
-            event["snapshot"] = f"/api/events/{event_id}/snapshot.jpg" if pending.snapshot else None
-            await self._publish_kept(event)
-
-    def _not_kept(self, pending: PendingEvent, exc: BaseException) -> None:
-        error = str(exc) or type(exc).__name__
-        if worth_retrying(exc):  # Redis went away: the event waits for it
-            self._count_dropped_events(self.backlog.put_back(pending))
-            self.publisher.mark_down(exc)
-            return
-        counters = self.stats.counters
-        counters["events_not_kept"] += 1
-        total = counters["events_not_kept"]
-        if total & (total - 1) == 0:
-            log.warning("event not kept: redis refused it", error=error, not_kept_total=total)
-
-    async def _publish_kept(self, event: dict[str, Any]) -> None:
-        """Live, by Redis; if that fails, through the supervisor (it has its id)."""
-        payload = json.dumps(event, separators=(",", ":")).encode()
-        if not await self.publisher.publish_event(event_channel(self.spec.camera.id), payload):
-            self._send_event_to_supervisor(PendingEvent(event, None), payload)
-
-    def _send_event_to_supervisor(self, pending: PendingEvent, payload: bytes = b"") -> None:
-        """The event's JSON, then its snapshot after a NUL byte (JSON never has
-        one): without Redis the daemon's local log keeps both."""
-        transport = self.writer.transport
-        if transport.is_closing():
-            return
-        payload = payload or json.dumps(pending.event, separators=(",", ":")).encode()
-        body = payload + b"\0" + pending.snapshot if pending.snapshot else payload
-        self.writer.write(encode_message(MessageType.EVENT, body))
 
     # --- called from the capture thread -------------------------------------------
     def _from_thread_frame(self, frame: EncodedFrame) -> None:
@@ -262,12 +162,15 @@ class CameraWorker:
             return SourceState.STALLED
         return self.state
 
-    def _send_to_supervisor(self, payload: bytes) -> bool:
+    def _send_to_supervisor(self, payload: bytes, kind: MessageType = MessageType.FRAME) -> bool:
         transport = self.writer.transport
         if transport.is_closing() or transport.get_write_buffer_size() > FALLBACK_BUFFER_LIMIT:
             return False
-        self.writer.write(encode_message(MessageType.FRAME, payload))
+        self.writer.write(encode_message(kind, payload))
         return True
+
+    def _send_unit(self, payload: bytes) -> bool:
+        return self._send_to_supervisor(payload, MessageType.UNIT)
 
     def status(self) -> Heartbeat:
         capture = self.capture
@@ -284,6 +187,7 @@ class CameraWorker:
         if self.detection is not None:
             counters["detect_runs"] = self.detection.runs
             self.stats.detect_latency = self.detection.latency.copy()
+        self.streams.count(self.stats)
         return Heartbeat(
             state=self.source_state(),
             redis=self.publisher.redis_state,
@@ -299,8 +203,9 @@ class CameraWorker:
         if not self.writer.transport.is_closing():
             self.writer.write(encode_json(MessageType.STATUS, self.status().to_wire()))
 
-    def set_local_demand(self, watched: bool) -> None:
+    def set_local_demand(self, watched: bool, units: bool) -> None:
         self.demand.local = watched
+        self.streams.demand.local = units
         self._refresh_watched()
 
     def _refresh_watched(self) -> None:
@@ -309,6 +214,7 @@ class CameraWorker:
             log.info("camera demand", watched=watched)
             self._watched = watched
             self._send_status()  # operators see it now, not at the next heartbeat
+        self.streams.refresh_demand()
 
     async def demand_loop(self) -> None:
         """Follow who watches: our gateway's DEMAND messages and Redis listeners."""
@@ -317,8 +223,9 @@ class CameraWorker:
             now = time.monotonic()
             if remote is not None:
                 self.demand.remote(remote, now)
+            await self.streams.poll_demand(now)
             self._refresh_watched()
-            await asyncio.sleep(self.demand.next_poll(now))
+            await asyncio.sleep(min(self.demand.next_poll(now), self.streams.next_poll(now)))
 
     async def heartbeat(self) -> None:
         while True:
@@ -335,7 +242,8 @@ async def _watch_supervisor(reader: asyncio.StreamReader, worker: CameraWorker) 
         while (message := await read_message(reader)) is not None:
             kind, body = message
             if kind is MessageType.DEMAND:
-                worker.set_local_demand(bool(decode_json(body).get("watched")))
+                demand = decode_json(body)
+                worker.set_local_demand(bool(demand.get("watched")), bool(demand.get("au")))
             elif kind is MessageType.TUNE:
                 every = decode_json(body).get("publish_every")
                 if isinstance(every, int) and 1 <= every <= MAX_PUBLISH_EVERY:
@@ -394,26 +302,31 @@ async def run_worker(control_fd: int, supervisor_pidfd: int | None = None) -> in
         log.error("unusable camera source", error=str(exc))
         return ExitCode.CONFIG
 
-    worker = CameraWorker(spec, source, writer)
+    try:
+        worker = CameraWorker(spec, source, writer)
+    except SourceError as exc:  # an unusable detect_source
+        log.error("unusable camera source", error=str(exc))
+        return ExitCode.CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info(
         "camera child started",
-        source=spec.camera.source,
+        source=redact_url(spec.camera.source),
         fps=spec.camera.fps,
         redis=worker.publisher.redis_state,
         channel=spec.channel,
     )
     if worker.detection is not None:
         worker.detection.start()
-    worker.capture.start()
+    worker.streams.start()
     tasks = [
         asyncio.create_task(worker.publisher.run(), name="publisher"),
         asyncio.create_task(worker.heartbeat(), name="heartbeat"),
         asyncio.create_task(worker.demand_loop(), name="demand"),
-        asyncio.create_task(worker.keep_events(), name="events"),
+        asyncio.create_task(worker.events.keep_events(), name="events"),
+        *worker.streams.tasks(),
     ]
     watcher = asyncio.create_task(_watch_supervisor(reader, worker), name="control")
     supervisor_gone = asyncio.Event()
@@ -437,7 +350,7 @@ async def run_worker(control_fd: int, supervisor_pidfd: int | None = None) -> in
     deadline = threading.Timer(STOP_DEADLINE_S, _exit_at_deadline)
     deadline.daemon = True
     deadline.start()
-    await asyncio.to_thread(worker.capture.stop)
+    await asyncio.to_thread(worker.streams.stop)
     if worker.detection is not None:
         await asyncio.to_thread(worker.detection.stop)
     await _cancel_all([watcher, watcher_of_pidfd, stopper, *tasks])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -50,3 +51,18 @@ def draw_overlay(
             cv2.LINE_AA,
         )
     return out
+
+
+def scale_detections(
+    detections: tuple[Detection, ...], found_on: tuple[int, int] | None, size: tuple[int, int]
+) -> tuple[Detection, ...]:
+    """Boxes found on a ``found_on`` (width, height) picture, in ``size``'s pixels
+    (a detection stream is smaller than the main stream it is drawn on)."""
+    if not detections or found_on is None or found_on == size or 0 in found_on:
+        return detections
+    sx, sy = size[0] / found_on[0], size[1] / found_on[1]
+    return tuple(
+        replace(d, box=(round(x * sx), round(y * sy), round(w * sx), round(h * sy)))
+        for d in detections
+        for x, y, w, h in (d.box,)
+    )
