@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -158,6 +159,7 @@ class UnitFeed:
     codec: Codec | None = None
     viewers: set[UnitViewer] = field(default_factory=set)
     delivery: DeliveryStats = field(default_factory=DeliveryStats)
+    rejected: Counter[str] = field(default_factory=Counter)  # by Reason: a few keys
 
 
 class UnitHub:
@@ -184,6 +186,7 @@ class UnitHub:
         verdict = judge(data, feed.codec, camera_id, self.max_unit_bytes)
         meta = verdict.meta
         if meta is None:
+            feed.rejected[verdict.reason.value] += 1
             return verdict.reason
         if meta.codec is not feed.codec:
             self._codec_changed(feed, meta.codec)
@@ -258,6 +261,7 @@ class UnitHub:
             "received": feed.delivery.received,
             "sent": feed.delivery.sent,
             "skipped": sum(v.queue.skipped for v in feed.viewers),
+            "rejected": dict(feed.rejected),
         }
 
     @property
