@@ -13,8 +13,9 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -34,6 +35,7 @@ from .cameras import Clip, RtspServer, make_clip
 from .conftest import Daemon, write_config
 from .http_client import request
 from .support import RedisServer, free_port, raw_viewer, wait_for
+from .test_wall import DevTools, browser  # noqa: F401 - the fixture
 from .unit_publisher import UnitPublisher, decode_each, unit_seq
 
 H264 = Clip("h264", 640, 360)
@@ -391,3 +393,79 @@ async def test_tokens_scopes_origins_and_host_apply_to_passthrough(daemon: Daemo
                 if reply["type"] == "subscribed":
                     break
     assert reply["cameras"] == [] and reply["denied"][0]["camera"] == "yard"
+
+
+# --- the wall in Chromium -------------------------------------------------------------------
+
+WALL_TILES = """JSON.stringify(Object.fromEntries(Object.entries(window.streamdWall ?
+  streamdWall.tiles : {}).map(([id, t]) => [id, {path: t.path, fps: t.fps, frames: t.frames,
+  latency_ms_p50: t.latency_ms_p50, latency_ms_p99: t.latency_ms_p99, reason: t.reason,
+  lit: (() => { const c = t.canvas; if (!c.width) return 0;
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let s = 0; for (let i = 0; i < d.length; i += 97) s += d[i]; return s; })(),
+  width: t.canvas.width}])))"""
+
+
+async def wall_until(
+    page: DevTools, predicate: Callable[[dict[str, dict[str, Any]]], bool], what: str
+) -> dict[str, dict[str, Any]]:
+    current: dict[str, dict[str, Any]] = {}
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                current = json.loads(await page.evaluate(WALL_TILES))
+                if predicate(current):
+                    return current
+                await asyncio.sleep(0.25)
+    except TimeoutError:
+        raise AssertionError(f"{what}: {current}") from None
+
+
+async def open_wall(page: DevTools, daemon: Daemon, *, webcodecs: bool) -> None:
+    await page.call("Page.enable")
+    if not webcodecs:  # a browser without WebCodecs (or where it is switched off)
+        await page.call(
+            "Page.addScriptToEvaluateOnNewDocument", source="delete window.VideoDecoder;"
+        )
+    await page.call("Page.navigate", url=f"http://{daemon.base}/?cameras=door,yard&token={ALL}")
+
+
+def moving(tile: dict[str, Any], frames: int = 20) -> bool:
+    return bool(tile["frames"] >= frames and tile["lit"] > 0 and tile["fps"] > 5)
+
+
+async def test_the_wall_decodes_h264_with_webcodecs_and_h265_falls_back_to_jpeg(
+    browser: DevTools,  # noqa: F811 - the fixture from test_wall
+    daemon: Daemon,
+    module_redis: RedisServer,
+    rtsp: RtspServer,
+) -> None:
+    with (
+        UnitPublisher(module_redis.url, "door", rtsp.clip_url(H264)),
+        UnitPublisher(module_redis.url, "yard", rtsp.clip_url(H265)),
+    ):
+        await open_wall(browser, daemon, webcodecs=True)
+        tiles = await wall_until(
+            browser,
+            lambda ts: len(ts) == 2 and all(moving(t) for t in ts.values()),
+            "both tiles drawing",
+        )
+        door, yard = tiles["door"], tiles["yard"]
+        assert door["path"] == "webcodecs", door
+        assert door["width"] == SIZE[0]  # the main stream's pictures, not the JPEG's
+        assert 0 <= door["latency_ms_p50"] <= door["latency_ms_p99"] < 2000
+        assert yard["path"] == "jpeg" and "h265" in yard["reason"], yard
+        info = cameras_info(daemon)
+        assert isinstance(info["door"]["passthrough"], dict)
+        assert info["door"]["viewers"] == 0  # no JPEG viewer of door: nobody encodes for it
+
+
+async def test_the_wall_without_webcodecs_shows_jpeg(
+    browser: DevTools,  # noqa: F811 - the fixture from test_wall
+    daemon: Daemon,
+    door_units: UnitPublisher,
+) -> None:
+    await open_wall(browser, daemon, webcodecs=False)
+    tiles = await wall_until(browser, lambda ts: moving(ts.get("door", {"frames": 0}), 10), "door")
+    assert tiles["door"]["path"] == "jpeg", tiles
+    assert cameras_info(daemon)["door"]["passthrough"] is None  # no unit viewer
