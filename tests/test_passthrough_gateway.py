@@ -7,9 +7,11 @@ what they get is decoded by FFmpeg (PyAV), one unit at a time."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import itertools
 import json
+import os
 import socket
 import struct
 import time
@@ -34,7 +36,7 @@ from streamd.video.units import check_unit
 from .cameras import Clip, RtspServer, make_clip
 from .conftest import Daemon, write_config
 from .http_client import request
-from .support import RedisServer, free_port, raw_viewer, wait_for
+from .support import RedisServer, free_port, wait_for
 from .test_wall import DevTools, browser  # noqa: F401 - the fixture
 from .unit_publisher import UnitPublisher, decode_each, unit_seq
 
@@ -229,15 +231,43 @@ def read_frames(sock: socket.socket, seconds: float) -> list[bytes]:
     return messages
 
 
+def small_window_viewer(port: int, path: str) -> socket.socket:
+    """A WebSocket client whose receive buffer is small from the start (set
+    before connecting, so the window it offers is small too): the gateway's
+    socket buffers fill within a second and the backlog is the gateway's."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return sock
+
+
 def test_a_never_reading_viewer_only_ever_gets_whole_gops(
-    daemon: Daemon, door_units: UnitPublisher
+    daemon: Daemon, module_redis: RedisServer, clips: Path
 ) -> None:
-    sock = raw_viewer(daemon.port, f"/ws/door?format=h264&token={ALL}", rcvbuf=65536)
+    """A burst of the camera's clip, read unpaced from its file 40 times (~40
+    MB), while the viewer reads nothing: far more than every socket buffer, so
+    the gateway's queue must skip, a GOP at a time."""
+    sock = small_window_viewer(daemon.port, f"/ws/door?format=h264&token={ALL}")
     try:
-        start = door_units.published
-        time.sleep(7)  # three GOPs (2 s each) while it reads nothing
-        assert door_units.published - start > 60
-        info = cameras_info(daemon)["door"]["passthrough"]
+        time.sleep(0.5)  # subscribed
+        source = str(clips / H264.filename)
+        with UnitPublisher(module_redis.url, "door", source, loops=40) as burst:
+            wait_for(lambda: burst.published >= 40 * 60 or burst.error is not None, 60, "burst")
+            info = cameras_info(daemon)["door"]["passthrough"]
+        assert burst.error is None
         assert isinstance(info, dict) and info["skipped"], info  # it fell behind: skipped
         units = read_frames(sock, 4)
     finally:

@@ -33,6 +33,7 @@ class UnitPublisher:
     camera_id: str
     source: str
     keep: int = 300
+    loops: int = 1  # a file source read this many times, unpaced (a burst), seq running on
     published: int = 0
     keyframes: int = 0
     last_seq: int = -1
@@ -58,21 +59,24 @@ class UnitPublisher:
         client = redis.Redis.from_url(self.redis_url)
         channel = unit_channel(self.camera_id)
         try:
-            with Demuxer(self.source) as source:
-                self.codec = source.codec
-                pipeline = Passthrough(self.camera_id, source.codec)
-                for unit in source:
-                    if self._stop.is_set():
-                        return
-                    message = pipeline.feed(unit, time.time_ns())
-                    if message is None:
-                        continue
-                    client.publish(channel, message)
-                    self.recent.append(message)
-                    self.published += 1
-                    self.last_keyframe = unit.keyframe
-                    self.keyframes += unit.keyframe
-                    self.last_seq = pipeline.stats.published - 1
+            pipeline: Passthrough | None = None
+            for _ in range(self.loops):
+                with Demuxer(self.source) as source:
+                    self.codec = source.codec
+                    if pipeline is None:
+                        pipeline = Passthrough(self.camera_id, source.codec)
+                    for unit in source:
+                        if self._stop.is_set():
+                            return
+                        message = pipeline.feed(unit, time.time_ns())
+                        if message is None:
+                            continue
+                        client.publish(channel, message)
+                        self.recent.append(message)
+                        self.published += 1
+                        self.last_keyframe = unit.keyframe
+                        self.keyframes += unit.keyframe
+                        self.last_seq = pipeline.stats.published - 1
         except BaseException as exc:
             self.error = exc
         finally:
