@@ -83,7 +83,15 @@ class ExitCode(enum.IntEnum):
 # everything else streamd keeps in Redis lives under ``streamd:``.
 EVENT_CHANNEL_PREFIX = "streamd:events:"  # + camera id: detection events (JSON)
 GATEWAY_CONTROL_CHANNEL = "streamd:gateway"  # always subscribed by the gateway
+# + camera id: H.264/H.265 access units (docs/protocol.md, "passthrough"); not
+# under ``video:`` so nothing subscribed to ``video:*`` ever sees them.
+UNIT_CHANNEL_PREFIX = "au:"
 
 
 def event_channel(camera_id: str) -> str:
     return EVENT_CHANNEL_PREFIX + camera_id
+
+
+def unit_channel(camera_id: str) -> str:
+    """The channel a camera's child publishes passthrough access units on."""
+    return UNIT_CHANNEL_PREFIX + camera_id

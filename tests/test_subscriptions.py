@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from streamd.config import Config, parse_config
-from streamd.gateway.subscriptions import Changes, Subscriptions, Wanted, changes, wanted
+from streamd.gateway.subscriptions import (
+    Changes,
+    Kind,
+    Subscriptions,
+    Wanted,
+    changes,
+    wanted,
+)
 
 
 def config_of(*cameras: dict[str, Any]) -> Config:
@@ -35,6 +42,12 @@ class Recorder:
 
     def unwant_events(self, camera_id: str) -> None:
         self.calls.append(("unwant_events", camera_id))
+
+    def want_units(self, camera_id: str) -> None:
+        self.calls.append(("want_units", camera_id))
+
+    def unwant_units(self, camera_id: str) -> None:
+        self.calls.append(("unwant_units", camera_id))
 
 
 def test_configured_cameras_want_events_external_ones_frames_too() -> None:
@@ -106,3 +119,24 @@ def test_without_redis_only_the_count_is_kept() -> None:
     subscriptions.watch("yard")
     assert subscriptions.subscribed.frames == {"yard"}
     assert list(subscriptions.watched) == ["yard"]
+
+
+def test_units_are_wanted_only_while_a_passthrough_viewer_watches() -> None:
+    """``au:{id}`` is subscribed for passthrough viewers alone (NUMSUB then tells
+    the child to publish units), and never makes the JPEG channel wanted."""
+    assert wanted(config_of(DOOR), (), ["door"]) == Wanted(
+        frames=frozenset(), events=frozenset({"door"}), units=frozenset({"door"})
+    )
+    recorder = Recorder()
+    subscriptions = Subscriptions(recorder, config_of(DOOR))
+    recorder.calls.clear()
+    subscriptions.watch("door", Kind.UNITS)
+    subscriptions.watch("door", Kind.UNITS)
+    assert recorder.calls == [("want_units", "door")]
+    subscriptions.watch("door")  # a JPEG viewer too: the frames channel, once
+    assert recorder.calls == [("want_units", "door"), ("want", "door")]
+    subscriptions.unwatch("door", Kind.UNITS)
+    subscriptions.unwatch("door", Kind.UNITS)
+    assert recorder.calls[-1] == ("unwant_units", "door")
+    assert list(subscriptions.watched) == ["door"]
+    assert list(subscriptions.watched_as(Kind.UNITS)) == []

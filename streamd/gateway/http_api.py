@@ -28,7 +28,14 @@ from streamd.gateway.revoke import ViewerAccess
 from streamd.gateway.routes import Route, RouteKind
 from streamd.gateway.seed_api import SeedApi
 from streamd.gateway.state import GatewayState
-from streamd.gateway.viewers import CLOSE_POLICY, MultiplexedViewer, close_viewer, run_single
+from streamd.gateway.unit_hub import Format, parse_format
+from streamd.gateway.viewers import (
+    CLOSE_POLICY,
+    MultiplexedViewer,
+    close_viewer,
+    run_single,
+    run_single_units,
+)
 
 log = structlog.get_logger("streamd.gateway")
 MAX_CONTROL_BODY = 4096  # control takes an empty or small JSON body
@@ -173,6 +180,10 @@ class HttpApi:
         refusal = denied(state, need, token, peer, camera_id, path=request.path)
         if refusal is not None:
             return refusal
+        # /ws/{id}?format=h264|h265: passthrough units; /ws asks per subscribe.
+        fmt = parse_format(request.query.get("format")) if stream else Format.JPEG
+        if fmt is None:
+            return state.refuse("bad_format", 400, 'format must be "jpeg", "h264" or "h265"')
         ws = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,),  # browsers offer ["streamd", "token.…"]: one is echoed
             autoping=False,  # pings are ours to count (viewers.client_messages)
@@ -195,8 +206,10 @@ class HttpApi:
             elif not is_valid_camera_id(target.camera_id):
                 state.refuse_quietly("invalid_camera_id")
                 await close_viewer(ws, CLOSE_POLICY, "invalid camera id")
-            else:
+            elif fmt is Format.JPEG:
                 await run_single(state, ws, target.camera_id, peer, request)
+            else:
+                await run_single_units(state, ws, target.camera_id, peer, fmt, request)
         finally:
             state.websockets.pop(ws, None)
             if not ws.closed:

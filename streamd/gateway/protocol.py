@@ -1,11 +1,15 @@
 """The multiplexed viewer protocol on ``/ws`` (sans-I/O; see docs/protocol.md).
 
-Binary server → client message: a header, then the JPEG::
+Binary server → client message: a header, then the JPEG or the access unit::
 
-    version u8 (=1) | id_len u8 | camera_id (ASCII) | seq u64 | capture_ns u64 | JPEG
+    type u8 | id_len u8 | camera_id (ASCII) | seq u64 | capture_ns u64 | …
+    type 1 (JPEG):              … | JPEG
+    type 2 (H.264), 3 (H.265):  … | flags u8 (bit 0 keyframe) | Annex-B access unit
 
-Text messages are JSON objects; clients send ``{"op": "subscribe" |
-"unsubscribe", "cameras": [...]}`` or ``{"op": "ping"}``.
+Type 1 was the "version" byte before passthrough: clients that skip anything
+but 1 keep working. Text messages are JSON objects; clients send ``{"op":
+"subscribe" | "unsubscribe", "cameras": [...]}`` (a subscribe may name a
+``format``: ``jpeg``, ``h264`` or ``h265``) or ``{"op": "ping"}``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from streamd.config import is_valid_camera_id
 from streamd.errors import StreamdError
 from streamd.eventlog.records import parse_stream_id
 from streamd.gateway.hub import HubFrame
+from streamd.gateway.unit_hub import Format, HubUnit, parse_format
 from streamd.states import CameraState, SourceState, picture_stalled
 from streamd.untrusted import dumps, loads
+from streamd.video.annexb import Codec
 
 VERSION = 1
+JPEG_TYPE = 1  # the binary message's first byte (once "version")
+UNIT_TYPES = {Codec.H264: 2, Codec.H265: 3}
+KEYFRAME_FLAG = 1
 MAX_CAMERAS_PER_MESSAGE = 64
 MAX_JSON_DEPTH = 16  # our messages nest 3 deep; more is an attack on the parser
 _TAIL = struct.Struct(">QQ")
@@ -39,6 +48,7 @@ class ClientCommand:
     op: str  # subscribe | unsubscribe | ping
     cameras: tuple[str, ...] = ()
     events_since: str | None = None  # subscribe: replay kept events after this id
+    format: Format = Format.JPEG  # subscribe: JPEG frames or passthrough units
 
 
 def websocket_binary_header(length: int) -> bytes:
@@ -61,6 +71,24 @@ def encode_frame(frame: HubFrame) -> bytes:
     return header + frame.payload
 
 
+def encode_unit(unit: HubUnit) -> bytes:
+    """The ``/ws`` message of an access unit, built once for all its viewers."""
+    message = unit.messages.get("multiplexed")
+    if message is None:
+        cam = unit.camera_id.encode("ascii")
+        message = b"".join(
+            (
+                bytes((UNIT_TYPES[unit.codec], len(cam))),
+                cam,
+                _TAIL.pack(unit.seq, unit.capture_ns),
+                bytes((KEYFRAME_FLAG if unit.keyframe else 0,)),
+                unit.data,
+            )
+        )
+        unit.messages["multiplexed"] = message
+    return message
+
+
 def decode_frame(message: bytes) -> tuple[str, int, int, bytes]:
     """Client-side parser (used by tests and documented for client writers)."""
     if len(message) < 2 or message[0] != VERSION:
@@ -69,6 +97,29 @@ def decode_frame(message: bytes) -> tuple[str, int, int, bytes]:
     end = 2 + id_len
     seq, capture_ns = _TAIL.unpack_from(message, end)
     return message[2:end].decode("ascii"), seq, capture_ns, message[end + _TAIL.size :]
+
+
+@dataclass(frozen=True)
+class UnitMessage:
+    camera_id: str
+    codec: Codec
+    seq: int
+    capture_ns: int
+    keyframe: bool
+    data: bytes  # the Annex-B access unit
+
+
+def decode_unit(message: bytes) -> UnitMessage:
+    """Client-side parser of a type 2/3 ``/ws`` message (tests, client writers)."""
+    codecs = {kind: codec for codec, kind in UNIT_TYPES.items()}
+    if len(message) < 2 or message[0] not in codecs:
+        raise ValueError("not a streamd access unit message")
+    end = 2 + message[1]
+    seq, capture_ns = _TAIL.unpack_from(message, end)
+    flags = message[end + _TAIL.size]
+    camera_id = message[2:end].decode("ascii")
+    data = message[end + _TAIL.size + 1 :]
+    return UnitMessage(camera_id, codecs[message[0]], seq, capture_ns, bool(flags & 1), data)
 
 
 def nesting_depth(text: str) -> int:
@@ -136,7 +187,11 @@ def parse_client_message(text: str) -> ClientCommand:
         raise ClientMessageError(
             'events_since must be an event id like "1732860000000-0" (subscribe only)'
         )
-    return ClientCommand(op, tuple(dict.fromkeys(cameras)), since)
+    asked = data.get("format")
+    fmt = parse_format(asked) if isinstance(asked, str) or asked is None else None
+    if fmt is None or (asked is not None and op != "subscribe"):
+        raise ClientMessageError('format must be "jpeg", "h264" or "h265" (subscribe only)')
+    return ClientCommand(op, tuple(dict.fromkeys(cameras)), since, fmt)
 
 
 def text(message_type: str, **fields: Any) -> str:

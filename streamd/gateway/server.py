@@ -53,6 +53,7 @@ from streamd.gateway.state import GatewayState
 from streamd.gateway.subscriptions import Subscriber, Subscriptions
 from streamd.gateway.viewers import CLOSE_GOING_AWAY, close_viewer
 from streamd.registry.directory import CameraDirectory
+from streamd.transport.subscriber import FrameSubscriber
 
 log = structlog.get_logger("streamd.gateway")
 STATE_TICK_S = 1.0
@@ -80,6 +81,8 @@ class Gateway:
             events=events,
             fallback_active=fallback_active,
         )
+        if isinstance(subscriber, FrameSubscriber):  # ``au:{id}`` messages (passthrough)
+            subscriber.on_unit = self.state.ingest_unit
         self.gate = ConnectionGate(config.server.max_viewers, config.server.max_viewers_per_address)
         self.seed_api = SeedApi(self.state, env or {})
         self.http = HttpApi(self.state, self.seed_api, Probes())
@@ -92,6 +95,9 @@ class Gateway:
     # --- what the daemon hands in, and its counters ----------------------------------------
     def ingest(self, camera_id: str, payload: bytes) -> bool:
         return self.state.ingest(camera_id, payload)
+
+    def ingest_unit(self, camera_id: str, payload: bytes) -> bool:
+        return self.state.ingest_unit(camera_id, payload)
 
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
         self.state.ingest_event(camera_id, payload, snapshot)

@@ -13,6 +13,8 @@ from typing import Any
 from streamd.eventlog.records import parse_stream_id
 from streamd.gateway import protocol
 from streamd.gateway.auth import Decision
+from streamd.gateway.unit_hub import Format
+from streamd.video.annexb import Codec
 
 MAX_SUBSCRIPTIONS = 64  # cameras on one multiplexed connection (bounds Redis subscriptions)
 MAX_REPLAY = 200  # kept events in one replay message (more: "more": true, ask again)
@@ -26,7 +28,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class Watch:
-    camera_id: str  # start feeding this camera's frames
+    camera_id: str  # start feeding this camera's frames, or its access units
+    format: Format = Format.JPEG
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class MultiplexSession:
         self._state_of = state_of
         self._last_event_of = last_event_of
         self.cameras: set[str] = set()
+        self.formats: dict[str, Format] = {}  # what each camera is watched as
         self._states: dict[str, str] = {}
         self._replay: _PendingReplay | None = None
 
@@ -96,7 +100,7 @@ class MultiplexSession:
             return self._unsubscribe(command.cameras)
         if command.events_since is not None and self._replay is not None:
             return [Refused("bad_message"), Reply(protocol.text("error", reason="replay busy"))]
-        return self._subscribe(command.cameras, command.events_since)
+        return self._subscribe(command.cameras, command.events_since, command.format)
 
     def on_state(self, camera_id: str, state: str) -> list[Action]:
         """A camera's state as judged now; a message only when it changed."""
@@ -135,9 +139,24 @@ class MultiplexSession:
             actions += self.on_event(camera_id, event)
         return actions
 
+    def on_codec_mismatch(self, camera_id: str, codec: Codec) -> list[Action]:
+        """The camera sends ``codec``, not what this viewer asked for: JPEG from
+        now on for it, and a ``format`` message saying why."""
+        asked = self.formats.get(camera_id)
+        if camera_id not in self.cameras or asked is None or asked is Format.JPEG:
+            return []
+        self.formats[camera_id] = Format.JPEG
+        reason = f"camera sends {codec.value}, not {asked.value}"
+        return [
+            Unwatch(camera_id),
+            Watch(camera_id, Format.JPEG),
+            Reply(protocol.text("format", camera=camera_id, format="jpeg", reason=reason)),
+        ]
+
     def close(self) -> list[Action]:
         actions: list[Action] = [Unwatch(c) for c in sorted(self.cameras)]
         self.cameras.clear()
+        self.formats.clear()
         self._states.clear()
         return actions
 
@@ -146,12 +165,15 @@ class MultiplexSession:
         for camera_id in cameras:
             if camera_id in self.cameras:
                 self.cameras.discard(camera_id)
+                self.formats.pop(camera_id, None)
                 actions.append(Unwatch(camera_id))
             self._states.pop(camera_id, None)
         actions.append(Reply(protocol.text("unsubscribed", cameras=list(cameras))))
         return actions
 
-    def _subscribe(self, cameras: tuple[str, ...], events_since: str | None) -> list[Action]:
+    def _subscribe(
+        self, cameras: tuple[str, ...], events_since: str | None, fmt: Format = Format.JPEG
+    ) -> list[Action]:
         actions: list[Action] = []
         granted: list[str] = []
         denied: list[dict[str, str]] = []
@@ -167,9 +189,15 @@ class MultiplexSession:
                 continue
             if camera_id not in self.cameras:
                 self.cameras.add(camera_id)
-                actions.append(Watch(camera_id))
+                self.formats[camera_id] = fmt
+                actions.append(Watch(camera_id, fmt))
+            elif self.formats.get(camera_id) is not fmt:  # the same camera in another format
+                self.formats[camera_id] = fmt
+                actions += [Unwatch(camera_id), Watch(camera_id, fmt)]
             granted.append(camera_id)
-        actions.append(Reply(protocol.text("subscribed", cameras=granted, denied=denied)))
+        # JPEG clients see the answer they always did; others the format granted.
+        shown = {} if fmt is Format.JPEG else {"format": fmt.value}
+        actions.append(Reply(protocol.text("subscribed", cameras=granted, denied=denied, **shown)))
         for camera_id in granted:
             self._states.pop(camera_id, None)  # a fresh subscriber is told the state again
             actions += self.on_state(camera_id, self._state_of(camera_id))

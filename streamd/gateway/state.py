@@ -31,11 +31,14 @@ from streamd.gateway.hub import Hub, HubFrame, Mailbox, SendNow
 from streamd.gateway.live_events import viewer_event
 from streamd.gateway.responses import error
 from streamd.gateway.revoke import ViewerAccess
-from streamd.gateway.subscriptions import Subscriptions
+from streamd.gateway.subscriptions import Kind, Subscriptions
+from streamd.gateway.unit_hub import SendUnitNow, UnitHub, UnitViewer
 from streamd.registry.directory import CameraDirectory
 from streamd.sparse import should_log
 from streamd.states import CameraState
 from streamd.transport.frame import FrameError, parse_frame
+from streamd.video.annexb import Codec
+from streamd.video.units import Reason
 
 log = structlog.get_logger("streamd.gateway")
 MAX_EVENT_BYTES = 64 * 1024
@@ -74,9 +77,11 @@ class GatewayState:
         directory: CameraDirectory | None = None,
         events: EventStore | None = None,
         fallback_active: Callable[[], bool] = lambda: False,
+        units: UnitHub | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
+        self.units = units if units is not None else UnitHub()  # passthrough feeds
         self.subscriptions = subscriptions
         self.control = control
         self.directory = directory  # every node's cameras, from the Redis registry
@@ -110,6 +115,16 @@ class GatewayState:
             return False
         self.hub.publish(HubFrame(camera_id, parsed.payload, parsed.meta, time.time_ns()))
         return True
+
+    def ingest_unit(self, camera_id: str, payload: bytes) -> bool:
+        """Judge an untrusted access unit from ``au:{id}`` (``video.units.check_unit``)
+        and hand it to the camera's passthrough viewers; False when it was
+        rejected, counted as ``unit_{reason}`` with the frames' reasons."""
+        reason = self.units.ingest(camera_id, payload, time.time_ns())
+        if reason is None or reason is Reason.OK:
+            return reason is Reason.OK
+        self.reject(camera_id, f"unit_{reason.value}")
+        return False
 
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
         """Validate an untrusted detection event, keep the newest, forward it. What
@@ -201,7 +216,9 @@ class GatewayState:
         listed = set(configured)
         registered = [c for c in self.directory.ids() if c not in listed] if self.directory else []
         listed.update(registered)
-        others = [c for c, feed in self.hub.feeds.items() if feed.mailboxes and c not in listed]
+        watched = {c for c, feed in self.hub.feeds.items() if feed.mailboxes}
+        watched |= set(self.units.feeds)  # passthrough viewers
+        others = [c for c in watched if c not in listed]
         return configured + registered + sorted(others)
 
     def visible_cameras(self, token: str | None) -> list[str]:
@@ -251,6 +268,7 @@ class GatewayState:
                 round((time.time_ns() - latest.received_ns) / 1e9, 3) if latest else None
             )
             info["last_event"] = self.last_event(camera_id)
+            info["passthrough"] = self.units.info(camera_id)
             result[camera_id] = info
         fork_server = self.control.fork_server()
         if fork_server is None:
@@ -283,3 +301,23 @@ class GatewayState:
         self.hub.detach(mailbox)
         self.subscriptions.unwatch(camera_id)
         self.control.viewers_changed(camera_id)
+
+    def watch_units(
+        self,
+        camera_id: str,
+        codec: Codec,
+        notify: asyncio.Event | None = None,
+        send_now: SendUnitNow | None = None,
+    ) -> UnitViewer:
+        """A passthrough viewer: ``au:{id}`` is subscribed while one watches (not
+        ``video:{id}``: nobody needs the JPEG), and it starts with the cached GOP."""
+        viewer = UnitViewer(camera_id, codec, notify=notify, send_now=send_now)
+        self.units.attach(viewer)
+        self.subscriptions.watch(camera_id, Kind.UNITS)
+        self.control.viewers_changed(camera_id)
+        return viewer
+
+    def unwatch_units(self, viewer: UnitViewer) -> None:
+        self.units.detach(viewer)
+        self.subscriptions.unwatch(viewer.camera_id, Kind.UNITS)
+        self.control.viewers_changed(viewer.camera_id)

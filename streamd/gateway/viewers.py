@@ -27,10 +27,14 @@ from streamd.gateway import protocol
 from streamd.gateway.hub import HubFrame, Mailbox, SendNow
 from streamd.gateway.session import MultiplexSession, Refused, Replay, Reply, Unwatch, Watch
 from streamd.gateway.state import GatewayState
+from streamd.gateway.unit_hub import Format, HubUnit, SendUnitNow, UnitViewer
 from streamd.states import CameraState
 
 log = structlog.get_logger("streamd.gateway")
 CLOSE_POLICY = 1008
+# /ws/{id}?format=…: the camera sends the other codec (4000-4999 are ours; 415
+# as HTTP's "unsupported media type"). The reason names the format to ask for.
+CLOSE_CODEC_MISMATCH = 4415
 CLOSE_GOING_AWAY = 1001
 MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer…
 MAX_TEXT_BACKLOG_BYTES = 256 * 1024  # …and their size (events may be 64 KiB each)
@@ -155,6 +159,98 @@ async def run_single(
         )
 
 
+def single_unit_message(unit: HubUnit) -> bytes:
+    """The ``/ws/{id}?format=…`` WebSocket message of a unit: the bare Annex-B
+    access unit, framed once for all viewers."""
+    message = unit.messages.get("single")
+    if message is None:
+        header = protocol.websocket_binary_header(len(unit.data))
+        message = unit.messages["single"] = b"".join((header, unit.data))
+    return message
+
+
+def direct_unit_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendUnitNow:
+    """``direct_sender`` for access units: an idle socket gets the unit written
+    from ``UnitHub.ingest`` itself; a busy one leaves it to the sender task."""
+    transport, connection = request.transport, request.protocol
+
+    def send_now(unit: HubUnit) -> bool:
+        if (
+            transport is None
+            or ws.closed
+            or transport.is_closing()
+            or connection.writing_paused
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        try:
+            transport.write(single_unit_message(unit))
+        except (RuntimeError, OSError):
+            return False
+        return True
+
+    return send_now
+
+
+async def run_single_units(
+    state: GatewayState,
+    ws: web.WebSocketResponse,
+    camera_id: str,
+    peer: str,
+    fmt: Format,
+    request: web.BaseRequest | None = None,
+) -> None:
+    """``/ws/{id}?format=h264|h265``: one access unit per binary message, the
+    cached GOP first; closed with ``CLOSE_CODEC_MISMATCH`` when the camera sends
+    the other codec."""
+    codec = fmt.codec
+    assert codec is not None  # JPEG viewers go to run_single
+    send_now = direct_unit_sender(ws, request) if request is not None else None
+    viewer = state.watch_units(camera_id, codec, send_now=send_now)
+    log.info(
+        "viewer connected",
+        camera_id=camera_id,
+        peer=peer,
+        format=fmt.value,
+        viewers=state.units.viewers(camera_id),
+    )
+
+    async def send_units() -> None:
+        while True:
+            if viewer.mismatch is not None:
+                sends = Format.of(viewer.mismatch).value
+                state.refuse_quietly("codec_mismatch", camera_id=camera_id)
+                await close_viewer(
+                    ws, CLOSE_CODEC_MISMATCH, f"camera sends {sends}; ask format={sends} or jpeg"
+                )
+                return
+            unit = viewer.take()
+            if unit is None:
+                viewer.ready.clear()
+                await viewer.ready.wait()
+                continue
+            await ws.send_bytes(unit.data)
+            state.units.record_sent(unit, time.time_ns())
+
+    async def receive() -> None:
+        async for message in client_messages(state, ws):
+            if message.type is WSMsgType.TEXT and message.data == "ping":
+                await ws.send_str("pong")
+
+    try:
+        await _run_until_closed(send_units, receive)
+    finally:
+        state.unwatch_units(viewer)
+        log.info(
+            "viewer disconnected",
+            camera_id=camera_id,
+            peer=peer,
+            format=fmt.value,
+            delivered=viewer.delivered,
+            skipped=viewer.queue.skipped,
+        )
+
+
 class MultiplexedViewer:
     """One ``/ws`` connection: a ``MultiplexSession`` plus its mailboxes and sender;
     a ``state.Listener`` of events and camera states while it runs."""
@@ -172,6 +268,7 @@ class MultiplexedViewer:
             last_event_of=state.last_event,
         )
         self.mailboxes: dict[str, Mailbox] = {}
+        self.unit_viewers: dict[str, UnitViewer] = {}  # cameras watched as passthrough
         self._texts: deque[str] = deque()
         self._text_bytes = 0
         self._wake = asyncio.Event()
@@ -192,11 +289,20 @@ class MultiplexedViewer:
             if isinstance(action, Reply):
                 self._queue_text(action.text)
             elif isinstance(action, Watch):
-                self.mailboxes[action.camera_id] = self.state.watch(action.camera_id, self._wake)
+                camera_id, codec = action.camera_id, action.format.codec
+                if codec is None:
+                    self.mailboxes[camera_id] = self.state.watch(camera_id, self._wake)
+                else:
+                    self.unit_viewers[camera_id] = self.state.watch_units(
+                        camera_id, codec, self._wake
+                    )
             elif isinstance(action, Unwatch):
                 mailbox = self.mailboxes.pop(action.camera_id, None)
                 if mailbox is not None:
                     self.state.unwatch(mailbox)
+                unit_viewer = self.unit_viewers.pop(action.camera_id, None)
+                if unit_viewer is not None:
+                    self.state.unwatch_units(unit_viewer)
             elif isinstance(action, Refused):
                 self.state.refuse_quietly(action.reason)
             elif isinstance(action, Replay):
@@ -264,3 +370,20 @@ class MultiplexedViewer:
                 if frame is not None:
                     await self.ws.send_bytes(protocol.encode_frame(frame))
                     self.state.hub.record_sent(frame, time.time_ns())
+            await self._send_units()
+
+    async def _send_units(self) -> None:
+        """Every pending unit, one per camera in turn (a camera's GOP does not
+        hold back another's); a camera that sends the other codec falls back to JPEG."""
+        for camera_id, viewer in list(self.unit_viewers.items()):
+            if viewer.mismatch is not None:
+                self.carry_out(self.session.on_codec_mismatch(camera_id, viewer.mismatch))
+        sent = True
+        while sent and not self._texts:  # JSON (events, states) is not held back
+            sent = False
+            for viewer in list(self.unit_viewers.values()):
+                unit = viewer.take()
+                if unit is not None:
+                    await self.ws.send_bytes(protocol.encode_unit(unit))
+                    self.state.units.record_sent(unit, time.time_ns())
+                    sent = True

@@ -102,6 +102,7 @@ class ShardedFrameSubscriber(FrameSubscriber):
                 max_message_bytes=self.max_message_bytes,
                 on_dropped=self.on_dropped,
             )
+            node.on_unit = lambda camera_id, data: self.on_unit(camera_id, data)
             self.nodes[url] = node
             if self._running:
                 self._tasks[url] = asyncio.create_task(node.run(), name=f"shard-{url}")

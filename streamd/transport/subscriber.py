@@ -3,7 +3,9 @@
 It subscribes to ``{prefix}{camera_id}`` only for cameras a viewer of this
 gateway watches (not to a pattern), so Redis itself knows which cameras are
 watched (``PUBSUB NUMSUB``) and a camera nobody watches need not be encoded.
-Detection events (``streamd:events:{camera_id}``) are wanted separately.
+Detection events (``streamd:events:{camera_id}``) and passthrough access
+units (``au:{camera_id}``, only while a passthrough viewer watches) are wanted
+separately.
 
 Frames are read by ``pubsub_connection`` (the event loop reads into one buffer,
 each payload is copied once and handed to ``on_frame`` from within the read),
@@ -34,7 +36,7 @@ from streamd.backoff import Backoff
 from streamd.config import is_valid_camera_id
 from streamd.redact import redact_url
 from streamd.retry import AsyncRetry
-from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL
+from streamd.states import EVENT_CHANNEL_PREFIX, GATEWAY_CONTROL_CHANNEL, UNIT_CHANNEL_PREFIX
 from streamd.transport.pubsub_connection import PubSubConnection, open_pubsub
 from streamd.transport.resp import Reply, RespError, RespReader, Skipped
 
@@ -45,6 +47,8 @@ CONNECT_TIMEOUT_S = 2.0
 CONFIRM_TIMEOUT_S = 5.0  # the first subscription confirmed, or the session failed
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_ROUTES = 1024
+# What a channel carries (``_route``).
+FRAMES, EVENTS, UNITS = 0, 1, 2
 
 
 class FrameSubscriber:
@@ -67,6 +71,8 @@ class FrameSubscriber:
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_event = on_event
+        # (camera id, access unit) of ``au:{id}``; set by the gateway that wants units
+        self.on_unit: Callable[[str, bytes], object] = lambda _camera, _data: None
         # (camera id, reason) of a message read past: too large to keep
         self.on_dropped = on_dropped
         self.max_message_bytes = max_message_bytes
@@ -77,9 +83,12 @@ class FrameSubscriber:
         self._connection: PubSubConnection | None = None
         self._confirmed: asyncio.Future[None] | None = None
         self._last_pong = time.monotonic()
-        self._routes: dict[bytes, tuple[bool, str]] = {}  # channel → _route(channel)
-        self._frames = prefix.encode()
-        self._events = EVENT_CHANNEL_PREFIX.encode()
+        self._routes: dict[bytes, tuple[int, str]] = {}  # channel → _route(channel)
+        self._prefixes = (
+            (FRAMES, prefix.encode()),
+            (EVENTS, EVENT_CHANNEL_PREFIX.encode()),
+            (UNITS, UNIT_CHANNEL_PREFIX.encode()),
+        )
         self._message = b"smessage" if sharded else b"message"
         self._subscribe = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
         self._unsubscribe = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
@@ -97,6 +106,13 @@ class FrameSubscriber:
 
     def unwant_events(self, camera_id: str) -> None:
         self._remove(EVENT_CHANNEL_PREFIX + camera_id)
+
+    def want_units(self, camera_id: str) -> None:
+        """Passthrough access units of ``camera_id`` (``au:{id}``)."""
+        self._add(UNIT_CHANNEL_PREFIX + camera_id)
+
+    def unwant_units(self, camera_id: str) -> None:
+        self._remove(UNIT_CHANNEL_PREFIX + camera_id)
 
     def add_channel(self, channel: str) -> None:
         self._add(channel)
@@ -191,24 +207,29 @@ class FrameSubscriber:
             route = self._routes.get(channel)  # type: ignore[arg-type]
             if route is None:
                 route = self._route(channel)
-            is_frame, camera_id = route
+            kind, camera_id = route
             if not camera_id:
                 return
             if type(data) is bytes:
-                (self.on_frame if is_frame else self.on_event)(camera_id, data)
+                if kind == FRAMES:
+                    self.on_frame(camera_id, data)
+                elif kind == EVENTS:
+                    self.on_event(camera_id, data)
+                else:
+                    self.on_unit(camera_id, data)
             elif isinstance(data, Skipped):
-                self.on_dropped(camera_id, "too_large" if is_frame else "bad_event")
+                self.on_dropped(camera_id, _TOO_LARGE[kind])
             return
         self._on_control_reply(reply)
 
-    def _route(self, channel: object) -> tuple[bool, str]:
-        """(frames or events, camera id) of a channel; "" for no camera of ours."""
-        route = (False, "")
+    def _route(self, channel: object) -> tuple[int, str]:
+        """(FRAMES, EVENTS or UNITS, camera id) of a channel; "" for no camera of ours."""
+        route = (FRAMES, "")
         if isinstance(channel, bytes):
-            for is_frame, prefix in ((True, self._frames), (False, self._events)):
+            for kind, prefix in self._prefixes:
                 if channel.startswith(prefix):
                     camera_id = channel[len(prefix) :].decode("ascii", "replace")
-                    route = (is_frame, camera_id if is_valid_camera_id(camera_id) else "")
+                    route = (kind, camera_id if is_valid_camera_id(camera_id) else "")
                     break
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()  # channels are ours, so few; bounded all the same
@@ -243,6 +264,10 @@ class FrameSubscriber:
                 return
             with contextlib.suppress(RedisError, OSError):
                 connection.send("PING")
+
+
+# The rejected-counter reason of a message too large to keep, by channel kind.
+_TOO_LARGE = {FRAMES: "too_large", EVENTS: "bad_event", UNITS: "unit_oversized"}
 
 
 class SlotMovedError(RedisError):

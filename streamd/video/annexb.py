@@ -63,11 +63,13 @@ def header_size(codec: Codec) -> int:
 # -- splitting and joining ---------------------------------------------------
 
 
-def split_nals(data: bytes) -> list[bytes]:
+def split_nals(data: bytes, max_nals: int | None = None) -> list[bytes]:
     """The NAL units of an Annex-B byte stream, without start codes.
 
     The stream must begin with a start code (after optional leading zero bytes);
-    empty NAL units (two start codes in a row) are an error.
+    empty NAL units (two start codes in a row) are an error, and so are more
+    than ``max_nals`` (checked as it goes: a hostile stream of start codes
+    costs no more than ``max_nals`` of them).
     """
     first = data.find(_SHORT_START)
     if first < 0 or data[:first].strip(b"\x00"):
@@ -81,6 +83,8 @@ def split_nals(data: bytes) -> list[bytes]:
         if not nal:
             raise AnnexBError("empty NAL unit")
         nals.append(nal)
+        if max_nals is not None and len(nals) > max_nals:
+            raise AnnexBError("too many NAL units")
         if nxt < 0:
             return nals
         start = nxt + 3

@@ -115,6 +115,10 @@ class ViewerQueue:
         self._pending.clear()
         self._bytes = 0
 
+    def peek(self) -> Unit | None:
+        """The next unit ``take`` would return, left in place."""
+        return self._pending[0] if self._pending else None
+
     def take(self) -> Unit | None:
         """The next unit to send, or None."""
         if not self._pending:
@@ -126,3 +130,7 @@ class ViewerQueue:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes

@@ -86,9 +86,8 @@ def check_unit(data: bytes, codec: Codec, camera_id: str, max_bytes: int) -> Ver
 
 
 def _check(data: bytes, codec: Codec, camera_id: str) -> Verdict:
-    if data.count(b"\x00\x00\x01") > MAX_NALS:
-        return Verdict(Reason.GARBAGE)
-    nals = split_nals(data)
+    # One scan of the unit: split_nals stops (AnnexBError: GARBAGE) past MAX_NALS.
+    nals = split_nals(data, MAX_NALS)
     if not all(_plausible(n, codec) for n in nals):
         if all(_plausible(n, _other(codec)) for n in nals) and _has_slice(nals, _other(codec)):
             return Verdict(Reason.WRONG_CODEC)

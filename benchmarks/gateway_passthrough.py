@@ -1,0 +1,225 @@
+"""The gateway's side of H.264 passthrough (issue 20), two figures:
+
+1. CPU per delivered access unit: the daemon's main process (subscriber, the
+   ``check_unit`` verdict, GOP cache, per-viewer queues, the WebSocket write)
+   while a publisher sends real units (a 1280x720 H.264 clip through
+   ``Demuxer`` + ``Passthrough``) to ``au:gw`` and viewers in another process
+   read ``/ws/gw?format=h264``; against one process ``sendall``-ing the same
+   units over TCP to a reader at the same rate and fan-out (as
+   ``gateway_cost``, whose JPEG figure it mirrors). Target: ratio <= 2.
+2. Bytes to a viewer: a passthrough viewer against a JPEG viewer of the same
+   camera (an RTSP test camera, 1280x720, its child encoding the JPEG), read
+   at the same time through the same daemon: bytes per picture each.
+
+Usage: python -m benchmarks.gateway_passthrough [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import socket
+import tempfile
+import threading
+import time
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+import redis
+from websockets.asyncio.client import connect
+
+from benchmarks._daemon import temporary_daemon
+from benchmarks._procs import cpu_seconds
+from benchmarks._redis import redis_server
+from streamd.video.demux import Demuxer
+from streamd.video.passthrough import Passthrough
+from tests.cameras import Clip, RtspServer, make_clip
+from tests.unit_publisher import UnitPublisher
+
+CLIP = Clip("h264", 1280, 720)
+
+
+def clip_units(path: Path, camera_id: str) -> list[bytes]:
+    """Every message the child's pipeline makes of the clip (starts at a keyframe)."""
+    messages = []
+    with Demuxer(str(path)) as source:
+        pipeline = Passthrough(camera_id, source.codec)
+        for unit in source:
+            message = pipeline.feed(unit, time.time_ns())
+            if message is not None:
+                messages.append(message)
+    return messages
+
+
+def _publish(port: int, channel: str, units: list[bytes], rate: float, seconds: float) -> None:
+    client = redis.Redis(port=port)
+    start = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) < start + seconds:
+        client.publish(channel, units[sent % len(units)])
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - now))
+
+
+async def _read(url: str, until: float, log: list[tuple[float, int]]) -> None:
+    with contextlib.suppress(OSError, TimeoutError):
+        async with connect(url, max_size=None, open_timeout=10) as ws:
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), max(0.01, left))
+                except TimeoutError:
+                    break
+                if isinstance(message, bytes):
+                    log.append((time.monotonic(), len(message)))
+
+
+def _viewers(urls: list[str], seconds: float, out: Queue[list[list[tuple[float, int]]]]) -> None:
+    logs: list[list[tuple[float, int]]] = [[] for _ in urls]
+    until = time.monotonic() + seconds
+
+    async def main() -> None:
+        await asyncio.gather(*(_read(url, until, log) for url, log in zip(urls, logs, strict=True)))
+
+    asyncio.run(main())
+    out.put(logs)
+
+
+def gateway_per_unit(
+    redis_port: int, units: list[bytes], *, viewers: int, rate: float, seconds: float
+) -> tuple[float, int]:
+    """(CPU seconds per delivered unit, units delivered in the window), the
+    daemon's background CPU without units taken off (as ``gateway_cost``)."""
+    warm = 3.0
+
+    def no_such_file(folder: Path) -> list[dict[str, Any]]:
+        return [{"id": "gw", "source": str(folder / "none.mp4")}]
+
+    context = mp.get_context("fork")
+    with temporary_daemon(redis_port, camera_of=no_such_file) as (daemon, _):
+        out: Queue[list[list[tuple[float, int]]]] = context.Queue()
+        urls = [f"ws://{daemon.base}/ws/gw?format=h264"] * viewers
+        reader = context.Process(target=_viewers, args=(urls, warm + 2 * seconds + 2, out))
+        publisher = context.Process(
+            target=_publish, args=(redis_port, "au:gw", units, rate, warm + seconds + 1)
+        )
+        reader.start()
+        time.sleep(1.0)
+        quiet0, quiet_start = cpu_seconds(daemon.process.pid), time.monotonic()
+        time.sleep(seconds)
+        background = (cpu_seconds(daemon.process.pid) - quiet0) / (time.monotonic() - quiet_start)
+        publisher.start()
+        time.sleep(warm)
+        start, cpu0 = time.monotonic(), cpu_seconds(daemon.process.pid)
+        time.sleep(seconds)
+        end, cpu1 = time.monotonic(), cpu_seconds(daemon.process.pid)
+        logs = out.get(timeout=2 * seconds + 30)
+        reader.join()
+        publisher.join()
+    delivered = sum(1 for log in logs for t, _ in log if start <= t < end)
+    used = cpu1 - cpu0 - background * (end - start)
+    return max(0.0, used) / max(1, delivered), delivered
+
+
+def _sender(
+    port: int, units: list[bytes], fanout: int, rate: float, seconds: float, out: Queue[float]
+) -> None:
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(fanout)]
+    start = time.monotonic()
+    cpu0 = time.process_time()
+    sent = 0
+    while (now := time.monotonic()) < start + seconds:
+        unit = units[sent % len(units)]
+        for sock in socks:
+            sock.sendall(unit)
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - now))
+    out.put((time.process_time() - cpu0) / (sent * fanout))
+    for sock in socks:
+        sock.close()
+
+
+def raw_send_per_unit(units: list[bytes], *, fanout: int, rate: float, seconds: float) -> float:
+    """CPU seconds per ``sendall`` of one unit over TCP to a reading peer, paced."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def read(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+
+    def accept() -> None:
+        for _ in range(fanout):
+            conn, _ = listener.accept()
+            threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    context = mp.get_context("fork")
+    out: Queue[float] = context.Queue()
+    process = context.Process(target=_sender, args=(port, units, fanout, rate, seconds, out))
+    process.start()
+    result = out.get(timeout=seconds + 30)
+    process.join()
+    listener.close()
+    return result
+
+
+def viewer_bytes(redis_port: int, rtsp: RtspServer, seconds: float) -> tuple[float, float]:
+    """(bytes per picture to a passthrough viewer, to a JPEG viewer) of one camera."""
+    camera = {"id": "cam", "source": rtsp.clip_url(CLIP), "detector": "none"}
+    context = mp.get_context("fork")
+    with (
+        temporary_daemon(redis_port, [camera]) as (daemon, _),
+        UnitPublisher(f"redis://127.0.0.1:{redis_port}/0", "cam", rtsp.clip_url(CLIP)),
+    ):
+        out: Queue[list[list[tuple[float, int]]]] = context.Queue()
+        urls = [f"ws://{daemon.base}/ws/cam?format=h264", f"ws://{daemon.base}/ws/cam"]
+        reader = context.Process(target=_viewers, args=(urls, seconds + 3, out))
+        reader.start()
+        logs = out.get(timeout=seconds + 30)
+        reader.join()
+    # The first 3 s (connecting, the child's first JPEG) are left out of both.
+    per = []
+    for log in logs:
+        steady = [size for t, size in log if t >= log[0][0] + 3] if log else []
+        per.append(sum(steady) / max(1, len(steady)))
+    return per[0], per[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--viewers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=100.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_port:
+        folder = Path(tmp)
+        units = clip_units(make_clip(folder, CLIP), "gw")
+        mean = sum(map(len, units)) / len(units)
+        per_unit, delivered = gateway_per_unit(
+            redis_port, units, viewers=args.viewers, rate=args.rate, seconds=args.seconds
+        )
+        raw = raw_send_per_unit(units, fanout=args.viewers, rate=args.rate, seconds=args.seconds)
+        print(
+            f"gateway CPU per delivered unit ({delivered} units of {mean / 1024:.1f} KiB mean, "
+            f"{args.rate:.0f}/s to {args.viewers} viewers): {per_unit * 1e6:.1f} µs; raw paced "
+            f"TCP send {raw * 1e6:.1f} µs; ratio {per_unit / raw:.2f} (target <= 2)"
+        )
+        rtsp = RtspServer(clips=folder)
+        rtsp.start()
+        try:
+            units_bytes, jpeg_bytes = viewer_bytes(redis_port, rtsp, args.seconds)
+        finally:
+            rtsp.stop()
+        print(
+            f"bytes per picture to a viewer, {CLIP.width}x{CLIP.height}: passthrough "
+            f"{units_bytes / 1024:.1f} KiB, JPEG {jpeg_bytes / 1024:.1f} KiB; ratio "
+            f"{units_bytes / jpeg_bytes:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
