@@ -18,7 +18,6 @@ import os
 import signal
 import ssl
 import time
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +62,6 @@ class Daemon:
         self.notifier = Notifier(os.environ)
         self.watchdog_every = watchdog_interval(os.environ, os.getpid())
         self.hub = Hub()
-        self.units_unrouted: Counter[str] = Counter()  # no gateway ingest for units yet
         topology = Topology(
             config.redis.url, cluster=config.redis.cluster, seeds=config.redis.seeds
         )
@@ -135,17 +133,8 @@ class Daemon:
         self.gateway.ingest(camera_id, payload)
 
     def _ingest_unit(self, camera_id: str, payload: bytes) -> None:
-        """A child's access unit without Redis: to the gateway's ``ingest_unit``."""
-        ingest = getattr(self.gateway, "ingest_unit", None)
-        if ingest is not None:
-            return ingest(camera_id, payload)  # type: ignore[no-any-return]
-        self.units_unrouted[camera_id] += 1
-        if (total := self.units_unrouted.total()) & (total - 1) == 0:
-            log.warning("access units dropped: no gateway ingest", camera_id=camera_id, total=total)
-
-    def set_unit_demand(self, camera_id: str, wanted: bool) -> None:
-        """Whether this daemon's passthrough viewers watch (Redis ones: NUMSUB)."""
-        self.supervisor.set_unit_demand(camera_id, wanted)
+        """A child's access unit without Redis (checked and counted by the gateway)."""
+        self.gateway.ingest_unit(camera_id, payload)
 
     def _ingest_event(self, camera_id: str, payload: bytes) -> None:
         self.gateway.ingest_event(camera_id, payload)
@@ -203,8 +192,10 @@ class Daemon:
         }
 
     def viewers_changed(self, camera_id: str) -> None:
-        """Local demand for the embedded path (Redis consumers are seen by NUMSUB)."""
+        """Local demand for the embedded path, JPEG and passthrough units apart
+        (Redis consumers are seen by NUMSUB)."""
         self.supervisor.set_demand(camera_id, self.hub.viewers(camera_id) > 0)
+        self.supervisor.set_unit_demand(camera_id, self.gateway.unit_viewers(camera_id) > 0)
 
     def set_publish_interval(self, camera_id: str, every: int) -> bool:
         return self.supervisor.set_publish_every(camera_id, every)

@@ -99,6 +99,10 @@ class Gateway:
     def ingest_unit(self, camera_id: str, payload: bytes) -> bool:
         return self.state.ingest_unit(camera_id, payload)
 
+    def unit_viewers(self, camera_id: str) -> int:
+        """This gateway's passthrough viewers of a camera (the child's local demand)."""
+        return self.state.units.viewers(camera_id)
+
     def ingest_event(self, camera_id: str, payload: bytes, snapshot: bytes | None = None) -> None:
         self.state.ingest_event(camera_id, payload, snapshot)
 
