@@ -1,7 +1,7 @@
 """H.264/H.265 passthrough through the gateway (issue 20): a real daemon with
 real camera children on RTSP test cameras, real Redis, and units published
 into ``au:{id}`` by ``tests/unit_publisher.py`` (``Demuxer`` + ``Passthrough``
-on the same camera, as the child will). Viewers are real WebSocket clients;
+on the same camera, as the child does), so a test controls what arrives. Viewers are real WebSocket clients;
 what they get is decoded by FFmpeg (PyAV), one unit at a time."""
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ def daemon(
     path = tmp_path_factory.mktemp("pt") / "streamd.toml"
     port = free_port()
     cameras = [
-        {"id": "door", "source": rtsp.clip_url(H264), "detector": "none"},
-        {"id": "yard", "source": rtsp.clip_url(H265), "detector": "none"},
+        # The children publish no units of their own: here the test is the only
+        # publisher (test_passthrough_end_to_end has the child's own units).
+        {"id": "door", "source": rtsp.clip_url(H264), "detector": "none", "passthrough": False},
+        {"id": "yard", "source": rtsp.clip_url(H265), "detector": "none", "passthrough": False},
     ]
     write_config(path, redis_url=module_redis.url, port=port, cameras=cameras)
     tokens = "".join(
