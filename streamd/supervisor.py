@@ -22,7 +22,8 @@ import structlog
 
 from streamd.camera_log import CameraLog
 from streamd.camera_status import CameraStatus
-from streamd.child import CameraChild, ChildStatus, FrameSink, child_environment
+from streamd.child import CameraChild, FrameSink, child_environment
+from streamd.child_status import ChildStatus
 from streamd.config import Config
 from streamd.forkserver.client import ForkServerClient
 from streamd.launch import Launcher

@@ -1,8 +1,9 @@
 """H.264/H.265 passthrough through the gateway (issue 20): a real daemon with
 real camera children on RTSP test cameras, real Redis, and units published
 into ``au:{id}`` by ``tests/unit_publisher.py`` (``Demuxer`` + ``Passthrough``
-on the same camera, as the child does), so a test controls what arrives. Viewers are real WebSocket clients;
-what they get is decoded by FFmpeg (PyAV), one unit at a time."""
+on the same camera, as the child does), so a test controls what arrives.
+Viewers are real WebSocket clients; what they get is decoded by FFmpeg (PyAV),
+one unit at a time."""
 
 from __future__ import annotations
 

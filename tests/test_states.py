@@ -10,10 +10,10 @@ import pytest
 
 from streamd.backoff import Backoff
 from streamd.camera_status import CameraStatus, Heartbeat, RecentFigures
+from streamd.child_status import ChildStatus
 from streamd.lifecycle import Lifecycle
 from streamd.states import ChildState, ExitCode, RedisState, SourceState, picture_stalled
 from streamd.stats import CameraCounters
-from streamd.supervisor import ChildStatus
 
 # The keys of GET /api/cameras' per-camera objects before the gateway adds its own,
 # in the order the API has always sent them.

@@ -20,11 +20,11 @@ from pathlib import Path
 import av
 import pytest
 
-from streamd.video import annexb, demux, sps
+from streamd.video import annexb, demux, reorder, sps
 from streamd.video.annexb import Codec
 from streamd.video.demux import AccessUnit, Demuxer, DemuxError, UnsupportedSource
 from streamd.video.passthrough import Passthrough
-from streamd.video.sps import Reorder
+from streamd.video.reorder import Reorder
 from streamd.video.units import Reason, check_unit
 
 from . import video_clips
@@ -216,7 +216,7 @@ def test_b_frame_stream_whose_sps_does_not_say_is_left_alone(tmp_path: Path) -> 
     path = video_clips.x264(tmp_path, "b.ts", "main", 2)  # MPEG-TS: Annex-B with timestamps
     with Demuxer(str(path)) as source:
         units = [dataclasses.replace(u, data=with_camera_like_sps(u.data)) for u in source]
-    assert sps.pts_reordered(u.pts for u in units if u.pts is not None)
+    assert reorder.pts_reordered(u.pts for u in units if u.pts is not None)
     pipeline = Passthrough(CAMERA, Codec.H264)
     messages = publish(units, pipeline)
     keyframes = assert_valid_messages(messages, Codec.H264)

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamd.video import annexb, sps
+from streamd.video import annexb, reorder, sps
 from streamd.video.annexb import Codec
 from streamd.video.bits import BitReader, BitstreamError, BitWriter
+from streamd.video.reorder import Reorder
 from streamd.video.sps import (
     BitstreamRestriction,
     HighProfileInfo,
     Hrd,
     PocType1,
-    Reorder,
     Sps,
     Timing,
     VideoSignal,
@@ -159,17 +159,17 @@ def test_generated_sps_round_trips_through_bits_and_nal(value: Sps) -> None:
 
 @given(spss())
 def test_rewrite_says_no_reordering_changes_nothing_else_and_is_idempotent(value: Sps) -> None:
-    once = sps.without_reorder_delay(value)
+    once = reorder.without_reorder_delay(value)
     assert once.vui is not None and once.vui.restriction is not None
     assert once.vui.restriction.max_num_reorder_frames == 0
     assert once.vui.restriction.max_dec_frame_buffering == max(1, value.max_num_ref_frames)
     assert dataclasses.replace(once, vui=value.vui) == value
     if value.vui is not None:
         assert dataclasses.replace(once.vui, restriction=value.vui.restriction) == value.vui
-    assert sps.without_reorder_delay(once) == once
-    nal = sps.rewrite_nal(sps.serialize_nal(value))
-    assert sps.rewrite_nal(nal) == nal and sps.parse_nal(nal) == once
-    assert sps.reorder_decision(once, None) is Reorder.ALREADY
+    assert reorder.without_reorder_delay(once) == once
+    nal = reorder.rewrite_nal(sps.serialize_nal(value))
+    assert reorder.rewrite_nal(nal) == nal and sps.parse_nal(nal) == once
+    assert reorder.reorder_decision(once, None) is Reorder.ALREADY
 
 
 @given(st.binary(max_size=80))
@@ -192,20 +192,20 @@ BASE = Sps(77, 0, 30, 0, None, 0, 0, 4, None, 1, False, 10, 8, True, False, True
         (BASE, None, Reorder.UNDECIDED),
         (BASE, True, Reorder.KEEP),
         (BASE, False, Reorder.REWRITE),
-        (sps.without_reorder_delay(BASE), True, Reorder.ALREADY),
+        (reorder.without_reorder_delay(BASE), True, Reorder.ALREADY),
         (dataclasses.replace(BASE, vui=Vui(restriction=BitstreamRestriction(True, 2, 1, 16, 16,
                                                                             2, 4))),
          False, Reorder.KEEP),
     ],
 )  # fmt: skip
 def test_reorder_decision(value: Sps, seen: bool | None, verdict: Reorder) -> None:
-    assert sps.reorder_decision(value, seen) is verdict
+    assert reorder.reorder_decision(value, seen) is verdict
 
 
 def test_pts_reordered() -> None:
-    assert not sps.pts_reordered([0, 1, 2, 3])
-    assert not sps.pts_reordered([])
-    assert sps.pts_reordered([0, 3, 1, 2])  # I P B B
+    assert not reorder.pts_reordered([0, 1, 2, 3])
+    assert not reorder.pts_reordered([])
+    assert reorder.pts_reordered([0, 3, 1, 2])  # I P B B
 
 
 # -- real SPS from libx264 -------------------------------------------------------
@@ -243,7 +243,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def reordering_seen(clips: dict[str, Path], name: str) -> bool:
     packets = video_clips.packets(clips[f"{name}.mkv"])
     assert all(pts is not None for _, _, pts, _ in packets)
-    return sps.pts_reordered(pts for _, _, pts, _ in packets if pts is not None)
+    return reorder.pts_reordered(pts for _, _, pts, _ in packets if pts is not None)
 
 
 def stream_sps(path: Path) -> bytes:
@@ -283,7 +283,7 @@ def test_real_sps_round_trips_bit_exactly(clips: dict[str, Path], name: str) -> 
     assert sps.serialize_nal(parsed, nal[0]) == nal
     # x264 states its reordering itself.
     expected = Reorder.KEEP if name.endswith("-b") else Reorder.ALREADY
-    assert sps.reorder_decision(parsed, None) is expected
+    assert reorder.reorder_decision(parsed, None) is expected
 
 
 def camera_like(nal: bytes, keep_vui: bool) -> bytes:
@@ -307,10 +307,10 @@ def test_rewritten_stream_decodes_every_frame_without_reorder_delay(
     camera_sps = sps.parse_nal(stream_sps(stripped))
     seen = reordering_seen(clips, name)
     assert not seen
-    verdict = sps.reorder_decision(camera_sps, seen)
+    verdict = reorder.reorder_decision(camera_sps, seen)
     assert verdict is Reorder.REWRITE, verdict
     rewritten = replace_sps(stripped, tmp_path / "rewritten.h264",
-                            sps.rewrite_nal(stream_sps(stripped)))  # fmt: skip
+                            reorder.rewrite_nal(stream_sps(stripped)))  # fmt: skip
     said = sps.parse_nal(stream_sps(rewritten))
     assert said.vui is not None and said.vui.restriction is not None
     assert said.vui.restriction.max_num_reorder_frames == 0
@@ -324,8 +324,8 @@ def test_rewritten_stream_decodes_every_frame_without_reorder_delay(
 def test_b_frame_streams_are_kept_when_the_camera_does_not_say(clips: dict[str, Path]) -> None:
     for name in ("main-b", "high-b"):
         camera_sps = sps.parse_nal(camera_like(stream_sps(clips[name]), keep_vui=False))
-        assert sps.reorder_decision(camera_sps, None) is Reorder.UNDECIDED
-        assert sps.reorder_decision(camera_sps, reordering_seen(clips, name)) is Reorder.KEEP
+        assert reorder.reorder_decision(camera_sps, None) is Reorder.UNDECIDED
+        assert reorder.reorder_decision(camera_sps, reordering_seen(clips, name)) is Reorder.KEEP
 
 
 def test_explicit_scaling_lists_decode_like_the_flat_default(

@@ -7,7 +7,7 @@ For each unit, in decode order:
   ``demux``) and every keyframe carries the newest ones
   (``annexb.with_parameter_sets``), so every keyframe is a starting point;
 - H.264: the SPS is rewritten for no reorder delay when
-  ``sps.reorder_decision`` says so; undecided main/high streams are observed
+  ``reorder.reorder_decision`` says so; undecided main/high streams are observed
   for a GOP (PTS order against decode order) first and keep their SPS meanwhile;
 - our metadata SEI goes right before the first slice.
 
@@ -37,8 +37,9 @@ from .annexb import (
     nal_type,
 )
 from .demux import MAX_UNIT_BYTES, AccessUnit
+from .reorder import Reorder, pts_reordered, reorder_decision, rewrite_nal
 from .sei import UnitMeta, metadata_nal
-from .sps import Reorder, SpsError, parse_nal, pts_reordered, reorder_decision, rewrite_nal
+from .sps import SpsError, parse_nal
 from .units import MAX_NALS
 
 # The SEI and parameter sets we add are < 1 KiB; a unit demux let through

@@ -15,6 +15,7 @@ import numpy as np
 import structlog
 
 from streamd.config import DetectorConfig
+from streamd.sparse import should_log
 from streamd.stats import LatencyHistogram
 from streamd.worker.detectors import Detection, Detector
 from streamd.worker.events import DetectionEvent, EventTracker
@@ -101,7 +102,7 @@ class DetectionRunner:
                 detections = tuple(self.detector.detect(taken.image, started))
             except Exception as exc:  # a plugin's bug must not stop the camera
                 self.errors += 1
-                if self.errors & (self.errors - 1) == 0:
+                if should_log(self.errors):
                     log.warning("detector failed on a frame", error=repr(exc), errors=self.errors)
                 detections = ()
             finished = time.monotonic()

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from streamd.eventlog.records import event_keys
 from streamd.eventlog.redis_log import RedisEventWriter
+from streamd.sparse import should_log
 from streamd.states import event_channel
 from streamd.stats import CameraCounters
 from streamd.transport.local import MessageType, encode_message
@@ -90,7 +91,7 @@ class EventKeeper:
         counters = self.stats.counters
         counters["events_dropped"] += dropped
         total = counters["events_dropped"]
-        if total & (total - 1) == 0 or dropped > 1:  # the 1st, 2nd, 4th… only
+        if should_log(total) or dropped > 1:  # the 1st, 2nd, 4th… only
             log.warning(
                 "events dropped: the backlog waiting for redis is full",
                 backlog=self.backlog.capacity,
@@ -131,7 +132,7 @@ class EventKeeper:
         counters = self.stats.counters
         counters["events_not_kept"] += 1
         total = counters["events_not_kept"]
-        if total & (total - 1) == 0:
+        if should_log(total):
             log.warning("event not kept: redis refused it", error=error, not_kept_total=total)
 
     async def _publish_kept(self, event: dict[str, Any]) -> None:
