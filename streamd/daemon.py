@@ -24,29 +24,26 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 
 from streamd.camera_status import CameraStatus, RecentFigures
 from streamd.config import Config, ConfigError
+from streamd.daemon_metrics import DaemonMetrics
 from streamd.forkserver.client import ForkServerClient
-from streamd.forkserver.metrics import ForkServerCollector
 from streamd.gateway.hub import Hub
 from streamd.gateway.server import Gateway
 from streamd.gateway_feeds import event_store, frame_subscriber
-from streamd.metrics import StreamdCollector
 from streamd.redact import redact_url
 from streamd.registry.connection import RegistryConnection
 from streamd.registry.directory import CameraDirectory
-from streamd.registry.node import NodeRegistry, RegistryCollector, default_node_name
+from streamd.registry.node import NodeRegistry, default_node_name
 from streamd.reload import read_config, reloaded, settle
-from streamd.reporting import CameraSample, StatsReporter
+from streamd.reporting import StatsReporter
 from streamd.signals import SignalRequests
 from streamd.starting import StartMethod
 from streamd.states import ExitCode
 from streamd.supervisor import Supervisor, child_environment
 from streamd.systemd import Notifier, watchdog_interval
 from streamd.transport.cluster import Topology
-from streamd.transport.sharded import ShardedFrameSubscriber, ShardMovesCollector
 
 log = structlog.get_logger("streamd")
 STATUS_INTERVAL_S = 5.0
@@ -111,20 +108,14 @@ class Daemon:
         )
         self.reporter = StatsReporter()
         self.reporter.tick(time.monotonic(), {})
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(
-            StreamdCollector(
-                self.samples,
-                lambda: self.gateway.rejected,
-                lambda: self.gateway.refused,
-                lambda: self.hub.untimed,
-            )
+        self.figures = DaemonMetrics(
+            self.supervisor,
+            self.hub,
+            lambda: self.gateway.rejected,
+            lambda: self.gateway.refused,
+            self.node_registry,
+            self.subscriber,
         )
-        self.registry.register(ForkServerCollector(self.supervisor.launcher))
-        if self.node_registry is not None:
-            self.registry.register(RegistryCollector(self.node_registry))
-        if isinstance(self.subscriber, ShardedFrameSubscriber):
-            self.registry.register(ShardMovesCollector(self.subscriber))
         self._reload_lock = asyncio.Lock()
         self.signals = SignalRequests()
         self._reload_task: asyncio.Task[None] | None = None
@@ -176,21 +167,6 @@ class Daemon:
             "spawn_fallbacks": launcher.fallbacks,
         }
 
-    def samples(self) -> dict[str, CameraSample]:
-        return {
-            camera_id: CameraSample(
-                figures=child.status.totals(),
-                delivery=self.hub.delivery(camera_id).copy(),
-                state=child.status.camera_state,
-                viewers=self.hub.viewers(camera_id),
-                restarts=child.status.lifecycle.restarts,
-                stalls=child.status.stalls,
-                started_by=child.status.started_by if child.status.pid is not None else None,
-                start_timeouts=child.status.start_timeouts,
-            )
-            for camera_id, child in self.supervisor.children.items()
-        }
-
     def viewers_changed(self, camera_id: str) -> None:
         """Local demand for the embedded path, JPEG and passthrough units apart
         (Redis consumers are seen by NUMSUB)."""
@@ -217,27 +193,13 @@ class Daemon:
         }
 
     def metrics(self, cameras: Collection[str] | None) -> bytes:
-        """Prometheus text; ``cameras`` limits it to those cameras' series (a
-        scoped token), leaving out the daemon-wide ones."""
-        if cameras is None:
-            return bytes(generate_latest(self.registry))
-        allowed = frozenset(cameras)
-        scoped = CollectorRegistry(auto_describe=False)
-        scoped.register(
-            StreamdCollector(
-                lambda: {c: s for c, s in self.samples().items() if c in allowed},
-                dict,
-                dict,
-                lambda: None,
-            )
-        )
-        return bytes(generate_latest(scoped))
+        return self.figures.text(cameras)
 
     async def _stats_loop(self) -> None:
         """One line per camera per ``stats_interval``: never one per frame."""
         while True:
             await asyncio.sleep(self.config.stats_interval)
-            lines = self.reporter.tick(time.monotonic(), self.samples())
+            lines = self.reporter.tick(time.monotonic(), self.figures.samples())
             for camera_id, line in lines.items():
                 log.info("camera stats", camera_id=camera_id, **line)
 
