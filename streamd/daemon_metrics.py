@@ -9,8 +9,8 @@ from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamd.forkserver.metrics import ForkServerCollector
 from streamd.gateway.hub import Hub
+from streamd.launch_metrics import ForkServerCollector
 from streamd.metrics import StreamdCollector
 from streamd.registry.node import NodeRegistry, RegistryCollector
 from streamd.reporting import CameraSample

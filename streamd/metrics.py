@@ -26,7 +26,7 @@ Metric names (all labelled by ``camera`` unless noted):
   ``streamd_child_start_timeouts_total`` (no first heartbeat within ``start_timeout``),
   ``streamd_child_started_by{camera,method}`` (1 for the running child: ``fork``
   from the warm fork server, or ``spawn`` by exec)
-- the fork server's own series: ``forkserver/metrics.py``
+- the fork server's own series: ``launch_metrics.py``
 - ``streamd_frames_rejected_total{reason}`` (no camera label): untrusted input dropped
 - ``streamd_frames_untimed_total`` (no label): frames whose capture time was over
   an hour old or over 10 s ahead, forwarded but kept out of latency figures
