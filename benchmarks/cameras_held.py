@@ -47,6 +47,8 @@ class Step:
     p50: float
     p99: float
     daemon_cores: float
+    main_cores: float  # the daemon's own process (supervisor + gateway), of daemon_cores
+    shares: list[float]  # every viewer's share of the camera's frames, ascending
     rtsp_cores: float
     viewer_cores: float
     machine_cores: float
@@ -78,12 +80,14 @@ def run_step(
             assert watching.process.pid is not None and rtsp.process is not None
             pids = [daemon.process.pid, *descendants(daemon.process.pid)]
             daemon0 = sum(cpu_seconds(pid) for pid in pids)
+            main0 = cpu_seconds(daemon.process.pid)
             rtsp0, viewer0 = cpu_seconds(rtsp.process.pid), cpu_seconds(watching.process.pid)
             busy0, total0 = machine_busy()
             start = time.monotonic()
             time.sleep(seconds)
             end = time.monotonic()
             daemon1 = sum(cpu_seconds(pid) for pid in pids)
+            main1 = cpu_seconds(daemon.process.pid)
             rtsp1, viewer1 = cpu_seconds(rtsp.process.pid), cpu_seconds(watching.process.pid)
             busy1, total1 = machine_busy()
             load = os.getloadavg()[0]
@@ -96,15 +100,18 @@ def run_step(
     window = end - counted_from
     latencies = [lat for log in logs for lat in log.latencies_between(counted_from, end)]
     ncpu = os.cpu_count() or 1
+    shares = sorted(log.count_between(counted_from, end) / (FPS * window) for log in logs)
     return Step(
         path=path,
         cameras=cameras,
-        worst_share=min(log.count_between(counted_from, end) for log in logs) / (FPS * window),
+        worst_share=shares[0],
+        shares=shares,
         window=window,
         slowest_start=max(firsts) - healthy,
         p50=percentile(latencies, 0.5),
         p99=percentile(latencies, 0.99),
         daemon_cores=(daemon1 - daemon0) / elapsed,
+        main_cores=(main1 - main0) / elapsed,
         rtsp_cores=(rtsp1 - rtsp0) / elapsed,
         viewer_cores=(viewer1 - viewer0) / elapsed,
         machine_cores=(busy1 - busy0) / (total1 - total0) * ncpu,
@@ -117,8 +124,10 @@ def describe(step: Step) -> str:
         f"{step.path} N={step.cameras}: worst viewer {100 * step.worst_share:.1f} % of frames "
         f"over {step.window:.1f} s (last viewer's first frame {step.slowest_start:.1f} s "
         "after healthy), "
+        f"median viewer {100 * step.shares[len(step.shares) // 2]:.1f} %, "
         f"p50/p99 {step.p50 * 1e3:.0f}/{step.p99 * 1e3:.0f} ms; cores: streamd "
-        f"{step.daemon_cores:.2f}, RTSP server {step.rtsp_cores:.2f}, viewers "
+        f"{step.daemon_cores:.2f} (its main process {step.main_cores:.2f}), "
+        f"RTSP server {step.rtsp_cores:.2f}, viewers "
         f"{step.viewer_cores:.2f}, machine {step.machine_cores:.2f}; load {step.load:.1f}"
         f" -> {'held' if step.holds else 'NOT held'}"
     )
