@@ -72,7 +72,9 @@ def run_step(
     main_url, sub_url = rtsp.clip_url(MAIN), rtsp.clip_url(SUB)
     config = [camera(i, path, main_url, sub_url) for i in range(cameras)]
     query = "?format=h264" if path == "passthrough" else ""
-    with temporary_daemon(redis_port, config, healthy_within=90) as (daemon, _):
+    # One address for every viewer here: the per-address cap (20) would refuse some.
+    server = "max_viewers_per_address = 1000"
+    with temporary_daemon(redis_port, config, healthy_within=90, server=server) as (daemon, _):
         urls = [f"ws://{daemon.base}/ws/cam{i}{query}" for i in range(cameras)]
         healthy = time.monotonic()
         with Viewers(urls, WARM_S + seconds + 1) as watching:

@@ -37,6 +37,7 @@ from websockets.asyncio.client import connect
 from benchmarks._daemon import temporary_daemon
 from benchmarks._procs import cpu_seconds, descendants
 from benchmarks._redis import redis_server
+from benchmarks.end_to_end import percentile
 from tests.cameras import Clip, RtspServer, make_clip
 from tests.conftest import Daemon
 from tests.support import free_port
@@ -48,6 +49,29 @@ TILES = """JSON.stringify(Object.fromEntries(Object.entries(window.streamdWall ?
   streamdWall.tiles : {}).map(([id, t]) => [id, {path: t.path, reason: t.reason, fps: t.fps,
   frames: t.frames, latency_ms_p50: t.latency_ms_p50, latency_ms_p99: t.latency_ms_p99,
   width: t.canvas.width}])))"""
+
+
+# Capture → the message's arrival at the page (before any decoding), from the
+# same /ws frame header the page reads: splits the page's latency into
+# "to the browser" and "in the browser" (decode, draw). Added by the benchmark,
+# not by the page.
+ARRIVALS = """(() => {
+  const Original = window.WebSocket;
+  window.streamdArrivals = [];
+  window.WebSocket = function (...args) {
+    const socket = new Original(...args);
+    socket.addEventListener("message", (m) => {
+      if (typeof m.data === "string") { return; }
+      const view = new DataView(m.data);
+      const capture = Number(view.getBigUint64(10 + view.getUint8(1)) / 1000000n);
+      if (capture > 0) { window.streamdArrivals.push(Date.now() - capture); }
+    });
+    return socket;
+  };
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  window.WebSocket.prototype = Original.prototype;
+})();"""
+ARRIVED = """JSON.stringify(window.streamdArrivals.splice(0))"""
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,8 @@ class Wall:
     streamd_cores: float
     chromium_cores: float
     load: float
+    arrival_p50_ms: float  # capture → message at the page, every tile
+    arrival_p99_ms: float
 
 
 @asynccontextmanager
@@ -118,6 +144,7 @@ async def read_tiles(page: DevTools) -> dict[str, dict[str, object]]:
 async def measure_wall(daemon: Daemon, ids: list[str], webcodecs: bool, seconds: float) -> Wall:
     async with chromium() as (page, browser):
         await page.call("Page.enable")
+        await page.call("Page.addScriptToEvaluateOnNewDocument", source=ARRIVALS)
         if not webcodecs:
             await page.call(
                 "Page.addScriptToEvaluateOnNewDocument", source="delete window.VideoDecoder;"
@@ -137,8 +164,10 @@ async def measure_wall(daemon: Daemon, ids: list[str], webcodecs: bool, seconds:
         streamd0 = sum(cpu_seconds(p) for p in pids)
         chromium0 = sum(cpu_seconds(p) for p in browsers)
         before, start = await read_tiles(page), time.monotonic()
+        await page.evaluate(ARRIVED)
         await asyncio.sleep(seconds)
         after, end = await read_tiles(page), time.monotonic()
+        arrivals = [float(v) for v in json.loads(await page.evaluate(ARRIVED))]
         streamd1 = sum(cpu_seconds(p) for p in pids)
         chromium1 = sum(cpu_seconds(p) for p in browsers)
     elapsed = end - start
@@ -159,13 +188,16 @@ async def measure_wall(daemon: Daemon, ids: list[str], webcodecs: bool, seconds:
         )
     streamd_cores = (streamd1 - streamd0) / elapsed
     chromium_cores = (chromium1 - chromium0) / elapsed
-    return Wall(drawn_tiles, streamd_cores, chromium_cores, os.getloadavg()[0])
+    load = os.getloadavg()[0]
+    to_page = (percentile(arrivals, 0.5), percentile(arrivals, 0.99))
+    return Wall(drawn_tiles, streamd_cores, chromium_cores, load, *to_page)
 
 
 def describe(label: str, wall: Wall) -> str:
     lines = [
         f"{label}: streamd {wall.streamd_cores:.2f} cores, chromium "
-        f"{wall.chromium_cores:.2f} cores, load {wall.load:.1f}"
+        f"{wall.chromium_cores:.2f} cores, load {wall.load:.1f}; capture -> message at the "
+        f"page p50 {wall.arrival_p50_ms:.0f} ms, p99 {wall.arrival_p99_ms:.0f} ms"
     ]
     for t in wall.tiles:
         lines.append(
