@@ -15,6 +15,7 @@ Usage: python -m benchmarks.cameras_held [--passthrough 8,12,16,20] [--jpeg 1,2,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -67,7 +68,8 @@ def camera(index: int, path: str, main_url: str, sub_url: str) -> dict[str, Any]
 
 
 def run_step(
-    redis_port: int, rtsp: RtspServer, path: str, cameras: int, seconds: float
+    redis_port: int, rtsp: RtspServer, path: str, cameras: int, seconds: float,
+    processes: int = 1,
 ) -> Step:  # fmt: skip
     main_url, sub_url = rtsp.clip_url(MAIN), rtsp.clip_url(SUB)
     config = [camera(i, path, main_url, sub_url) for i in range(cameras)]
@@ -77,23 +79,28 @@ def run_step(
     with temporary_daemon(redis_port, config, healthy_within=90, server=server) as (daemon, _):
         urls = [f"ws://{daemon.base}/ws/cam{i}{query}" for i in range(cameras)]
         healthy = time.monotonic()
-        with Viewers(urls, WARM_S + seconds + 1) as watching:
+        groups = [urls[i::processes] for i in range(processes)]
+        with contextlib.ExitStack() as stack:
+            watching = [stack.enter_context(Viewers(g, WARM_S + seconds + 1)) for g in groups]
             time.sleep(WARM_S)
-            assert watching.process.pid is not None and rtsp.process is not None
+            viewer_pids = [w.process.pid for w in watching if w.process.pid is not None]
+            assert rtsp.process is not None
             pids = [daemon.process.pid, *descendants(daemon.process.pid)]
             daemon0 = sum(cpu_seconds(pid) for pid in pids)
             main0 = cpu_seconds(daemon.process.pid)
-            rtsp0, viewer0 = cpu_seconds(rtsp.process.pid), cpu_seconds(watching.process.pid)
+            rtsp0 = cpu_seconds(rtsp.process.pid)
+            viewer0 = sum(cpu_seconds(pid) for pid in viewer_pids)
             busy0, total0 = machine_busy()
             start = time.monotonic()
             time.sleep(seconds)
             end = time.monotonic()
             daemon1 = sum(cpu_seconds(pid) for pid in pids)
             main1 = cpu_seconds(daemon.process.pid)
-            rtsp1, viewer1 = cpu_seconds(rtsp.process.pid), cpu_seconds(watching.process.pid)
+            rtsp1 = cpu_seconds(rtsp.process.pid)
+            viewer1 = sum(cpu_seconds(pid) for pid in viewer_pids)
             busy1, total1 = machine_busy()
             load = os.getloadavg()[0]
-            logs = watching.logs()
+            logs = [log for w in watching for log in w.logs()]
     elapsed = end - start
     # Counted from when every viewer is getting frames: 20 cameras opening two
     # streams each on a loaded machine take longer than WARM_S to all start.
@@ -136,11 +143,12 @@ def describe(step: Step) -> str:
 
 
 def largest_held(
-    redis_port: int, rtsp: RtspServer, path: str, counts: list[int], seconds: float
+    redis_port: int, rtsp: RtspServer, path: str, counts: list[int], seconds: float,
+    processes: int = 1,
 ) -> tuple[int, list[Step]]:  # fmt: skip
     held, steps = 0, []
     for count in counts:
-        step = run_step(redis_port, rtsp, path, count, seconds)
+        step = run_step(redis_port, rtsp, path, count, seconds, processes)
         steps.append(step)
         print("  " + describe(step), flush=True)
         if not step.holds:
@@ -154,6 +162,9 @@ def main() -> None:
     parser.add_argument("--passthrough", default="8,12,16,20")
     parser.add_argument("--jpeg", default="1,2,3,4,6")
     parser.add_argument("--seconds", type=float, default=14.0)
+    parser.add_argument(
+        "--viewer-processes", type=int, default=1, help="viewers spread over this many processes"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_port:
         folder = Path(tmp)
@@ -166,7 +177,9 @@ def main() -> None:
             for path in ("passthrough", "jpeg"):
                 counts = [int(n) for n in getattr(args, path).split(",")]
                 print(f"# {path}", flush=True)
-                results[path] = largest_held(redis_port, rtsp, path, counts, args.seconds)[0]
+                results[path] = largest_held(
+                    redis_port, rtsp, path, counts, args.seconds, args.viewer_processes
+                )[0]
         finally:
             rtsp.stop()
     ratio = results["passthrough"] / results["jpeg"] if results["jpeg"] else float("inf")
