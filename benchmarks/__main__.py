@@ -20,6 +20,12 @@ machine, at the same time, so a loaded or slow machine moves both alike:
    gateway CPU with viewers, daemon CPU with cameras (from 4), with the slope;
 6. H.264 passthrough (issue 20) per frame vs a demux-only loop and vs decode +
    JPEG, and its bytes per frame vs JPEG (benchmarks/passthrough.py).
+
+Run on their own (longer, and the first needs Chromium): the wall in headless
+Chromium, WebCodecs vs JPEG (``python -m benchmarks.wall_passthrough``), and
+passthrough cameras held on this machine vs the JPEG path
+(``python -m benchmarks.cameras_held``); docs/performance.md, "Passthrough on
+the wall and per node".
 """
 
 from __future__ import annotations

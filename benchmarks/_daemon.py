@@ -19,6 +19,7 @@ def temporary_daemon(
     cameras: Sequence[dict[str, Any]] = (),
     camera_of: Callable[[Path], list[dict[str, Any]]] | None = None,
     healthy_within: float = 20,
+    server: str = "",
 ) -> Iterator[tuple[Daemon, Path]]:
     """``cameras`` as config tables; ``camera_of(tmp)`` builds them when they
     need the temporary folder. Logs at warning: a benchmark measures, not logs."""
@@ -31,6 +32,7 @@ def temporary_daemon(
             port=port,
             cameras=list(cameras) if camera_of is None else camera_of(folder),
             head='log_level = "warning"',
+            server=server,
         )
         daemon = Daemon(config, port)
         try:

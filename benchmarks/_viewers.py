@@ -13,6 +13,24 @@ from multiprocessing.queues import Queue
 from websockets.asyncio.client import connect
 
 from streamd.transport.frame import FrameError, parse_frame
+from streamd.video.annexb import Codec
+from streamd.video.units import check_unit
+
+MAX_MESSAGE = 64 << 20
+
+
+def _capture_ns(url: str, message: bytes) -> int | None:
+    """Capture time of a frame: a JPEG's metadata, or (``/ws/{id}?format=h264``)
+    the access unit's SEI metadata; None when it has none."""
+    if "format=h264" in url:
+        camera_id = url.split("/ws/", 1)[1].split("?", 1)[0]
+        verdict = check_unit(message, Codec.H264, camera_id, MAX_MESSAGE)
+        return verdict.meta.capture_ns if verdict.meta is not None else None
+    try:
+        meta = parse_frame(message, MAX_MESSAGE).meta
+    except FrameError:
+        return None
+    return meta.capture_ns if meta else 0
 
 
 @dataclass
@@ -41,12 +59,11 @@ async def _watch(log: ViewerLog, until: float) -> None:
                 if not isinstance(message, bytes):
                     continue
                 now_ns = time.time_ns()
-                try:
-                    meta = parse_frame(message, 64 << 20).meta
-                except FrameError:
+                capture_ns = _capture_ns(log.url, message)
+                if capture_ns is None:
                     continue
                 log.arrivals.append(time.monotonic())
-                log.latencies.append((now_ns - meta.capture_ns) / 1e9 if meta else float("nan"))
+                log.latencies.append((now_ns - capture_ns) / 1e9 if capture_ns else float("nan"))
 
 
 def _run(urls: list[str], seconds: float, out: Queue[list[ViewerLog]]) -> None:

@@ -66,12 +66,14 @@ def write_config(
     cameras: list[dict[str, Any]],
     extra: str = "",
     head: str = "",
+    server: str = "",
 ) -> Path:
-    """``head`` is top-level TOML (before any table); ``extra`` goes at the end."""
+    """``head`` is top-level TOML (before any table); ``server`` goes in
+    ``[server]``; ``extra`` goes at the end."""
     lines = [head] if head else []
     if redis_url is not None:
         lines += ["[redis]", f'url = "{redis_url}"', ""]
-    lines += ["[server]", f'listen = "127.0.0.1:{port}"', ""]
+    lines += ["[server]", f'listen = "127.0.0.1:{port}"', server, ""]
     for cam in cameras:
         lines.append("[[cameras]]")
         for key, value in cam.items():
