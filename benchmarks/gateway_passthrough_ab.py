@@ -1,0 +1,98 @@
+"""The gateway's CPU per delivered access unit (``gateway_passthrough``'s first
+figure), two checkouts of streamd interleaved against the same Redis, units and
+raw paced send, so a busy or drifting machine moves both alike: how a change to
+the passthrough path moved its cost, and each checkout's ratio to a raw send.
+
+Usage: python -m benchmarks.gateway_passthrough_ab OLD_CHECKOUT NEW_CHECKOUT
+           [--rounds 3] [--seconds 8] [--viewers 2] [--rate 100]
+
+Each checkout's daemon runs with that checkout on ``PYTHONPATH`` (as
+``camera_ab``); a raw send is measured in every round, medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._redis import redis_server
+from benchmarks.gateway_passthrough import CLIP, clip_units, raw_send_per_unit
+from tests.cameras import make_clip
+
+_RUN_ONE = """
+import json, pickle, sys
+from benchmarks.gateway_passthrough import gateway_per_unit
+with open(sys.argv[2], "rb") as f:
+    units = pickle.load(f)
+cost, delivered = gateway_per_unit(int(sys.argv[1]), units, viewers=int(sys.argv[3]),
+                                   rate=float(sys.argv[4]), seconds=float(sys.argv[5]))
+print(json.dumps([cost, delivered]))
+"""
+
+
+def run_one(checkout: str, port: int, units: Path, args: argparse.Namespace) -> tuple[float, int]:
+    """(CPU seconds per delivered unit, units delivered) of ``checkout``'s daemon."""
+    env = dict(os.environ, PYTHONPATH=checkout)
+    argv = [str(port), str(units), str(args.viewers), str(args.rate), str(args.seconds)]
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_ONE, *argv],
+        env=env,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cost, delivered = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(cost), int(delivered)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkouts", nargs=2, help="two streamd checkouts: old, new")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--viewers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=100.0)
+    args = parser.parse_args()
+    costs: dict[str, list[float]] = {c: [] for c in args.checkouts}
+    ratios: dict[str, list[float]] = {c: [] for c in args.checkouts}
+    raws: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as port:
+        folder = Path(tmp)
+        units = clip_units(make_clip(folder, CLIP), "gw")
+        pickled = folder / "units.pickle"
+        pickled.write_bytes(pickle.dumps(units))
+        for round_no in range(args.rounds):
+            order = args.checkouts if round_no % 2 == 0 else args.checkouts[::-1]
+            raw = raw_send_per_unit(
+                units, fanout=args.viewers, rate=args.rate, seconds=args.seconds
+            )
+            raws.append(raw)
+            for checkout in order:
+                cost, delivered = run_one(checkout, port, pickled, args)
+                costs[checkout].append(cost)
+                ratios[checkout].append(cost / raw)
+                print(
+                    f"round {round_no} {checkout}: {cost * 1e6:.1f} µs per delivered unit "
+                    f"({delivered} delivered), raw {raw * 1e6:.1f} µs, ratio {cost / raw:.2f}",
+                    flush=True,
+                )
+    print(f"medians ({os.getloadavg()[0]:.1f} load average at the end):")
+    old, new = args.checkouts
+    for checkout in args.checkouts:
+        cost = statistics.median(costs[checkout])
+        ratio = statistics.median(ratios[checkout])
+        print(f"  {checkout:30s} {cost * 1e6:7.1f} µs  ratio to raw send {ratio:.2f}")
+    print(f"  raw paced send {statistics.median(raws) * 1e6:.1f} µs")
+    print(f"  new / old: {statistics.median(costs[new]) / statistics.median(costs[old]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
