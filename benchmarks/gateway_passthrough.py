@@ -32,7 +32,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from benchmarks._daemon import temporary_daemon
-from benchmarks._procs import cpu_seconds
+from benchmarks._procs import precise_cpu_seconds as cpu_seconds
 from benchmarks._redis import redis_server
 from streamd.video.demux import Demuxer
 from streamd.video.passthrough import Passthrough
