@@ -129,16 +129,19 @@ class UnitViewer:
         self.mismatch: Codec | None = None  # the camera sends this codec, not ours
 
     def offer(self, unit: HubUnit) -> bool:
-        """True when the unit was written to the viewer at once."""
-        idle = self.queue.pending == 0
-        self.queue.offer(unit)
+        """True when the unit was written to the viewer at once (an idle socket
+        and nothing pending: it never enters the queue)."""
+        queue = self.queue
+        if not queue.admit(unit):
+            if queue.pending:
+                self.ready.set()
+            return False
         send_now = self._send_now
-        if idle and send_now is not None and self.queue.peek() is unit and send_now(unit):
-            self.queue.take()
+        if send_now is not None and not queue.pending and send_now(unit):
             self.delivered += 1
             return True
-        if self.queue.pending:
-            self.ready.set()
+        queue.push(unit)
+        self.ready.set()
         return False
 
     def take(self) -> HubUnit | None:
