@@ -7,7 +7,9 @@ Usage: python -m benchmarks.gateway_passthrough_ab OLD_CHECKOUT NEW_CHECKOUT
            [--rounds 3] [--seconds 8] [--viewers 2] [--rate 100]
 
 Each checkout's daemon runs with that checkout on ``PYTHONPATH`` (as
-``camera_ab``); a raw send is measured in every round, medians are printed.
+``camera_ab``); a raw send and a bare asyncio forwarder (the floor of any
+asyncio gateway: ``gateway_passthrough.asyncio_floor_per_unit``) are measured
+in every round, medians are printed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._redis import redis_server
-from benchmarks.gateway_passthrough import CLIP, clip_units, raw_send_per_unit
+from benchmarks.gateway_passthrough import (
+    CLIP,
+    asyncio_floor_per_unit,
+    clip_units,
+    raw_send_per_unit,
+)
 from tests.cameras import make_clip
 
 # The daemon's CPU from its CPU-time clock (ns), whatever the checkout's
@@ -74,6 +81,7 @@ def main() -> None:
     costs: dict[str, list[float]] = {c: [] for c in args.checkouts}
     ratios: dict[str, list[float]] = {c: [] for c in args.checkouts}
     raws: list[float] = []
+    floors: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, redis_server() as port:
         folder = Path(tmp)
         units = clip_units(make_clip(folder, CLIP), "gw")
@@ -85,6 +93,15 @@ def main() -> None:
                 units, fanout=args.viewers, rate=args.rate, seconds=args.seconds
             )
             raws.append(raw)
+            floor = asyncio_floor_per_unit(
+                port, units, viewers=args.viewers, rate=args.rate, seconds=args.seconds
+            )
+            floors.append(floor)
+            print(
+                f"round {round_no}: raw {raw * 1e6:.1f} µs, bare asyncio forwarder "
+                f"{floor * 1e6:.1f} µs ({floor / raw:.2f} x raw)",
+                flush=True,
+            )
             for checkout in order:
                 cost, delivered = run_one(checkout, port, pickled, args)
                 costs[checkout].append(cost)
@@ -101,6 +118,9 @@ def main() -> None:
         ratio = statistics.median(ratios[checkout])
         print(f"  {checkout:30s} {cost * 1e6:7.1f} µs  ratio to raw send {ratio:.2f}")
     print(f"  raw paced send {statistics.median(raws) * 1e6:.1f} µs")
+    floor_ratio = statistics.median(f / r for f, r in zip(floors, raws, strict=True))
+    floor = statistics.median(floors)
+    print(f"  bare asyncio forwarder {floor * 1e6:.1f} µs ({floor_ratio:.2f} x raw)")
     print(f"  new / old: {statistics.median(costs[new]) / statistics.median(costs[old]):.2f}")
 
 
