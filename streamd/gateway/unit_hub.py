@@ -203,6 +203,10 @@ class UnitHub:
         sent_now = sum(viewer.offer(unit) for viewer in feed.viewers if viewer.mismatch is None)
         if sent_now:
             self.record_sent(unit, received_ns, sent_now)
+        # The /ws/{id} message written to idle sockets just now is not kept in
+        # the GOP cache (a second copy of every cached unit, and fresh memory
+        # for every unit's copy); a joiner or a busy socket builds its own.
+        unit.messages.pop("single", None)
         return Reason.OK
 
     def _codec_changed(self, feed: UnitFeed, codec: Codec) -> None:
