@@ -121,7 +121,8 @@ def main() -> None:
     floor_ratio = statistics.median(f / r for f, r in zip(floors, raws, strict=True))
     floor = statistics.median(floors)
     print(f"  bare asyncio forwarder {floor * 1e6:.1f} µs ({floor_ratio:.2f} x raw)")
-    print(f"  new / old: {statistics.median(costs[new]) / statistics.median(costs[old]):.2f}")
+    paired = statistics.median(n / o for n, o in zip(costs[new], costs[old], strict=True))
+    print(f"  new / old: {paired:.2f} (median of the rounds' pairs)")
 
 
 if __name__ == "__main__":
