@@ -228,9 +228,11 @@ class UnitHub:
         if feed.codec is not None and feed.codec is not viewer.codec:
             viewer.tell_mismatch(feed.codec)
             return
-        for unit in feed.cache.units():
-            if viewer.offer(cast(HubUnit, unit)):
-                self.record_sent(cast(HubUnit, unit), time.time_ns(), 1)
+        for cached in feed.cache.units():
+            unit = cast(HubUnit, cached)
+            if viewer.offer(unit):
+                self.record_sent(unit, time.time_ns(), 1)
+            unit.messages.pop("single", None)  # as in ingest: not kept in the cache
 
     def detach(self, viewer: UnitViewer) -> None:
         """The feed (and its cache) goes with the last viewer: the gateway
