@@ -32,7 +32,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from benchmarks._daemon import temporary_daemon
-from benchmarks._procs import cpu_seconds
+from benchmarks._procs import precise_cpu_seconds as cpu_seconds
 from benchmarks._redis import redis_server
 from streamd.video.demux import Demuxer
 from streamd.video.passthrough import Passthrough
@@ -167,6 +167,78 @@ def raw_send_per_unit(units: list[bytes], *, fanout: int, rate: float, seconds: 
     return result
 
 
+def _floor(
+    redis_port: int, ports: list[int], warm: float, seconds: float, out: Queue[float]
+) -> None:
+    """A bare asyncio loop: subscribed to ``au:gw`` with a ``BufferedProtocol``,
+    every read written on to each socket; no parsing, no framing, no Python per
+    unit beyond the read callback. Its CPU in the window after ``warm``."""
+
+    class Forward(asyncio.BufferedProtocol):
+        def __init__(self, writers: list[asyncio.Transport]) -> None:
+            self.buffer = bytearray(1 << 20)
+            self.writers = writers
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buffer)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            data = bytes(self.buffer[:nbytes])
+            for writer in self.writers:
+                writer.write(data)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        writers = []
+        for port in ports:
+            transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            writers.append(transport)
+        transport, _ = await loop.create_connection(
+            lambda: Forward(writers), "127.0.0.1", redis_port
+        )
+        transport.write(b"*2\r\n$9\r\nSUBSCRIBE\r\n$5\r\nau:gw\r\n")
+        await asyncio.sleep(warm)
+        cpu0 = time.process_time()
+        await asyncio.sleep(seconds)
+        return time.process_time() - cpu0
+
+    out.put(asyncio.run(main()))
+
+
+def asyncio_floor_per_unit(
+    redis_port: int, units: list[bytes], *, viewers: int, rate: float, seconds: float
+) -> float:
+    """CPU seconds per delivered unit of ``_floor``: what any asyncio gateway
+    pays (the event loop per wake-up, one ``recv``, the ``send``s)."""
+    warm = 2.0
+    readers = [socket.create_server(("127.0.0.1", 0)) for _ in range(viewers)]
+
+    def read(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+
+    for listener in readers:
+        threading.Thread(target=read, args=(listener,), daemon=True).start()
+    context = mp.get_context("fork")
+    out: Queue[float] = context.Queue()
+    ports = [listener.getsockname()[1] for listener in readers]
+    forward = context.Process(target=_floor, args=(redis_port, ports, warm, seconds, out))
+    forward.start()
+    time.sleep(0.5)
+    publisher = context.Process(
+        target=_publish, args=(redis_port, "au:gw", units, rate, warm + seconds + 1)
+    )
+    publisher.start()
+    used = out.get(timeout=warm + seconds + 30)
+    forward.join()
+    publisher.join()
+    for listener in readers:
+        listener.close()
+    return used / (rate * seconds * viewers)
+
+
 def viewer_bytes(redis_port: int, rtsp: RtspServer, seconds: float) -> tuple[float, float]:
     """(bytes per picture to a passthrough viewer, to a JPEG viewer) of one camera."""
     camera = {"id": "cam", "source": rtsp.clip_url(CLIP), "detector": "none"}
@@ -203,10 +275,14 @@ def main() -> None:
             redis_port, units, viewers=args.viewers, rate=args.rate, seconds=args.seconds
         )
         raw = raw_send_per_unit(units, fanout=args.viewers, rate=args.rate, seconds=args.seconds)
+        floor = asyncio_floor_per_unit(
+            redis_port, units, viewers=args.viewers, rate=args.rate, seconds=args.seconds
+        )
         print(
             f"gateway CPU per delivered unit ({delivered} units of {mean / 1024:.1f} KiB mean, "
             f"{args.rate:.0f}/s to {args.viewers} viewers): {per_unit * 1e6:.1f} µs; raw paced "
-            f"TCP send {raw * 1e6:.1f} µs; ratio {per_unit / raw:.2f} (target <= 2)"
+            f"TCP send {raw * 1e6:.1f} µs; ratio {per_unit / raw:.2f} (target <= 2); a bare "
+            f"asyncio forwarder {floor * 1e6:.1f} µs ({floor / raw:.2f} x raw)"
         )
         rtsp = RtspServer(clips=folder)
         rtsp.start()

@@ -113,3 +113,68 @@ def test_never_raises_on_damaged_real_units(
     verdict = check_unit(bytes(unit[:cut]), codec, CAMERA, LIMIT)
     if verdict.ok:  # damage in slice data is not ours to see; the rest still holds
         assert verdict.meta is not None and verdict.meta.camera_id == CAMERA
+
+
+def _head_and_tail(unit: bytes, codec: Codec) -> tuple[bytes, bytes]:
+    """The unit up to its first slice's header, and everything after that."""
+    nals = annexb.split_nals(unit)
+    first = next(i for i, n in enumerate(nals) if annexb.is_vcl(annexb.nal_type(n, codec), codec))
+    size = annexb.header_size(codec)
+    head = annexb.join_nals(nals[:first]) + annexb.START_CODE + nals[first][:size]
+    assert unit.startswith(head)
+    return head, unit[len(head) :]
+
+
+@given(st.data())
+def test_what_follows_the_first_slice_header_is_not_read(
+    units: dict[Codec, list[bytes]], data: st.DataObject
+) -> None:
+    """The verdict depends on the head only: slice data, further slices, forged
+    start codes and NAL units after the first slice (even an SPS, or garbage a
+    full scan would refuse) change nothing (docs/security.md "Access units")."""
+    codec = data.draw(st.sampled_from(list(Codec)))
+    unit = data.draw(st.sampled_from(units[codec]))
+    head, _ = _head_and_tail(unit, codec)
+    sps = annexb.PARAMETER_SET_TYPES[codec][-2]
+    forged = annexb.START_CODE + bytes([sps << 1 if codec is Codec.H265 else 0x67, 1])
+    tail = data.draw(
+        st.one_of(
+            st.binary(max_size=300),
+            st.lists(
+                st.sampled_from([forged, b"\x00\x00\x01\xff\xff", b"\x00\x00\x01", b"\x00"])
+            ).map(b"".join),
+        )
+    )
+    expected = check_unit(unit, codec, CAMERA, LIMIT)
+    verdict = check_unit(head + tail, codec, CAMERA, LIMIT)
+    assert verdict == expected
+    assert verdict.ok
+
+
+@given(st.data())
+def test_a_damaged_head_is_still_refused(
+    units: dict[Codec, list[bytes]], data: st.DataObject
+) -> None:
+    """Whatever follows the first slice, the head's classes of refusal stand: an
+    implausible NAL header before it, no streamd SEI, a keyframe without its
+    parameter sets, a unit with no slice at all, a NAL flood before the slice."""
+    codec = data.draw(st.sampled_from(list(Codec)))
+    unit = data.draw(st.sampled_from(units[codec]))
+    key = units[codec][0]
+    tail = data.draw(st.binary(max_size=200))
+    sei_type = 6 if codec is Codec.H264 else 39
+    head, _ = _head_and_tail(unit, codec)
+
+    def reason(data: bytes) -> Reason:
+        return check_unit(data + tail, codec, CAMERA, LIMIT).reason
+
+    assert reason(b"\x00\x00\x01\xff\xff" + head) is Reason.GARBAGE  # forbidden bit first
+    aud = b"\x09\xf0" if codec is Codec.H264 else b"\x46\x01\x50"
+    assert reason((annexb.START_CODE + aud) * 300 + head) is Reason.GARBAGE  # NAL flood
+    no_sei, _ = _head_and_tail(_without(unit, codec, {sei_type}), codec)
+    assert reason(no_sei) is Reason.NO_METADATA
+    key_head, _ = _head_and_tail(key, codec)
+    without_pps = _without(key, codec, set(annexb.PARAMETER_SET_TYPES[codec][-1:]))
+    assert reason(_head_and_tail(without_pps, codec)[0]) is Reason.MISSING_PARAMETER_SETS
+    no_slice = key_head[: key_head.rfind(annexb.START_CODE)]
+    assert check_unit(no_slice, codec, CAMERA, LIMIT).reason is Reason.GARBAGE

@@ -129,16 +129,19 @@ class UnitViewer:
         self.mismatch: Codec | None = None  # the camera sends this codec, not ours
 
     def offer(self, unit: HubUnit) -> bool:
-        """True when the unit was written to the viewer at once."""
-        idle = self.queue.pending == 0
-        self.queue.offer(unit)
+        """True when the unit was written to the viewer at once (an idle socket
+        and nothing pending: it never enters the queue)."""
+        queue = self.queue
+        if not queue.admit(unit):
+            if queue.pending:
+                self.ready.set()
+            return False
         send_now = self._send_now
-        if idle and send_now is not None and self.queue.peek() is unit and send_now(unit):
-            self.queue.take()
+        if send_now is not None and not queue.pending and send_now(unit):
             self.delivered += 1
             return True
-        if self.queue.pending:
-            self.ready.set()
+        queue.push(unit)
+        self.ready.set()
         return False
 
     def take(self) -> HubUnit | None:
@@ -200,6 +203,10 @@ class UnitHub:
         sent_now = sum(viewer.offer(unit) for viewer in feed.viewers if viewer.mismatch is None)
         if sent_now:
             self.record_sent(unit, received_ns, sent_now)
+        # The /ws/{id} message written to idle sockets just now is not kept in
+        # the GOP cache (a second copy of every cached unit, and fresh memory
+        # for every unit's copy); a joiner or a busy socket builds its own.
+        unit.messages.pop("single", None)
         return Reason.OK
 
     def _codec_changed(self, feed: UnitFeed, codec: Codec) -> None:
@@ -221,9 +228,11 @@ class UnitHub:
         if feed.codec is not None and feed.codec is not viewer.codec:
             viewer.tell_mismatch(feed.codec)
             return
-        for unit in feed.cache.units():
-            if viewer.offer(cast(HubUnit, unit)):
-                self.record_sent(cast(HubUnit, unit), time.time_ns(), 1)
+        for cached in feed.cache.units():
+            unit = cast(HubUnit, cached)
+            if viewer.offer(unit):
+                self.record_sent(unit, time.time_ns(), 1)
+            unit.messages.pop("single", None)  # as in ingest: not kept in the cache
 
     def detach(self, viewer: UnitViewer) -> None:
         """The feed (and its cache) goes with the last viewer: the gateway

@@ -87,6 +87,13 @@ class ViewerQueue:
         self.skipped = 0  # units it never got
 
     def offer(self, unit: Unit) -> None:
+        if self.admit(unit):
+            self.push(unit)
+
+    def admit(self, unit: Unit) -> bool:
+        """``offer`` without the queueing: True when ``unit`` is for the viewer,
+        which the caller then ``push``es, or writes at once when nothing is
+        pending (``take`` would have returned it next)."""
         follows = self._last_seq is not None and unit.seq == self._last_seq + 1
         self._last_seq = unit.seq
         if unit.keyframe:
@@ -97,15 +104,19 @@ class ViewerQueue:
             else:
                 self._synced = False
                 self.skipped += 1
-                return
+                return False
         elif not self._synced:
             self.skipped += 1
-            return
+            return False
         elif not follows or self._bytes + len(unit.data) > self.max_bytes:
             self._skip()
             self._synced = False
             self.skipped += 1
-            return
+            return False
+        return True
+
+    def push(self, unit: Unit) -> None:
+        """Queue a unit ``admit`` let through."""
         self._pending.append(unit)
         self._bytes += len(unit.data)
 
