@@ -46,7 +46,11 @@ def start_daemon(tmp_path: Path, rtsp: RtspServer, redis_url: str | None) -> Dae
         head="" if redis_url else "[redis]\nenabled = false\n",
     )
     daemon = Daemon(config, port)
-    wait_for(lambda: healthy(daemon), 30, "daemon healthy")
+    try:
+        wait_for(lambda: healthy(daemon), 30, "daemon healthy")
+    except BaseException:
+        daemon.stop()  # never left running when it does not come up
+        raise
     return daemon
 
 
