@@ -81,6 +81,12 @@ COUNTERS = (
 )
 
 
+# Drops by reason, per camera: frames and passthrough units alike.
+DROPS: tuple[tuple[str, str, Callable[[CameraSample], Mapping[str, int]]], ...] = (
+    ("frames_dropped", "Frames dropped, by reason", lambda s: s.figures.dropped),
+    ("units_dropped", "Access units dropped, by reason", lambda s: s.figures.unit_dropped),
+)
+
 HISTOGRAMS: tuple[tuple[str, str, Callable[[CameraSample], LatencyHistogram]], ...] = (
     (
         "streamd_publish_latency_seconds",
@@ -133,20 +139,14 @@ class StreamdCollector(Collector):
             for camera, sample in samples.items():
                 family.add_metric([camera], sample.figures.counters[key])
             yield family
-        dropped = CounterMetricFamily(
-            "streamd_frames_dropped", "Frames dropped, by reason", labels=["camera", "reason"]
-        )
-        for camera, sample in samples.items():
-            for reason, count in sorted(sample.figures.dropped.items()):
-                dropped.add_metric([camera, reason], count)
-        yield dropped
-        units_dropped = CounterMetricFamily(
-            "streamd_units_dropped", "Access units dropped, by reason", labels=["camera", "reason"]
-        )
-        for camera, sample in samples.items():
-            for reason, count in sorted(sample.figures.unit_dropped.items()):
-                units_dropped.add_metric([camera, reason], count)
-        yield units_dropped
+        for drop_metric, drop_doc, reasons_of in DROPS:
+            drops = CounterMetricFamily(
+                f"streamd_{drop_metric}", drop_doc, labels=["camera", "reason"]
+            )
+            for camera, sample in samples.items():
+                for reason, count in sorted(reasons_of(sample).items()):
+                    drops.add_metric([camera, reason], count)
+            yield drops
         for name, doc, pick in HISTOGRAMS:
             yield _histogram(name, doc, {c: pick(s) for c, s in samples.items()})
         sent = CounterMetricFamily(

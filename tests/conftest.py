@@ -155,6 +155,32 @@ class Daemon:
         return int(self.process.returncode)
 
 
+def launch_daemon(
+    path: Path,
+    *,
+    redis_url: str | None,
+    cameras: list[dict[str, Any]],
+    server: str = "",
+    extra: str = "",
+    head: str = "",
+    env: dict[str, str] | None = None,
+    timeout: float = 20,
+) -> Daemon:
+    """Write a config, start a daemon on a free port and wait for /healthz; one
+    that does not come up is stopped, never left running."""
+    port = free_port()
+    write_config(
+        path, redis_url=redis_url, port=port, cameras=cameras, server=server, extra=extra, head=head
+    )
+    daemon = Daemon(path, port, env)
+    try:
+        daemon.wait_healthy(timeout)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     daemons: list[Daemon] = []
@@ -167,18 +193,15 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         extra: str = "",
         head: str = "",
     ) -> Daemon:
-        port = free_port()
-        config = write_config(
+        daemon = launch_daemon(
             tmp_path / f"streamd-{len(daemons)}.toml",
             redis_url=redis_url,
-            port=port,
             cameras=cameras,
+            env=env,
             extra=extra,
             head=head,
         )
-        daemon = Daemon(config, port, env)
         daemons.append(daemon)
-        daemon.wait_healthy()
         return daemon
 
     yield start

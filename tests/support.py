@@ -11,7 +11,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,12 @@ def add_server_options(config: Path, options: dict[str, Any]) -> Path:
 def raw_viewer(port: int, path: str, *, rcvbuf: int = 4096, first: bytes = b"") -> socket.socket:
     """A WebSocket viewer on a bare socket: the handshake, optionally one masked
     text message (``first``), and then nothing: it never reads unless told to."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Set before connecting, so the window it offers is small from the start and a
+    # backlog builds up in the gateway, not in this socket.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -185,3 +189,18 @@ def abort_socket(sock: socket.socket) -> None:
     browser tab crashed or whose network vanished."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def received_for(sock: socket.socket, seconds: float, poll: float = 0.5) -> Iterator[bytes]:
+    """What arrives on ``sock`` within ``seconds``, chunk by chunk, until the
+    peer closes; a quiet ``poll`` interval is waited through, not an end."""
+    sock.settimeout(poll)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return
+        yield chunk

@@ -24,7 +24,7 @@ from websockets.typing import Origin
 from streamd.gateway import protocol
 from streamd.transport.frame import FrameMeta, pack_frame
 
-from .conftest import Daemon, rss_kib, write_config
+from .conftest import Daemon, launch_daemon, rss_kib, write_config
 from .http_client import raw, request, statuses
 from .support import RedisServer, free_port, wait_for
 
@@ -40,12 +40,7 @@ def sha(token: str) -> str:
 
 
 def _start(path: Path, redis_url: str, server_extra: str, cameras: list[dict[str, Any]]) -> Daemon:
-    port = free_port()
-    write_config(path, redis_url=redis_url, port=port, cameras=cameras)
-    path.write_text(path.read_text().replace("[server]\n", "[server]\n" + server_extra))
-    daemon = Daemon(path, port)
-    daemon.wait_healthy()
-    return daemon
+    return launch_daemon(path, redis_url=redis_url, cameras=cameras, server=server_extra)
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +66,10 @@ def secured(
     tokens = f'\n[[server.tokens]]\nname = "a"\nsha256 = "{sha(VIEW_A)}"\ncameras = ["sa"]\n'
     path.write_text(path.read_text().replace("[server]\n", "[server]\n" + control) + tokens)
     started = Daemon(path, port)
-    wait_for(lambda: _healthz(started), 20, "secured daemon")
+    started.wait_healthy(20)
     yield started
     started.stop()
     assert_no_traceback(started)
-
-
-def _healthz(daemon: Daemon) -> bool:
-    assert daemon.process.poll() is None, daemon.log_text()
-    try:
-        return daemon.http("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def assert_no_traceback(daemon: Daemon) -> None:

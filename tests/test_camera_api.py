@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Daemon, rss_kib, write_config
+from .conftest import Daemon, launch_daemon, rss_kib, write_config
 from .http_client import raw, request, statuses
 from .scale_support import node_config, start_node
 from .support import RedisServer, free_port, raw_viewer, wait_for
@@ -37,11 +37,7 @@ def sha(token: str) -> str:
 
 
 def _start(path: Path, redis_url: str, cameras: list[dict[str, Any]], extra: str) -> Daemon:
-    port = free_port()
-    write_config(path, redis_url=redis_url, port=port, cameras=cameras, extra=extra)
-    daemon = Daemon(path, port)
-    daemon.wait_healthy()
-    return daemon
+    return launch_daemon(path, redis_url=redis_url, cameras=cameras, extra=extra)
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +65,9 @@ def secured(
     port = free_port()
     write_config(path, redis_url=module_redis.url, port=port, cameras=cameras, extra=tokens)
     started = Daemon(path, port)
-    wait_for(lambda: _healthz(started), 20, "secured daemon")
+    started.wait_healthy(20)
     yield started
     started.stop()
-
-
-def _healthz(daemon: Daemon) -> bool:
-    assert daemon.process.poll() is None, daemon.log_text()
-    try:
-        return daemon.http("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def bearer(token: str) -> dict[str, str]:

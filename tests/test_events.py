@@ -76,16 +76,8 @@ def start(path: Path, redis_url: str | None, cameras: list[dict[str, Any]], extr
     if redis_url is None:
         path.write_text("[redis]\nenabled = false\n\n" + path.read_text())
     daemon = Daemon(path, port)
-    wait_for(lambda: _up(daemon), 20, "daemon up")
+    daemon.wait_healthy(20)
     return daemon
-
-
-def _up(daemon: Daemon) -> bool:
-    assert daemon.process.poll() is None, daemon.log_text()
-    try:
-        return daemon.http("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def stream_ids(client: Any, camera: str | None = None) -> list[str]:

@@ -36,16 +36,7 @@ from streamd.states import ChildState
 
 from .conftest import Daemon, RedisServer, kill_quietly, pid_alive, wait_for
 from .support import streamd_processes
-
-SYNTH = {"source": "synthetic:?width=160&height=120", "fps": 15}
-FAST = """
-[supervisor]
-restart_delay_initial = 0.2
-restart_delay_max = 2.0
-stall_timeout = 2.0
-stop_grace = 1.0
-stable_after = 0.5
-"""
+from .test_supervision import FAST, SYNTH
 
 
 # --- pure ----------------------------------------------------------------------------

@@ -8,11 +8,9 @@ one unit at a time."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import itertools
 import json
-import os
 import socket
 import struct
 import time
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
@@ -37,9 +35,10 @@ from streamd.video.units import check_unit
 from .cameras import Clip, RtspServer, make_clip
 from .conftest import Daemon, write_config
 from .http_client import request
-from .support import RedisServer, free_port, wait_for
+from .support import RedisServer, free_port, raw_viewer, received_for, wait_for
 from .test_wall import DevTools, browser  # noqa: F401 - the fixture
 from .unit_publisher import UnitPublisher, decode_each, unit_seq
+from .viewers import binary_messages
 
 H264 = Clip("h264", 640, 360)
 H265 = Clip("h265", 640, 360)
@@ -89,19 +88,11 @@ def daemon(
     )
     path.write_text(path.read_text() + tokens)
     started = Daemon(path, port)
-    wait_for(lambda: _healthy(started), 30, "daemon")
+    started.wait_healthy(30)
     yield started
     started.stop()
     text = started.log_text()
     assert "Traceback" not in text, text[-3000:]
-
-
-def _healthy(daemon: Daemon) -> bool:
-    assert daemon.process.poll() is None, daemon.log_text()
-    try:
-        return daemon.http("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -114,16 +105,6 @@ def door_units(module_redis: RedisServer, rtsp: RtspServer) -> Iterator[UnitPubl
 
 def ws_url(daemon: Daemon, path: str) -> str:
     return f"ws://{daemon.base}{path}"
-
-
-async def binary_messages(ws: ClientConnection, count: int, timeout: float = 15) -> list[bytes]:
-    got: list[bytes] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            message = await ws.recv()
-            if isinstance(message, bytes):
-                got.append(message)
-    return got
 
 
 def cameras_info(daemon: Daemon) -> dict[str, dict[str, object]]:
@@ -207,17 +188,7 @@ async def test_a_late_joiner_starts_at_once_from_the_cached_gop(
 
 def read_frames(sock: socket.socket, seconds: float) -> list[bytes]:
     """Server WebSocket messages (unmasked binary) read from a raw socket."""
-    sock.settimeout(0.5)
-    data = b""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(1 << 20)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
+    data = b"".join(received_for(sock, seconds))
     messages, pos = [], 0
     while pos + 2 <= len(data):
         opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
@@ -234,36 +205,13 @@ def read_frames(sock: socket.socket, seconds: float) -> list[bytes]:
     return messages
 
 
-def small_window_viewer(port: int, path: str) -> socket.socket:
-    """A WebSocket client whose receive buffer is small from the start (set
-    before connecting, so the window it offers is small too): the gateway's
-    socket buffers fill within a second and the backlog is the gateway's."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head[:100]
-    return sock
-
-
 def test_a_never_reading_viewer_only_ever_gets_whole_gops(
     daemon: Daemon, module_redis: RedisServer, clips: Path
 ) -> None:
     """A burst of the camera's clip, read unpaced from its file 40 times (~40
     MB), while the viewer reads nothing: far more than every socket buffer, so
     the gateway's queue must skip, a GOP at a time."""
-    sock = small_window_viewer(daemon.port, f"/ws/door?format=h264&token={ALL}")
+    sock = raw_viewer(daemon.port, f"/ws/door?format=h264&token={ALL}", rcvbuf=8192)
     try:
         time.sleep(0.5)  # subscribed
         source = str(clips / H264.filename)

@@ -27,6 +27,7 @@ from streamd.worker.spec import WorkerSpec
 
 from .cameras import Clip, RtspServer, make_clip
 from .conftest import Daemon, RedisServer, wait_for
+from .support import received_for
 from .test_worker import spawn_worker
 
 MAIN = Clip("h264", 1280, 720)
@@ -160,16 +161,8 @@ def test_units_decode_detection_reads_the_substream_and_demand_decides(
 
 def read_messages(sock: socket.socket, seconds: float, kind: MessageType) -> list[bytes]:
     """Bodies of ``kind`` messages the child sends within ``seconds``."""
-    sock.settimeout(0.2)
     buffer, found = b"", []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(1 << 20)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
+    for chunk in received_for(sock, seconds, poll=0.2):
         buffer += chunk
         while len(buffer) >= 5:
             length = int.from_bytes(buffer[1:5], "big")

@@ -20,13 +20,18 @@ def decodes(data: bytes) -> bool:
 
 
 async def frames(url: str, count: int, timeout: float = 10.0) -> list[bytes]:
-    got: list[bytes] = []
     async with connect(url, max_size=None, open_timeout=5) as ws:
-        async with asyncio.timeout(timeout):
-            while len(got) < count:
-                message = await ws.recv()
-                if isinstance(message, bytes):
-                    got.append(message)
+        return await binary_messages(ws, count, timeout)
+
+
+async def binary_messages(ws: ClientConnection, count: int, timeout: float = 15) -> list[bytes]:
+    """The next ``count`` binary messages (text ones are passed over)."""
+    got: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                got.append(message)
     return got
 
 

@@ -141,15 +141,13 @@ class Subscriptions:
         subscriber = self.subscriber
         if subscriber is None:
             return
-        for camera_id in todo.want:
-            subscriber.want(camera_id)
-        for camera_id in todo.want_events:
-            subscriber.want_events(camera_id)
-        for camera_id in todo.want_units:
-            subscriber.want_units(camera_id)
-        for camera_id in todo.unwant:
-            subscriber.unwant(camera_id)
-        for camera_id in todo.unwant_events:
-            subscriber.unwant_events(camera_id)
-        for camera_id in todo.unwant_units:
-            subscriber.unwant_units(camera_id)
+        for camera_ids, act in (
+            (todo.want, subscriber.want),
+            (todo.want_events, subscriber.want_events),
+            (todo.want_units, subscriber.want_units),
+            (todo.unwant, subscriber.unwant),
+            (todo.unwant_events, subscriber.unwant_events),
+            (todo.unwant_units, subscriber.unwant_units),
+        ):
+            for camera_id in camera_ids:
+                act(camera_id)

@@ -74,6 +74,26 @@ async def client_messages(
             yield message
 
 
+async def _answer_pings(state: GatewayState, ws: web.WebSocketResponse) -> None:
+    """A single-camera viewer's side of the socket: text ``ping`` → ``pong``."""
+    async for message in client_messages(state, ws):
+        if message.type is WSMsgType.TEXT and message.data == "ping":
+            await ws.send_str("pong")
+
+
+def _log_disconnected(
+    camera_id: str, peer: str, delivered: int, skipped: int, **fields: Any
+) -> None:
+    log.info(
+        "viewer disconnected",
+        camera_id=camera_id,
+        peer=peer,
+        delivered=delivered,
+        skipped=skipped,
+        **fields,
+    )
+
+
 async def _run_until_closed(
     sender: Callable[[], Coroutine[Any, Any, None]],
     receiver: Callable[[], Coroutine[Any, Any, None]],
@@ -141,22 +161,11 @@ async def run_single(
             await ws.send_bytes(frame.payload)
             state.hub.record_sent(frame, time.time_ns())
 
-    async def receive() -> None:
-        async for message in client_messages(state, ws):
-            if message.type is WSMsgType.TEXT and message.data == "ping":
-                await ws.send_str("pong")
-
     try:
-        await _run_until_closed(send_frames, receive)
+        await _run_until_closed(send_frames, lambda: _answer_pings(state, ws))
     finally:
         state.unwatch(mailbox)
-        log.info(
-            "viewer disconnected",
-            camera_id=camera_id,
-            peer=peer,
-            delivered=mailbox.delivered,
-            skipped=mailbox.skipped,
-        )
+        _log_disconnected(camera_id, peer, mailbox.delivered, mailbox.skipped)
 
 
 def single_unit_message(unit: HubUnit) -> bytes:
@@ -232,23 +241,11 @@ async def run_single_units(
             await ws.send_bytes(unit.data)
             state.units.record_sent(unit, time.time_ns())
 
-    async def receive() -> None:
-        async for message in client_messages(state, ws):
-            if message.type is WSMsgType.TEXT and message.data == "ping":
-                await ws.send_str("pong")
-
     try:
-        await _run_until_closed(send_units, receive)
+        await _run_until_closed(send_units, lambda: _answer_pings(state, ws))
     finally:
         state.unwatch_units(viewer)
-        log.info(
-            "viewer disconnected",
-            camera_id=camera_id,
-            peer=peer,
-            format=fmt.value,
-            delivered=viewer.delivered,
-            skipped=viewer.queue.skipped,
-        )
+        _log_disconnected(camera_id, peer, viewer.delivered, viewer.queue.skipped, format=fmt.value)
 
 
 class MultiplexedViewer:
