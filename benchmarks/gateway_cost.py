@@ -10,8 +10,6 @@ Usage: part of ``python -m benchmarks``
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import redis
 
 from benchmarks._daemon import temporary_daemon
 from benchmarks._procs import cpu_seconds
+from benchmarks._raw_send import raw_send_per_message
 from benchmarks._redis import fake_jpeg
 from benchmarks._viewers import Viewers
 from streamd.transport.frame import FrameMeta, pack_frame
@@ -76,43 +75,7 @@ def gateway_per_frame(
     return max(0.0, used) / max(1, delivered), delivered
 
 
-def _sender(port: int, fanout: int, rate: float, seconds: float, out: mp.Queue[float]) -> None:
-    payload = pack_frame(FrameMeta("gw", 1, 0, 0, 1280, 720), fake_jpeg(FRAME_BYTES))
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(fanout)]
-    start = time.monotonic()
-    cpu0 = time.process_time()
-    sent = 0
-    while (now := time.monotonic()) < start + seconds:
-        for sock in socks:
-            sock.sendall(payload)
-        sent += 1
-        time.sleep(max(0.0, start + sent / rate - now))
-    out.put((time.process_time() - cpu0) / (sent * fanout))
-    for sock in socks:
-        sock.close()
-
-
 def raw_send_per_frame(*, fanout: int, rate: float, seconds: float) -> float:
     """CPU seconds per ``sendall`` of one frame over TCP to a reading peer."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def read(conn: socket.socket) -> None:
-        with conn:
-            while conn.recv(1 << 20):
-                pass
-
-    def accept() -> None:
-        for _ in range(fanout):
-            conn, _ = listener.accept()
-            threading.Thread(target=read, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    context = mp.get_context("fork")
-    out: mp.Queue[float] = context.Queue()
-    process = context.Process(target=_sender, args=(port, fanout, rate, seconds, out))
-    process.start()
-    result = out.get(timeout=seconds + 30)
-    process.join()
-    listener.close()
-    return result
+    payload = pack_frame(FrameMeta("gw", 1, 0, 0, 1280, 720), fake_jpeg(FRAME_BYTES))
+    return raw_send_per_message([payload], fanout=fanout, rate=rate, seconds=seconds)

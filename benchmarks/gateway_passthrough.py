@@ -33,6 +33,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks._daemon import temporary_daemon
 from benchmarks._procs import precise_cpu_seconds as cpu_seconds
+from benchmarks._raw_send import raw_send_per_message
 from benchmarks._redis import redis_server
 from streamd.video.demux import Demuxer
 from streamd.video.passthrough import Passthrough
@@ -123,48 +124,9 @@ def gateway_per_unit(
     return max(0.0, used) / max(1, delivered), delivered
 
 
-def _sender(
-    port: int, units: list[bytes], fanout: int, rate: float, seconds: float, out: Queue[float]
-) -> None:
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(fanout)]
-    start = time.monotonic()
-    cpu0 = time.process_time()
-    sent = 0
-    while (now := time.monotonic()) < start + seconds:
-        unit = units[sent % len(units)]
-        for sock in socks:
-            sock.sendall(unit)
-        sent += 1
-        time.sleep(max(0.0, start + sent / rate - now))
-    out.put((time.process_time() - cpu0) / (sent * fanout))
-    for sock in socks:
-        sock.close()
-
-
 def raw_send_per_unit(units: list[bytes], *, fanout: int, rate: float, seconds: float) -> float:
     """CPU seconds per ``sendall`` of one unit over TCP to a reading peer, paced."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def read(conn: socket.socket) -> None:
-        with conn:
-            while conn.recv(1 << 20):
-                pass
-
-    def accept() -> None:
-        for _ in range(fanout):
-            conn, _ = listener.accept()
-            threading.Thread(target=read, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    context = mp.get_context("fork")
-    out: Queue[float] = context.Queue()
-    process = context.Process(target=_sender, args=(port, units, fanout, rate, seconds, out))
-    process.start()
-    result = out.get(timeout=seconds + 30)
-    process.join()
-    listener.close()
-    return result
+    return raw_send_per_message(units, fanout=fanout, rate=rate, seconds=seconds)
 
 
 def _floor(

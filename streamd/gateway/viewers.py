@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -30,6 +30,7 @@ from streamd.gateway.state import GatewayState
 from streamd.gateway.unit_hub import Format, HubUnit, SendUnitNow, UnitViewer
 from streamd.states import CameraState
 
+_Item = TypeVar("_Item")  # what a viewer is sent: a frame or an access unit
 log = structlog.get_logger("streamd.gateway")
 CLOSE_POLICY = 1008
 # /ws/{id}?format=…: the camera sends the other codec (4000-4999 are ours; 415
@@ -116,14 +117,16 @@ def single_message(frame: HubFrame) -> bytes:
     return message
 
 
-def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNow:
-    """Write a frame to an idle viewer's socket from ``Hub.publish`` itself: one
-    write of a message shared by all viewers, no task switch. A socket with
-    anything unsent, or paused, or closing, is left to the sender task (which
-    waits for the socket to drain, so a slow viewer skips frames as before)."""
+def _idle_writer(
+    ws: web.WebSocketResponse, request: web.BaseRequest, message_of: Callable[[_Item], bytes]
+) -> Callable[[_Item], bool]:
+    """Write an item's message to an idle viewer's socket at once: one write of a
+    message shared by all viewers, no task switch. A socket with anything unsent,
+    or paused, or closing, is left to the sender task (which waits for the socket
+    to drain, so a slow viewer skips as before); the message is then not built."""
     transport, connection = request.transport, request.protocol
 
-    def send_now(frame: HubFrame) -> bool:
+    def send_now(item: _Item) -> bool:
         if (
             transport is None
             or ws.closed
@@ -133,12 +136,17 @@ def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNo
         ):
             return False
         try:
-            transport.write(single_message(frame))
+            transport.write(message_of(item))
         except (RuntimeError, OSError):  # closed under us: the sender task notices
             return False
         return True  # counted by the hub, once for all viewers it reached at once
 
     return send_now
+
+
+def direct_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendNow:
+    """A frame written from ``Hub.publish`` itself to an idle viewer."""
+    return _idle_writer(ws, request, single_message)
 
 
 async def run_single(
@@ -179,26 +187,8 @@ def single_unit_message(unit: HubUnit) -> bytes:
 
 
 def direct_unit_sender(ws: web.WebSocketResponse, request: web.BaseRequest) -> SendUnitNow:
-    """``direct_sender`` for access units: an idle socket gets the unit written
-    from ``UnitHub.ingest`` itself; a busy one leaves it to the sender task."""
-    transport, connection = request.transport, request.protocol
-
-    def send_now(unit: HubUnit) -> bool:
-        if (
-            transport is None
-            or ws.closed
-            or transport.is_closing()
-            or connection.writing_paused
-            or transport.get_write_buffer_size()
-        ):
-            return False
-        try:
-            transport.write(single_unit_message(unit))
-        except (RuntimeError, OSError):
-            return False
-        return True
-
-    return send_now
+    """An access unit written from ``UnitHub.ingest`` itself to an idle viewer."""
+    return _idle_writer(ws, request, single_unit_message)
 
 
 async def run_single_units(
