@@ -14,10 +14,8 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import pytest
 
 from streamd.video import annexb, demux, reorder, sps
@@ -30,12 +28,12 @@ from streamd.video.units import Reason, check_unit
 from . import video_clips
 from .cameras import Clip, RtspServer, make_clip
 from .support import free_port
+from .unit_publisher import decode_each
 
 CAMERA = "cam-1"
 H264_CLIP = Clip("h264", 320, 240)
 H265_CLIP = Clip("h265", 320, 240)
 MAX = 8 * 1024 * 1024
-FFMPEG_NAME = {Codec.H264: "h264", Codec.H265: "hevc"}
 
 
 def camera_like_sps(nal: bytes) -> bytes:
@@ -91,26 +89,6 @@ def publish(
     return messages
 
 
-def decoder(codec: Codec) -> av.VideoCodecContext:
-    context = av.CodecContext.create(FFMPEG_NAME[codec], "r")
-    assert isinstance(context, av.VideoCodecContext)
-    context.thread_type = "NONE"  # as the child; frame threads would hold frames back
-    return context
-
-
-def frames_at_once(codec: Codec, messages: list[bytes]) -> list[tuple[int, int]]:
-    """What a fresh decoder gives for each message as it arrives, no flush:
-    one (width, height) per message means no message was held back."""
-    context = decoder(codec)
-    sizes = []
-    for index, message in enumerate(messages):
-        packet = av.Packet(message)
-        packet.pts = index
-        packet.time_base = Fraction(1, 15)
-        sizes += [(f.width, f.height) for f in context.decode(packet)]
-    return sizes
-
-
 def published_sps(message: bytes) -> bytes:
     return next(
         n for n in annexb.split_nals(message) if annexb.nal_type(n, Codec.H264) == annexb.H264_SPS
@@ -146,11 +124,11 @@ def test_rtsp_camera_messages_decode_one_by_one_and_late_joiners_start_at_once(
         messages = publish(source, pipeline, 45)  # 3 s: at least one more keyframe (GOP 2 s)
     keyframes = assert_valid_messages(messages, codec)
     size = (clip.width, clip.height)
-    assert frames_at_once(codec, messages) == [size] * len(messages)
+    assert decode_each(codec, messages) == [size] * len(messages)
     # A viewer joining at a later keyframe: its first message alone is a picture.
     later = keyframes.index(True, 1)
-    assert frames_at_once(codec, messages[later : later + 1]) == [size]
-    assert frames_at_once(codec, messages[later:]) == [size] * (len(messages) - later)
+    assert decode_each(codec, messages[later : later + 1]) == [size]
+    assert decode_each(codec, messages[later:]) == [size] * (len(messages) - later)
     assert annexb.has_parameter_sets(annexb.split_nals(messages[later]), codec)
     # x264/x265 say "no reordering" themselves: the SPS is not touched.
     assert pipeline.reorder is (Reorder.ALREADY if codec is Codec.H264 else Reorder.KEEP)
@@ -180,7 +158,7 @@ def test_rtsp_camera_without_stated_reordering_gets_a_sps_without_reorder_delay(
         assert dataclasses.replace(said, vui=camera.vui) == camera  # nothing else changed
     assert pipeline.stats.sps_rewritten == len(at_keyframes) - kept
     size = (176, 144)
-    assert frames_at_once(Codec.H264, messages) == [size] * len(messages)
+    assert decode_each(Codec.H264, messages) == [size] * len(messages)
 
 
 # -- files: avcC/hvcC samples, B-frames, losses -----------------------------------
@@ -208,8 +186,8 @@ def test_length_prefixed_files_become_annex_b_with_parameter_sets_on_keyframes(
     for message, key in zip(messages, keyframes, strict=True):
         assert annexb.has_parameter_sets(annexb.split_nals(message), codec) == key
     size = (176, 144)
-    assert frames_at_once(codec, messages) == [size] * len(messages)
-    assert frames_at_once(codec, messages[10:11]) == [size]  # the second keyframe alone
+    assert decode_each(codec, messages) == [size] * len(messages)
+    assert decode_each(codec, messages[10:11]) == [size]  # the second keyframe alone
 
 
 def test_b_frame_stream_whose_sps_does_not_say_is_left_alone(tmp_path: Path) -> None:
