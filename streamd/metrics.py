@@ -31,7 +31,7 @@ Metric names (all labelled by ``camera`` unless noted):
 - ``streamd_frames_untimed_total`` (no label): frames whose capture time was over
   an hour old or over 10 s ahead, forwarded but kept out of latency figures
 - ``streamd_requests_refused_total{reason}``: viewers and requests refused
-  (unauthorized, forbidden, origin, max_viewers, message_rate, …)
+  (unauthorized, forbidden, origin, max_viewers, message_rate, message_size, …)
 """
 
 from __future__ import annotations

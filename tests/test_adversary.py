@@ -46,6 +46,9 @@ TOKEN = {"X-Video-Token": PUSH_TOKEN}
 CLOSE = "Connection: close\r\n"
 
 
+RETRIES_OF_A_RACE = 40
+
+
 @pytest.fixture(scope="module")
 def daemon(module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A default loopback install (no tokens), an old-style push token, one
@@ -411,6 +414,7 @@ def test_trickled_headers_are_dropped_at_handshake_timeout(daemon: Daemon) -> No
 
 def test_path_tricks_reach_nothing(daemon: Daemon) -> None:
     log = LogSlice(daemon)
+    wait_for(lambda: door_running(daemon), 15, "door's child running")  # run first, it starts
     post = "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     post += "Content-Length: 0\r\nConnection: close\r\n\r\n"
     for path in (
@@ -435,14 +439,20 @@ async def test_websocket_tricks_get_close_codes(daemon: Daemon) -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, path
-    # A fragmented message over 4 KiB in total is as oversized as one frame.
-    async with connect(f"ws://{daemon.base}/ws/door") as ws:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(["a" * 1000] * 10)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    # A fragmented message over 4 KiB in total is as oversized as one frame, and the
+    # close frame always arrives: a close with the later fragments unread ended in an
+    # RST that lost it about once in 40 under load, hence the repeats.
+    before = metric(daemon, "streamd_requests_refused_total", "message_size")
+    for _ in range(RETRIES_OF_A_RACE):
+        async with connect(f"ws://{daemon.base}/ws/door") as ws:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(["a" * 1000] * 10)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    after = metric(daemon, "streamd_requests_refused_total", "message_size")
+    assert after == before + RETRIES_OF_A_RACE
     # Sandboxed iframes and data: URLs send Origin: null.
     with pytest.raises(InvalidStatus) as info:
         async with connect(f"ws://{daemon.base}/ws/door", origin=Origin("null")):

@@ -31,6 +31,7 @@ from streamd.gateway.state import GatewayState
 from streamd.gateway.unit_hub import Format, parse_format
 from streamd.gateway.viewers import (
     CLOSE_POLICY,
+    MAX_VIEWER_MESSAGE_BACKSTOP,
     MultiplexedViewer,
     close_viewer,
     run_single,
@@ -39,7 +40,6 @@ from streamd.gateway.viewers import (
 
 log = structlog.get_logger("streamd.gateway")
 MAX_CONTROL_BODY = 4096  # control takes an empty or small JSON body
-MAX_VIEWER_MESSAGE = 4096  # viewers only send small text (ping, JSON)
 HEARTBEAT_S = 20.0  # a client that does not answer our ping within 10 s more is dropped
 _page: bytes | None = None
 
@@ -188,7 +188,7 @@ class HttpApi:
             protocols=(SUBPROTOCOL,),  # browsers offer ["streamd", "token.…"]: one is echoed
             autoping=False,  # pings are ours to count (viewers.client_messages)
             heartbeat=HEARTBEAT_S,
-            max_msg_size=MAX_VIEWER_MESSAGE,
+            max_msg_size=MAX_VIEWER_MESSAGE_BACKSTOP,
             compress=False,  # JPEG does not compress; deflate would only burn CPU
             timeout=2.0,
         )

@@ -37,6 +37,13 @@ CLOSE_POLICY = 1008
 # as HTTP's "unsupported media type"). The reason names the format to ask for.
 CLOSE_CODEC_MISMATCH = 4415
 CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+# Viewers only send small text (ping, JSON). The limit is ours, checked on whole
+# messages so the close is a full handshake: when aiohttp's own limit trips mid-message
+# it drops the socket with the client's later fragments unread, and the kernel's RST
+# can discard the close frame. aiohttp's limit stays as a backstop that bounds memory.
+MAX_VIEWER_MESSAGE = 4096
+MAX_VIEWER_MESSAGE_BACKSTOP = 64 * 1024
 MAX_TEXT_BACKLOG = 64  # JSON messages queued for one multiplexed viewer…
 MAX_TEXT_BACKLOG_BYTES = 256 * 1024  # …and their size (events may be 64 KiB each)
 CLOSE_TIMEOUT_S = 2.0
@@ -69,10 +76,22 @@ async def client_messages(
             state.refuse_quietly("message_rate")
             await close_viewer(ws, CLOSE_POLICY, "message rate limit")
             return
+        if _message_size(message) > MAX_VIEWER_MESSAGE:
+            state.refuse_quietly("message_size")
+            await close_viewer(ws, CLOSE_TOO_BIG, "message too big")
+            return
         if message.type is WSMsgType.PING:
             await ws.pong(message.data)
         elif message.type is not WSMsgType.PONG:
             yield message
+
+
+def _message_size(message: Any) -> int:
+    """A text or binary message's size in bytes, as sent."""
+    data = message.data
+    if isinstance(data, str):
+        return len(data.encode(errors="replace"))
+    return len(data) if isinstance(data, bytes | bytearray) else 0
 
 
 async def _answer_pings(state: GatewayState, ws: web.WebSocketResponse) -> None:
