@@ -5,7 +5,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamd.video.gop import GopCache, Unit, ViewerQueue
+from streamd.video.gop import MAX_LAG_NS, GopCache, Unit, ViewerQueue
 
 
 def decodable(received: list[Unit], sent: list[Unit]) -> bool:
@@ -24,15 +24,20 @@ def decodable(received: list[Unit], sent: list[Unit]) -> bool:
     return True
 
 
+FRAME_NS = 66_666_667  # 15 fps
+
+
 # A camera's units: mostly consecutive seqs, sometimes one lost; keyframes now
 # and then; sizes that sometimes exceed the bounds.
 @st.composite
 def streams(draw: st.DrawFn) -> list[Unit]:
-    units, seq = [], draw(st.integers(0, 5))
+    units, seq, arrived = [], draw(st.integers(0, 5)), 0
     for _ in range(draw(st.integers(0, 80))):
         seq += 1 + draw(st.sampled_from([0] * 12 + [1]))
         keyframe = draw(st.sampled_from([True] + [False] * 6))
-        units.append(Unit(seq, keyframe, bytes(draw(st.integers(1, 40)))))
+        # Arrival times: bursts (no time between units) and pauses.
+        arrived += draw(st.sampled_from([0, 0, FRAME_NS, FRAME_NS, MAX_LAG_NS]))
+        units.append(Unit(seq, keyframe, bytes(draw(st.integers(1, 40))), arrived))
     return units
 
 
@@ -105,12 +110,13 @@ def test_a_viewer_that_keeps_up_misses_nothing_after_its_first_keyframe(
         assert got == stream[first:]
 
 
-def units(*spec: str) -> list[Unit]:
-    """``K`` keyframe, ``p`` other unit, ``_`` a lost seq; 10 bytes each."""
+def units(*spec: str, apart_ns: int = FRAME_NS) -> list[Unit]:
+    """``K`` keyframe, ``p`` other unit, ``_`` a lost seq; 10 bytes each,
+    arriving ``apart_ns`` apart."""
     out = []
     for seq, kind in enumerate("".join(spec), start=1):
         if kind != "_":
-            out.append(Unit(seq, kind == "K", bytes(10)))
+            out.append(Unit(seq, kind == "K", bytes(10), seq * apart_ns))
     return out
 
 
@@ -146,11 +152,34 @@ def test_cache_gap_cuts_the_gop() -> None:
 
 def test_slow_viewer_skips_to_the_newest_keyframe() -> None:
     queue = ViewerQueue(1000)
-    for unit in units("Kpp", "Kp"):
+    for unit in units("Kpp", "Kp", apart_ns=MAX_LAG_NS // 2):
         queue.offer(unit)
     assert queue.skips == 1 and queue.skipped == 3
     assert seqs([queue.take(), queue.take()]) == [4, 5]  # type: ignore[list-item]
     assert queue.take() is None
+
+
+def test_a_burst_across_a_keyframe_loses_nothing() -> None:
+    """The previous GOP's last units, pending when the keyframe arrives in the
+    same burst, are sent before it: the viewer is not behind."""
+    queue = ViewerQueue(1000)
+    got = []
+    stream = units("Kppp", "Kpp", apart_ns=FRAME_NS)
+    for unit in stream[:2]:
+        queue.offer(unit)
+        got.append(queue.take())
+    for unit in stream[2:]:  # a burst: nothing sent until it has all arrived
+        queue.offer(unit)
+    while (taken := queue.take()) is not None:
+        got.append(taken)
+    assert got == stream and queue.skips == 0
+
+
+def test_a_backlog_over_the_bound_at_a_keyframe_is_dropped() -> None:
+    queue = ViewerQueue(25)  # K + p pending (20 bytes): no room for a keyframe too
+    for unit in units("Kp", "Kp", apart_ns=0):
+        queue.offer(unit)
+    assert queue.skips == 1 and seqs([queue.take(), queue.take()]) == [3, 4]  # type: ignore[list-item]
 
 
 def test_viewer_over_its_bound_waits_for_a_keyframe() -> None:

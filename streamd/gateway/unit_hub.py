@@ -79,7 +79,6 @@ class HubUnit(Unit):
     camera_id: str
     codec: Codec
     capture_ns: int
-    received_ns: int
     messages: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
@@ -194,7 +193,7 @@ class UnitHub:
         if meta.codec is not feed.codec:
             self._codec_changed(feed, meta.codec)
         unit = HubUnit(
-            meta.seq, meta.keyframe, data, camera_id, meta.codec, meta.capture_ns, received_ns
+            meta.seq, meta.keyframe, data, received_ns, camera_id, meta.codec, meta.capture_ns
         )
         if not plausible_capture(unit.capture_ns, received_ns):
             self.untimed += 1

@@ -5,6 +5,11 @@ order, until the next one. JPEG's "latest frame wins" becomes "latest GOP
 wins": a viewer never gets a unit whose references it did not get, so it
 never shows a broken picture. It skips forward to a keyframe instead.
 
+"Behind" is measured in time, not in units: units arrive in bursts (a child
+descheduled for a moment, a Redis read holding several), so a keyframe often
+lands while the previous GOP's last units are still pending on a viewer that
+keeps up. Dropping those would lose the tail of every GOP on a busy node.
+
 ``seq`` is the child's unit counter from our SEI: a unit that is not the
 successor of the previous one (lost, refused, or a child restart) breaks the
 GOP, and both classes wait for the next keyframe.
@@ -15,12 +20,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+# A viewer whose oldest pending unit arrived longer than this before a keyframe
+# is behind, and jumps to the keyframe.
+MAX_LAG_NS = 500_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     seq: int
     keyframe: bool
     data: bytes
+    received_ns: int  # when it reached us (any clock, the same for all units)
 
 
 class GopCache:
@@ -71,14 +81,16 @@ class ViewerQueue:
     """One viewer's pending units. ``offer`` every unit of the camera (after
     ``GopCache.units()`` on join); the sender ``take``s when it can send.
 
-    A viewer still holding units of the previous GOP when a keyframe arrives
-    is behind: its backlog is dropped and it jumps to the keyframe. A backlog
-    over ``max_bytes`` within a GOP is dropped too, and the viewer waits for
-    the next keyframe.
+    A viewer still holding a unit that arrived over ``max_lag_ns`` before a
+    keyframe is behind: its backlog is dropped and it jumps to the keyframe
+    (a younger backlog is sent first: the viewer keeps up, the units merely
+    came in a burst). A backlog over ``max_bytes`` is dropped too, and the
+    viewer waits for the next keyframe.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_lag_ns: int = MAX_LAG_NS) -> None:
         self.max_bytes = max_bytes
+        self.max_lag_ns = max_lag_ns
         self._pending: deque[Unit] = deque()
         self._bytes = 0
         self._synced = False  # the next unit offered may be sent
@@ -97,7 +109,7 @@ class ViewerQueue:
         follows = self._last_seq is not None and unit.seq == self._last_seq + 1
         self._last_seq = unit.seq
         if unit.keyframe:
-            if self._pending:  # behind: the new GOP wins
+            if self._pending and self._behind(unit):  # the new GOP wins
                 self._skip()
             if len(unit.data) <= self.max_bytes:
                 self._synced = True
@@ -114,6 +126,11 @@ class ViewerQueue:
             self.skipped += 1
             return False
         return True
+
+    def _behind(self, keyframe: Unit) -> bool:
+        oldest = self._pending[0]
+        too_late = keyframe.received_ns - oldest.received_ns > self.max_lag_ns
+        return too_late or self._bytes + len(keyframe.data) > self.max_bytes
 
     def push(self, unit: Unit) -> None:
         """Queue a unit ``admit`` let through."""
