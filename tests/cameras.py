@@ -43,17 +43,22 @@ _BITRATE = {720: "3M", 1080: "4M"}
 
 def _encoder_args(clip: Clip) -> list[str]:
     rate = _BITRATE.get(clip.height, "2M")
+    # Rate control as a camera's: capped, with a one-second buffer (VBV). Plain
+    # average bit rate put 17x the mean frame into the first keyframe of a 1080p
+    # clip (844 KB) and starved the next one below a P-frame (18 KB); with the
+    # cap, 1080p keyframes are 200-230 KB against a 35 KB mean, as on a camera.
+    vbv = ["-b:v", rate, "-maxrate", rate, "-bufsize", rate]
     if clip.codec == "h264":
         return [
             "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main", "-bf", "0",
             "-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0",
-            "-b:v", rate, "-f", "h264",
+            *vbv, "-f", "h264",
         ]  # fmt: skip
     if clip.codec == "h265":
         params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0:log-level=error"
         return [
             "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", params,
-            "-b:v", rate, "-f", "hevc",
+            *vbv, "-f", "hevc",
         ]  # fmt: skip
     if clip.codec == "mjpeg":
         return ["-c:v", "mjpeg", "-q:v", "5", "-f", "mjpeg"]

@@ -70,7 +70,10 @@ def load_units(path: Path, parser: str, caps: str) -> tuple[list[tuple[bytes, bo
 
 
 class ClipFeeder:
-    """Pushes a clip's access units into one media's appsrc at a steady rate."""
+    """Pushes a clip's access units into one media's appsrc at a steady rate,
+    until the media is torn down."""
+
+    GOING_ON = (Gst.FlowReturn.OK, Gst.FlowReturn.FLUSHING)
 
     def __init__(self, appsrc: Gst.Element, units: list[tuple[bytes, bool]], fps: float) -> None:
         self.appsrc = appsrc
@@ -78,9 +81,25 @@ class ClipFeeder:
         self.interval = 1.0 / fps
         self.index = 0
         self.next_due = time.monotonic()
-        GLib.timeout_add(1, self.tick)
+        self.stopped = False
+        self.started = False
+        # Feed from the first time the appsrc asks for data: the media is then
+        # running. Buffers pushed before (at media-configure) carried no clock
+        # time (do-timestamp) and now and then left a client with no picture.
+        appsrc.connect("need-data", self.start)
+
+    def start(self, *_: object) -> None:
+        if not self.started:
+            self.started = True
+            self.next_due = time.monotonic()
+            GLib.timeout_add(1, self.tick)
+
+    def stop(self, *_: object) -> None:
+        self.stopped = True
 
     def tick(self) -> bool:
+        if self.stopped:
+            return False  # the media was torn down
         now = time.monotonic()
         if now >= self.next_due:
             data, key = self.units[self.index]
@@ -89,8 +108,10 @@ class ClipFeeder:
             if not key:
                 buffer.set_flags(Gst.BufferFlags.DELTA_UNIT)
             buffer.duration = int(self.interval * Gst.SECOND)
-            if self.appsrc.emit("push-buffer", buffer) != Gst.FlowReturn.OK:
-                return False  # the media was torn down: stop feeding it
+            # The end of a media is its "unprepared" signal; FLUSHING alone may be
+            # a flush in passing (the unit is lost, as a camera's would be).
+            if self.appsrc.emit("push-buffer", buffer) not in self.GOING_ON:
+                return False  # the media failed: stop feeding it
             self.next_due += self.interval
             if self.next_due < now - 1.0:
                 # A camera's clock runs on while this server is starved of CPU: late
@@ -113,7 +134,8 @@ def clip_factory(path: Path, fps: float) -> GstRtspServer.RTSPMediaFactory:
 
     def configure(_factory: object, media: GstRtspServer.RTSPMedia) -> None:
         appsrc = media.get_element().get_child_by_name("src")
-        ClipFeeder(appsrc, units, fps)
+        feeder = ClipFeeder(appsrc, units, fps)
+        media.connect("unprepared", feeder.stop)
 
     factory.connect("media-configure", configure)
     return factory
