@@ -38,7 +38,6 @@ from benchmarks._redis import redis_server
 from streamd.video.demux import Demuxer
 from streamd.video.passthrough import Passthrough
 from tests.cameras import Clip, RtspServer, make_clip
-from tests.unit_publisher import UnitPublisher
 
 CLIP = Clip("h264", 1280, 720)
 
@@ -205,10 +204,10 @@ def viewer_bytes(redis_port: int, rtsp: RtspServer, seconds: float) -> tuple[flo
     """(bytes per picture to a passthrough viewer, to a JPEG viewer) of one camera."""
     camera = {"id": "cam", "source": rtsp.clip_url(CLIP), "detector": "none"}
     context = mp.get_context("fork")
-    with (
-        temporary_daemon(redis_port, [camera]) as (daemon, _),
-        UnitPublisher(f"redis://127.0.0.1:{redis_port}/0", "cam", rtsp.clip_url(CLIP)),
-    ):
+    # The camera's child publishes both: units while a passthrough viewer is
+    # there, JPEG while a JPEG viewer is. (A second publisher of units, as
+    # this once had, broke every GOP: only keyframes reached the viewer.)
+    with temporary_daemon(redis_port, [camera]) as (daemon, _):
         out: Queue[list[list[tuple[float, int]]]] = context.Queue()
         urls = [f"ws://{daemon.base}/ws/cam?format=h264", f"ws://{daemon.base}/ws/cam"]
         reader = context.Process(target=_viewers, args=(urls, seconds + 3, out))

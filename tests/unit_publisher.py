@@ -1,7 +1,8 @@
 """Passthrough access units published into Redis as a camera's child will:
 ``demux.Demuxer`` reads a (test RTSP) camera, ``passthrough.Passthrough`` makes
-each message, and it goes to ``au:{camera_id}``. Runs in a thread, for tests
-and benchmarks, until the worker side publishes units itself."""
+each message, and it goes to ``au:{camera_id}``. Runs in a thread, for the
+gateway's tests, whose cameras have ``passthrough = false`` (their children
+publish no units, so these are the only ones)."""
 
 from __future__ import annotations
 
