@@ -48,7 +48,7 @@ WARM_S = 6.0
 TILES = """JSON.stringify(Object.fromEntries(Object.entries(window.streamdWall ?
   streamdWall.tiles : {}).map(([id, t]) => [id, {path: t.path, reason: t.reason, fps: t.fps,
   frames: t.frames, latency_ms_p50: t.latency_ms_p50, latency_ms_p99: t.latency_ms_p99,
-  width: t.canvas.width}])))"""
+  width: t.pictureWidth || 0, canvas: t.canvas.width}])))"""
 
 
 # Capture → the message's arrival at the page (before any decoding), from the
@@ -82,7 +82,8 @@ class Tile:
     fps: float  # pictures drawn per second over the measured seconds
     p50_ms: float
     p99_ms: float
-    width: int
+    width: int  # the picture's
+    canvas: int  # the tile's canvas: the width it is drawn at
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ async def measure_wall(daemon: Daemon, ids: list[str], webcodecs: bool, seconds:
                 float(str(t["latency_ms_p50"])),
                 float(str(t["latency_ms_p99"])),
                 int(str(t["width"])),
+                int(str(t["canvas"])),
             )
         )
     streamd_cores = (streamd1 - streamd0) / elapsed
@@ -201,7 +203,8 @@ def describe(label: str, wall: Wall) -> str:
     ]
     for t in wall.tiles:
         lines.append(
-            f"  {t.camera} [{t.path}{'' if t.reason is None else ': ' + t.reason}, {t.width} px]: "
+            f"  {t.camera} [{t.path}{'' if t.reason is None else ': ' + t.reason}, {t.width} px on "
+            f"{t.canvas}]: "
             f"{t.fps:.1f} fps ({100 * t.fps / FPS:.0f} %), p50 {t.p50_ms:.0f} ms, "
             f"p99 {t.p99_ms:.0f} ms"
         )

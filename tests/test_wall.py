@@ -106,7 +106,8 @@ async def browser(tmp_path: Path) -> AsyncIterator[DevTools]:
 
 TILES = """JSON.stringify(Object.values(window.streamdWall ? streamdWall.tiles : {}).map(t => ({
   id: t.id, shown: t.shown, state: t.state, seq: t.lastSeq, latency: t.latencyMs,
-  shownState: t.el.dataset.state,
+  shownState: t.el.dataset.state, picture: t.pictureWidth || 0, canvas: t.canvas.width,
+  shownWidth: t.canvas.clientWidth * devicePixelRatio,
   lit: (() => { const c = t.canvas; if (!c.width) return 0;
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                 let s = 0; for (let i = 0; i < d.length; i += 97) s += d[i]; return s; })()
@@ -143,7 +144,13 @@ async def test_wall_in_headless_chromium(
     daemon = start_daemon(
         redis_url=redis_server.url,
         cameras=[
-            {"id": "lobby", "name": "Lobby", "location": "Ground floor", **SYNTH},
+            {
+                "id": "lobby",
+                "name": "Lobby",
+                "location": "Ground floor",
+                **SYNTH,
+                "source": "synthetic:?width=1280&height=720",  # wider than its tile
+            },
             {"id": "garage", **SYNTH},
             {"id": "yard", **SYNTH},
         ],
@@ -156,6 +163,10 @@ async def test_wall_in_headless_chromium(
         "every tile live with decoded frames",
     )
     assert all(t["lit"] > 0 for t in first)  # something was drawn
+    # Each picture is drawn at the size its tile shows it, never above its own.
+    assert [t["picture"] for t in first] == [1280, 320, 320]
+    assert all(t["canvas"] <= min(t["picture"], round(t["shownWidth"]) + 1) for t in first)
+    assert first[0]["canvas"] < 1280 and first[1]["canvas"] == 320
     assert all(t["latency"] is not None and 0 <= t["latency"] < 2000 for t in first)
     later = await until(
         browser,
