@@ -4,6 +4,7 @@ without fixed sleeps."""
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -25,6 +26,15 @@ __all__ = ["RedisServer", "free_port", "wait_for"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(__file__).resolve().parent / "tools"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Byte-compile streamd once, so the many processes the tests start (daemons,
+    fork servers, camera children, ``streamd check``) load it as an installed
+    package does, instead of each compiling its source again: an editable
+    install has no .pyc, and with PYTHONDONTWRITEBYTECODE (set on CI) none is
+    ever written. py_compile writes them regardless; stale ones are rebuilt."""
+    compileall.compile_dir(ROOT / "streamd", quiet=1)
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,11 @@ async def test_sigterm_exits_zero_and_viewers_get_1001(
     daemon = start_daemon(redis_url=redis_server.url, cameras=[{"id": "c", **SYNTH}])
     children = wait_for(daemon.child_pids, 10, "the camera child")
     assert len(children) == 1
+    # An idle keep-alive connection (a browser keeps some) must not hold the stop:
+    # it used to be waited on for aiohttp's whole 2 s shutdown timeout.
+    idle = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
+    idle.request("GET", "/healthz")
+    assert idle.getresponse().read()
     async with connect(f"ws://{daemon.base}/ws/c", max_size=None) as ws:
         await ws.recv()
         daemon.process.send_signal(signal.SIGTERM)
@@ -115,7 +122,12 @@ async def test_sigterm_exits_zero_and_viewers_get_1001(
             async with asyncio.timeout(10):
                 while True:
                     await ws.recv()
+        closed_at = time.monotonic()
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert idle.sock is not None
+    assert await asyncio.to_thread(idle.sock.recv, 1) == b""  # closed by the daemon
+    assert time.monotonic() - closed_at < 1.0, "the idle connection was closed late"
+    idle.close()
     assert await asyncio.to_thread(daemon.process.wait, 10) == 0
     events: list[dict[str, Any]] = daemon.log_events()
     assert any(e["event"] == "video stream manager stopped" for e in events)

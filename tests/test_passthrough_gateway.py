@@ -140,9 +140,15 @@ async def test_passthrough_units_decode_one_by_one_and_jpeg_viewers_are_unchange
     daemon: Daemon, door_units: UnitPublisher
 ) -> None:
     single = ws_url(daemon, f"/ws/door?format=h264&token={ALL}")
+    # Each viewer goes unread while the other is read. With websockets' default
+    # max_queue (16 messages) a client that falls behind stops reading its socket,
+    # so at the end it cannot read the gateway's answer to its close frame and
+    # waits out its 10 s close_timeout: 20 s here. Unbounded, as a browser reads.
     async with (
-        connect(single, max_size=None) as ws,
-        connect(ws_url(daemon, "/ws/door"), additional_headers=AUTH, max_size=None) as jpeg_ws,
+        connect(single, max_size=None, max_queue=None) as ws,
+        connect(
+            ws_url(daemon, "/ws/door"), additional_headers=AUTH, max_size=None, max_queue=None
+        ) as jpeg_ws,
     ):
         units = await binary_messages(ws, 40)
         jpegs = await binary_messages(jpeg_ws, 3)

@@ -280,6 +280,9 @@ class Gateway:
             )
         )
         if self._web is not None:
+            # As aiohttp's own runner does: idle keep-alive connections (a browser
+            # keeps some) close now; only requests in progress get the 2 s.
+            self._web.pre_shutdown()
             with contextlib.suppress(TimeoutError):
                 await self._web.shutdown(timeout=2.0)
         await server.wait_closed()
