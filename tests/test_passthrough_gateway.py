@@ -390,7 +390,7 @@ WALL_TILES = """JSON.stringify(Object.fromEntries(Object.entries(window.streamdW
   lit: (() => { const c = t.canvas; if (!c.width) return 0;
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                 let s = 0; for (let i = 0; i < d.length; i += 97) s += d[i]; return s; })(),
-  width: t.canvas.width}])))"""
+  width: t.pictureWidth || 0}])))"""
 
 
 async def wall_until(
