@@ -301,8 +301,14 @@ def test_events_and_failed_plugin_end_to_end(
         broken["detector"].startswith("failed:") and "model weights missing" in broken["detector"]
     )
     assert cameras["moving"]["last_event"]["camera_id"] == "moving"
-    errors = [e for e in daemon.log_events() if e["event"].startswith("detector failed to load")]
-    assert errors and errors[0]["camera_id"] == "broken"
+
+    # The child's log line and its status reach the daemon by different paths:
+    # the status being there does not mean the line is written yet.
+    def load_errors() -> list[dict[str, object]]:
+        return [e for e in daemon.log_events() if e["event"].startswith("detector failed to load")]
+
+    errors = wait_for(load_errors, 10, "the child's log of the failed detector")
+    assert errors[0]["camera_id"] == "broken"
 
 
 def test_slow_detector_lowers_its_own_rate_not_the_stream(
